@@ -1,0 +1,138 @@
+"""The `Detector`: one scoring path behind the CLI, the Python API and the services.
+
+    det = Detector.open("INDEX")               # loads the index and its backbone once
+    det.score_image("still.png")               # path, bytes or PIL image -> Result
+    det.score_video("clip.mp4", fps=2.0)       # -> Result
+    det.score_file("anything")                 # never raises for a bad file: verdict "error"
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from PIL import Image
+
+from detector.backbones import Backbone, load_backbone
+from detector.embedding import RegionEmbedder
+from detector.errors import MediaError, MediaLimitError, UnreadableMediaError
+from detector.frames import DEFAULT_FPS, DEFAULT_MAX_FRAMES, Frame, MediaReader
+from detector.results import Result
+from detector.scoring import FrameEvidence, aggregate, frame_evidence
+from index.build import check_identity
+from index.errors import ImageTooLargeError, IncompatibleIndexError, ReferenceImageError
+from index.images import DEFAULT_MAX_PIXELS, open_image
+from index.store import IndexStore
+
+__all__ = ["Detector"]
+
+#: Sampled frames embedded together (each contributes all its regions to one forward pass).
+FRAME_BATCH = 8
+
+
+class Detector:
+    """Scores images and videos against a reference index.
+
+    Why one object: the backbone and the index are loaded once and reused for every input, by
+    every front door (CLI, Python, HTTP, distributed workers).
+    """
+
+    def __init__(self, store: IndexStore, backbone: Backbone, *, fps: float = DEFAULT_FPS,
+                 max_frames: int = DEFAULT_MAX_FRAMES, max_pixels: int = DEFAULT_MAX_PIXELS):
+        check_identity(store.backbone, backbone, str(store.path))
+        self.store = store
+        self.backbone = backbone
+        self.embedder = RegionEmbedder(backbone)
+        self.fps = fps
+        self.max_frames = max_frames
+        self.max_pixels = max_pixels
+
+    @classmethod
+    def open(cls, index: str | Path, *, backbone: str | None = None, **options: float) -> Detector:
+        """Load an index and the backbone it was built with.
+
+        Args:
+            index: the index folder.
+            backbone: expected backbone name; an index built with another one is refused.
+            options: `fps`, `max_frames`, `max_pixels` defaults for this detector.
+
+        Raises:
+            index.IndexNotFoundError, index.IncompatibleIndexError, detector.BackboneError
+
+        >>> det = Detector.open("my-index")                 # doctest: +SKIP
+        >>> det.score_video("clip.mp4").verdict             # doctest: +SKIP
+        'flag'
+        """
+        store = IndexStore.open(index)
+        name = store.backbone["name"]
+        if backbone is not None and backbone != name:
+            raise IncompatibleIndexError(
+                f"{index}: index was built with backbone {name!r}, not {backbone!r}; "
+                "drop --backbone or rebuild the index with it"
+            )
+        return cls(store, load_backbone(name), **options)  # type: ignore[arg-type]
+
+    def _evidence(self, frames: Iterator[Frame]) -> list[FrameEvidence]:
+        evidence: list[FrameEvidence] = []
+        batch: list[Frame] = []
+
+        def flush() -> None:
+            for fr, (vecs, boxes) in zip(batch, self.embedder.embed_frames([f.image for f in batch])):
+                evidence.append(frame_evidence(self.store, fr.time, vecs, boxes))
+            batch.clear()
+
+        for frame in frames:
+            batch.append(frame)
+            if len(batch) >= FRAME_BATCH:
+                flush()
+        flush()
+        return evidence
+
+    def score_image(self, image: str | Path | bytes | Image.Image, *, path: str | None = None) -> Result:
+        """Score one still image (path, encoded bytes, or a PIL image).
+
+        Raises:
+            UnreadableMediaError, MediaLimitError: the image cannot be used.
+        """
+        try:
+            img = open_image(image, max_pixels=self.max_pixels)
+        except ImageTooLargeError as exc:
+            raise MediaLimitError(str(exc)) from exc
+        except ReferenceImageError as exc:
+            raise UnreadableMediaError(str(exc)) from exc
+        name = path or (str(image) if isinstance(image, (str, Path)) else "<image>")
+        evidence = self._evidence(iter([Frame(0, 0.0, img)]))
+        return aggregate(self.store, name, evidence, kind="image", duration=0.0)
+
+    def score_video(self, path: str | Path, *, fps: float | None = None, max_frames: int | None = None) -> Result:
+        """Score a video, animated GIF or still image file, sampling at `fps`.
+
+        Raises:
+            UnreadableMediaError, MediaLimitError: the file cannot be used.
+        """
+        reader = MediaReader(path, fps=fps or self.fps, max_frames=max_frames or self.max_frames,
+                             max_pixels=self.max_pixels)
+        evidence = self._evidence(iter(reader))
+        return aggregate(self.store, str(path), evidence, kind=reader.kind, duration=reader.duration,
+                         warnings=reader.warnings)
+
+    def score_bytes(self, data: bytes, *, name: str = "<upload>", **kw: float) -> Result:
+        """Score an in-memory file of any supported type (spooled to a temporary file for PyAV)."""
+        with tempfile.NamedTemporaryFile(suffix=Path(name).suffix) as tmp:
+            tmp.write(data)
+            tmp.flush()
+            result = self.score_video(tmp.name, **kw)  # type: ignore[arg-type]
+        return dataclasses.replace(result, path=name)
+
+    def score_file(self, path: str | Path, **kw: float) -> Result:
+        """Like `score_video`, but an unusable file gives a Result with verdict `error`."""
+        try:
+            return self.score_video(path, **kw)  # type: ignore[arg-type]
+        except MediaError as exc:
+            return Result.failed(str(path), exc)
+
+    def __repr__(self) -> str:
+        return f"Detector(index={str(self.store.path)!r}, backbone={self.backbone.name!r})"
+

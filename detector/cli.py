@@ -1,0 +1,304 @@
+"""The `mamori` command line.
+
+    mamori index build (REFS_DIR | --manifest CSV) --out INDEX [--backbone NAME] [--background DIR]
+    mamori index add INDEX (REFS_DIR | --manifest CSV)
+    mamori index remove INDEX (--character NAME | --reference ID)
+    mamori index info INDEX
+    mamori scan PATH... --index INDEX [--out RESULTS.jsonl] [--fps F] [--max-frames N]
+    mamori score IMAGE_OR_VIDEO --index INDEX
+    mamori demo [--out DIR]
+
+Exit status (`ExitCode`): 0 nothing flagged, 1 something flagged (scan/score), 2 usage or fatal
+error, 130 interrupted. User mistakes print one line `ErrorType: message` on stderr; `--debug`
+adds the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import enum
+import json
+import os
+import sys
+import time
+import traceback
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from detector.errors import DetectorError
+from index.errors import IndexStoreError
+
+__all__ = ["ExitCode", "main"]
+
+
+class ExitCode(enum.IntEnum):
+    OK = 0
+    FLAGGED = 1
+    ERROR = 2
+    INTERRUPTED = 130
+
+
+def _progress_printer(quiet: bool) -> Any:
+    last = [0.0]
+
+    def progress(stage: str, done: int, total: int) -> None:
+        now = time.monotonic()
+        if quiet or (done < total and now - last[0] < 1.0):
+            return
+        last[0] = now
+        print(f"  {stage}: {done}/{total}", file=sys.stderr, flush=True)
+
+    return progress
+
+
+def _embedder(backbone: str) -> Any:
+    from detector.backbones import load_backbone
+    from detector.embedding import RegionEmbedder
+
+    return RegionEmbedder(load_backbone(backbone))
+
+
+def _print_report(report: Any, out: TextIO = sys.stderr) -> None:
+    print(f"added {len(report.added)} reference(s); {report.characters} character(s) in the index"
+          + (f"; {report.background_images} background image(s)" if report.background_images else ""), file=out)
+    for path, why in report.skipped:
+        print(f"  skipped {path}: {why}", file=out)
+
+
+def cmd_index_build(a: argparse.Namespace) -> int:
+    from index import build_index, read_references
+
+    entries = read_references(a.refs_dir, a.manifest)
+    print(f"building {a.out} from {len(entries)} reference image(s) with backbone {a.backbone}", file=sys.stderr)
+    report = build_index(entries, a.out, _embedder(a.backbone), background=a.background, force=a.force,
+                         progress=_progress_printer(a.quiet))
+    _print_report(report)
+    if a.background is None:
+        print("no --background given: thresholds use the backbone's defaults (see README, Calibration)", file=sys.stderr)
+    return ExitCode.OK
+
+
+def cmd_index_add(a: argparse.Namespace) -> int:
+    from index import IndexStore, add_references, read_references
+
+    entries = read_references(a.refs_dir, a.manifest)
+    name = IndexStore.open(a.index).backbone["name"]
+    report = add_references(a.index, entries, _embedder(name), progress=_progress_printer(a.quiet))
+    _print_report(report)
+    return ExitCode.OK
+
+
+def cmd_index_remove(a: argparse.Namespace) -> int:
+    from index import remove_references
+
+    gone = remove_references(a.index, character=a.character, reference=a.reference)
+    for r in gone:
+        print(f"removed {r.id} {r.character} {r.source_path}", file=sys.stderr)
+    return ExitCode.OK
+
+
+def cmd_index_info(a: argparse.Namespace) -> int:
+    from index import IndexStore
+
+    info = IndexStore.open(a.index).summary()
+    if a.json:
+        print(json.dumps(info, indent=1))
+        return ExitCode.OK
+    bb, counts = info["backbone"], info["counts"]
+    print(f"index      {info['path']}  (format {info['format_version']}, generation {info['generation']})")
+    print(f"backbone   {bb['name']}  dim={bb['dim']}  weights sha256={bb['weights_sha256'][:16]}…")
+    print(f"contents   {counts['references']} references, {counts['characters']} characters, "
+          f"{counts['background_images']} background images; updated {info['updated']}")
+    print(f"rule       {info['thresholds'].get('rule', '')}")
+    print(f"{'character':28} {'refs':>4} {'franchise':20} {'flag_sim':>8} {'review_sim':>10} calibration")
+    for name, c in info["characters"].items():
+        print(f"{name[:28]:28} {c['references']:4d} {c['franchise'][:20]:20} {c['flag_sim']:8.3f} "
+              f"{c['review_sim']:10.3f} {c['source']} (n={c['n_background']})")
+    return ExitCode.OK
+
+
+def iter_inputs(paths: Sequence[str]) -> Iterator[Path]:
+    """Files as given (whatever their suffix), and media files found recursively in folders, sorted."""
+    from detector.frames import MEDIA_SUFFIXES
+
+    for p in map(Path, paths):
+        if p.is_dir():
+            yield from sorted(
+                f for f in p.rglob("*")
+                if f.is_file() and f.suffix.lower() in MEDIA_SUFFIXES and not f.name.startswith(".")
+            )
+        else:
+            yield p
+
+
+def _open_out(path: str | None) -> TextIO:
+    return open(path, "w", encoding="utf-8") if path else sys.stdout
+
+
+def cmd_scan(a: argparse.Namespace) -> int:
+    from detector.api import Detector
+
+    det = Detector.open(a.index, backbone=a.backbone, fps=a.fps, max_frames=a.max_frames)
+    inputs = list(iter_inputs(a.paths))
+    if not inputs:
+        print("scan: no input files found", file=sys.stderr)
+        return ExitCode.ERROR
+    counts = {"flag": 0, "review": 0, "pass": 0, "error": 0}
+    frames, t0 = 0, time.monotonic()
+    out = _open_out(a.out)
+    try:
+        for i, path in enumerate(inputs, 1):
+            t1 = time.monotonic()
+            result = det.score_file(path)
+            out.write(json.dumps(result.to_dict()) + "\n")
+            out.flush()
+            if out is not sys.stdout:
+                os.fsync(out.fileno())  # a crash loses at most the line being written
+            counts[result.verdict] += 1
+            frames += result.frames
+            if not a.quiet:
+                top = result.characters[0].character if result.characters else ""
+                detail = result.error or f"{result.score:.2f} {top}".strip()
+                print(f"[{i}/{len(inputs)}] {path}: {result.verdict} {detail} ({time.monotonic() - t1:.1f}s)",
+                      file=sys.stderr, flush=True)
+    finally:
+        if out is not sys.stdout:
+            out.close()
+    dt = time.monotonic() - t0
+    summary = ", ".join(f"{v} {k}" for k, v in counts.items())
+    where = f"; results in {a.out}" if a.out else ""
+    print(f"scanned {len(inputs)} file(s) in {dt:.1f}s ({frames / max(dt, 1e-9):.1f} frames/s): {summary}{where}",
+          file=sys.stderr)
+    return ExitCode.FLAGGED if counts["flag"] else ExitCode.OK
+
+
+def cmd_score(a: argparse.Namespace) -> int:
+    from detector.api import Detector
+
+    det = Detector.open(a.index, backbone=a.backbone, fps=a.fps, max_frames=a.max_frames)
+    result = det.score_file(a.path)
+    print(json.dumps(result.to_dict(), indent=1))
+    if result.verdict == "error":
+        return ExitCode.ERROR
+    return ExitCode.FLAGGED if result.verdict == "flag" else ExitCode.OK
+
+
+def cmd_demo(a: argparse.Namespace) -> int:
+    from detector.demo import run_demo
+
+    return run_demo(Path(a.out), backbone=a.backbone)
+
+
+def _positive_float(s: str) -> float:
+    v = float(s)
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, not {s}")
+    return v
+
+
+def _positive_int(s: str) -> int:
+    v = int(s)
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, not {s}")
+    return v
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from detector.backbones import DEFAULT_BACKBONE
+    from detector.frames import DEFAULT_FPS, DEFAULT_MAX_FRAMES
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    common.add_argument("-q", "--quiet", action="store_true", help="no progress output on stderr")
+
+    p = argparse.ArgumentParser(prog="mamori",
+                                description="Find protected characters in generated images and video.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    ix = sub.add_parser("index", help="build and manage a reference index").add_subparsers(
+        dest="index_command", required=True, metavar="SUBCOMMAND")
+    b = ix.add_parser("build", parents=[common], help="build an index from reference art",
+                      description="Embed reference art (REFS_DIR/<character>/<images> or a manifest CSV "
+                                  "with columns path,character,franchise,rights_holder,license) into a new index.")
+    b.add_argument("refs_dir", nargs="?", help="folder with one sub-folder of images per character")
+    b.add_argument("--manifest", help="manifest CSV (paths relative to the CSV's folder)")
+    b.add_argument("--out", required=True, help="index folder to create")
+    b.add_argument("--backbone", default=DEFAULT_BACKBONE,
+                   help="clip-vit-b32 (default), effnet-lite0-imagenet (offline), or openclip:ARCH:TAG_OR_PATH")
+    b.add_argument("--background", help="folder of non-protected images used to calibrate thresholds")
+    b.add_argument("--force", action="store_true", help="replace an existing index at --out")
+    b.set_defaults(func=cmd_index_build)
+
+    ad = ix.add_parser("add", parents=[common], help="add references to an index (same backbone)")
+    ad.add_argument("index")
+    ad.add_argument("refs_dir", nargs="?")
+    ad.add_argument("--manifest")
+    ad.set_defaults(func=cmd_index_add)
+
+    rm = ix.add_parser("remove", parents=[common], help="remove a character or one reference (takedown/opt-out)")
+    rm.add_argument("index")
+    g = rm.add_mutually_exclusive_group(required=True)
+    g.add_argument("--character", help="remove every reference of this character")
+    g.add_argument("--reference", help="remove one reference: its id, sha256 or source path")
+    rm.set_defaults(func=cmd_index_remove)
+
+    inf = ix.add_parser("info", parents=[common], help="show an index's backbone, counts and thresholds")
+    inf.add_argument("index")
+    inf.add_argument("--json", action="store_true", help="print the full summary as JSON")
+    inf.set_defaults(func=cmd_index_info)
+
+    def media_options(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--index", required=True, help="index folder")
+        sp.add_argument("--fps", type=_positive_float, default=DEFAULT_FPS, help="frames sampled per second (default %(default)s)")
+        sp.add_argument("--max-frames", type=_positive_int, default=DEFAULT_MAX_FRAMES,
+                        help="most frames sampled per video (default %(default)s); later frames are not checked")
+        sp.add_argument("--backbone", help="refuse to run unless the index uses this backbone")
+
+    s = sub.add_parser("scan", parents=[common], help="scan videos/images, one JSON line per input",
+                       description="Scan files and folders (recursively: videos, GIFs, images). Writes one JSON "
+                                   "result per input; unreadable files get verdict 'error' and the scan goes on. "
+                                   "Exit 0: nothing flagged, 1: something flagged, 2: fatal error.")
+    s.add_argument("paths", nargs="+", metavar="PATH")
+    media_options(s)
+    s.add_argument("--out", help="write JSON lines here (default: stdout)")
+    s.set_defaults(func=cmd_scan)
+
+    sc = sub.add_parser("score", parents=[common], help="score one file, JSON to stdout",
+                        description="Exit 0: not flagged, 1: flagged, 2: the file could not be read or a fatal error.")
+    sc.add_argument("path")
+    media_options(sc)
+    sc.set_defaults(func=cmd_score)
+
+    d = sub.add_parser("demo", parents=[common], help="make sample art and videos, build an index, scan (offline)")
+    d.add_argument("--out", default="mamori-demo", help="folder for the demo's data and results (default %(default)s)")
+    d.add_argument("--backbone", help="backbone to use (default: clip-vit-b32 if its weights are available, "
+                                      "else effnet-lite0-imagenet)")
+    d.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    a = parser.parse_args(argv)
+    try:
+        return int(a.func(a))
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return ExitCode.INTERRUPTED
+    except (DetectorError, IndexStoreError) as exc:
+        if a.debug:
+            traceback.print_exc()
+        print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
+        return ExitCode.ERROR
+    except BrokenPipeError:
+        return ExitCode.OK
+    except OSError as exc:  # e.g. --out in a missing folder, a full disk
+        if a.debug:
+            traceback.print_exc()
+        print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
+        return ExitCode.ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

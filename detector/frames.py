@@ -1,0 +1,186 @@
+"""Frame sampling: stills, animated GIFs and videos → timestamped RGB frames, streamed.
+
+Steps for a timed medium (PyAV decodes mp4/webm/mov/mkv/avi, animated GIF and anything else
+FFmpeg reads):
+    1. open the container and check the stream (dimensions against the pixel limit)
+    2. decode frames in order; a frame is *sampled* when its true timestamp reaches the next
+       multiple of 1/fps (the first frame is always sampled); unsampled frames are never
+       converted to RGB
+    3. sampled frames are converted at reduced size (longer side <= MAX_SIDE) and yielded one by
+       one, so memory does not grow with the video's length; sampling stops at max_frames
+A still image is one frame at t=0. Every failure becomes an `UnreadableMediaError` or
+`MediaLimitError` with the file named; a stream that breaks after some frames were sampled keeps
+those frames and records a warning.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import av
+from PIL import Image
+
+from detector.errors import ConfigError, MediaLimitError, UnreadableMediaError
+from index.errors import ImageTooLargeError, ReferenceImageError
+from index.images import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, open_image
+
+__all__ = [
+    "DEFAULT_FPS",
+    "DEFAULT_MAX_FRAMES",
+    "MEDIA_SUFFIXES",
+    "VIDEO_SUFFIXES",
+    "Frame",
+    "MediaReader",
+]
+
+DEFAULT_FPS = 2.0
+DEFAULT_MAX_FRAMES = 600
+#: Sampled frames are converted with their longer side at most this many pixels.
+MAX_SIDE = 960
+VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".webm", ".mov", ".mkv", ".avi", ".gif", ".mpg", ".mpeg", ".ts"})
+MEDIA_SUFFIXES = VIDEO_SUFFIXES | IMAGE_SUFFIXES
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One sampled frame: its position among sampled frames, its time in seconds, and its pixels."""
+
+    index: int
+    time: float
+    image: Image.Image
+
+
+@dataclass
+class MediaReader:
+    """Iterate the sampled frames of one file; `kind`, `duration` and `warnings` are filled in.
+
+    >>> reader = MediaReader("clip.mp4", fps=2.0)        # doctest: +SKIP
+    >>> [round(f.time, 2) for f in reader][:3]           # doctest: +SKIP
+    [0.0, 0.5, 1.0]
+    """
+
+    path: str | Path
+    fps: float = DEFAULT_FPS
+    max_frames: int = DEFAULT_MAX_FRAMES
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    kind: str = ""
+    duration: float | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not (self.fps > 0 and math.isfinite(self.fps)):
+            raise ConfigError(f"fps must be a positive number, not {self.fps}")
+        if self.max_frames < 1:
+            raise ConfigError(f"max_frames must be at least 1, not {self.max_frames}")
+        p = Path(self.path)
+        try:
+            size = p.stat().st_size
+        except FileNotFoundError as exc:
+            raise UnreadableMediaError(f"{p}: no such file") from exc
+        except OSError as exc:
+            raise UnreadableMediaError(f"{p}: cannot read ({exc.strerror})") from exc
+        if not p.is_file():
+            raise UnreadableMediaError(f"{p}: not a regular file")
+        if size == 0:
+            raise UnreadableMediaError(f"{p}: empty file (0 bytes)")
+        self.kind = "image" if self._is_still(p) else "video"
+
+    @staticmethod
+    def _is_still(p: Path) -> bool:
+        """A single-frame image Pillow recognises (header only); animated images go to PyAV."""
+        try:
+            with Image.open(p) as im:
+                return getattr(im, "n_frames", 1) == 1
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+            return False
+
+    def __iter__(self) -> Iterator[Frame]:
+        if self.kind == "image":
+            try:
+                img = open_image(self.path, max_pixels=self.max_pixels)
+            except ImageTooLargeError as exc:
+                raise MediaLimitError(str(exc)) from exc
+            except ReferenceImageError as exc:
+                raise UnreadableMediaError(str(exc)) from exc
+            self.duration = 0.0
+            yield Frame(0, 0.0, _shrink(img))
+            return
+        yield from self._video_frames()
+
+    def _open(self) -> av.container.InputContainer:
+        try:
+            container = av.open(str(self.path), mode="r", metadata_errors="ignore")
+        except (av.FFmpegError, UnicodeDecodeError, ValueError) as exc:
+            raise UnreadableMediaError(f"{self.path}: not a readable video or image ({_reason(exc)})") from exc
+        if not container.streams.video:
+            container.close()
+            raise UnreadableMediaError(f"{self.path}: no video stream in this file")
+        return container
+
+    def _video_frames(self) -> Iterator[Frame]:
+        container = self._open()
+        try:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            w, h = stream.codec_context.width, stream.codec_context.height
+            if w * h > self.max_pixels:
+                raise MediaLimitError(
+                    f"{self.path}: {w}x{h} video frames exceed the limit of {self.max_pixels:,} pixels"
+                )
+            tb = stream.time_base
+            start = float(stream.start_time * tb) if stream.start_time is not None and tb else 0.0
+            if stream.duration is not None and tb:
+                self.duration = float(stream.duration * tb)
+            elif container.duration is not None:
+                self.duration = container.duration / av.time_base
+            step = 1.0 / self.fps
+            next_t: float | None = None
+            n = 0
+            last_t = 0.0
+            try:
+                for frame in container.decode(stream):
+                    t = frame.time
+                    t = last_t if t is None else max(0.0, float(t) - start)
+                    last_t = t
+                    if next_t is not None and t < next_t - 1e-6:
+                        continue  # not sampled: never converted
+                    if n >= self.max_frames:
+                        self.warnings.append(
+                            f"stopped at max_frames={self.max_frames} (t={t:.2f}s); later frames were not checked"
+                        )
+                        break
+                    yield Frame(n, t, _frame_image(frame))
+                    n += 1
+                    next_t = (math.floor(t / step + 1e-6) + 1) * step
+            except (av.FFmpegError, ValueError, MemoryError) as exc:
+                if n == 0:
+                    raise UnreadableMediaError(f"{self.path}: cannot decode video ({_reason(exc)})") from exc
+                self.warnings.append(f"decoding stopped at t={last_t:.2f}s: {_reason(exc)}; frames after it were not checked")
+            if n == 0:
+                raise UnreadableMediaError(f"{self.path}: the video has no decodable frames")
+            if self.duration is None or self.duration <= 0:
+                self.duration = last_t
+        finally:
+            container.close()
+
+
+def _frame_image(frame: av.VideoFrame) -> Image.Image:
+    w, h = frame.width, frame.height
+    scale = min(1.0, MAX_SIDE / max(w, h))
+    if scale < 1.0:
+        return frame.to_image(width=max(1, round(w * scale)), height=max(1, round(h * scale)))
+    return frame.to_image()
+
+
+def _shrink(img: Image.Image) -> Image.Image:
+    scale = MAX_SIDE / max(img.size)
+    if scale >= 1.0:
+        return img
+    return img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))), Image.BILINEAR)
+
+
+def _reason(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}".strip()

@@ -1,0 +1,258 @@
+"""Building and changing an index: read reference art, embed it, calibrate, commit atomically.
+
+Steps of `build_index`:
+    1. read each reference image safely (`index.images`), hash it, drop exact duplicates (sha256)
+    2. embed the references in batches with the caller's `Embedder` (the backbone lives in `detector`)
+    3. embed the background images as queries; their mean is the centre all vectors are projected
+       with (`index.store.project`); calibrate each character against them (`index.calibrate`)
+    4. write a new generation and commit it (`index.store.write_index`)
+
+`add_references` and `remove_references` load the current generation, change it in memory,
+re-calibrate from the stored background embeddings, and commit the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+from PIL import Image
+
+from index.calibrate import background_similarities, calibrate, rule
+from index.errors import IncompatibleIndexError, IndexStoreError, ManifestError, ReferenceImageError
+from index.images import IMAGE_SUFFIXES, file_sha256, open_image
+from index.manifest import ReferenceEntry
+from index.store import CharacterInfo, IndexData, IndexStore, Reference, _now, index_lock, project, write_index
+
+__all__ = ["BuildReport", "Embedder", "add_references", "build_index", "remove_references"]
+
+BATCH = 16
+Progress = Callable[[str, int, int], None]
+
+
+class Embedder(Protocol):
+    """What index building needs from a backbone (implemented by `detector.embedding`)."""
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        """name, weights_sha256, dim and preprocess of the backbone: stored in `index.json`."""
+        ...
+
+    def embed_references(self, images: Sequence[Image.Image]) -> list[tuple[np.ndarray, list[str]]]:
+        """Per image: (V, D) float32 L2-normalised vectors and the name of each view."""
+        ...
+
+    def embed_queries(self, images: Sequence[Image.Image]) -> list[np.ndarray]:
+        """Per image: (R, D) float32 L2-normalised vectors, embedded as a video frame is."""
+        ...
+
+
+@dataclass
+class BuildReport:
+    """What a build or add did: references added, and every input skipped with the reason."""
+
+    added: list[Reference] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    background_images: int = 0
+    characters: int = 0
+
+
+def _batched(items: Sequence[Any], n: int) -> Iterator[Sequence[Any]]:
+    for i in range(0, len(items), n):
+        yield items[i : i + n]
+
+
+def _noop(stage: str, done: int, total: int) -> None:
+    pass
+
+
+def check_identity(index_backbone: dict[str, Any], embedder: Embedder, where: str) -> None:
+    """Raise IncompatibleIndexError unless the embedder is the backbone the index was built with."""
+    mine = embedder.identity
+    for key in ("name", "dim", "weights_sha256", "preprocess"):
+        if index_backbone.get(key) != mine.get(key):
+            raise IncompatibleIndexError(
+                f"{where}: index was built with backbone {index_backbone.get('name')!r} "
+                f"({key}={index_backbone.get(key)!r}), not {mine.get('name')!r} ({key}={mine.get(key)!r}); "
+                "use the index's backbone or build a new index"
+            )
+
+
+def _embed_entries(
+    entries: Sequence[ReferenceEntry],
+    embedder: Embedder,
+    known_sha: dict[str, Reference],
+    report: BuildReport,
+    progress: Progress,
+) -> tuple[list[Reference], list[np.ndarray], list[str], list[str]]:
+    refs, vecs, vec_refs, views = [], [], [], []
+    seen = dict(known_sha)
+    done = 0
+    for batch in _batched(entries, BATCH):
+        imgs, kept = [], []
+        for e in batch:
+            try:
+                sha = file_sha256(e.path)
+                if sha in seen:
+                    other = seen[sha]
+                    report.skipped.append((str(e.path), f"duplicate of reference {other.id} ({other.source_path}, {other.character})"))
+                    continue
+                img = open_image(e.path)
+            except (ReferenceImageError, OSError) as exc:
+                report.skipped.append((str(e.path), str(exc)))
+                continue
+            ref = Reference(
+                id=sha[:16], sha256=sha, character=e.character, franchise=e.franchise,
+                rights_holder=e.rights_holder, license=e.license, source_path=str(e.path),
+                width=img.width, height=img.height, added_at=_now(), extra=dict(e.extra),
+            )
+            seen[sha] = ref
+            imgs.append(img)
+            kept.append(ref)
+        for ref, (v, names) in zip(kept, embedder.embed_references(imgs) if imgs else [], strict=True):
+            refs.append(ref)
+            vecs.append(v)
+            vec_refs += [ref.id] * len(v)
+            views += names
+        done += len(batch)
+        progress("references", done, len(entries))
+    return refs, vecs, vec_refs, views
+
+
+def _embed_background(
+    folder: Path, embedder: Embedder, report: BuildReport, progress: Progress
+) -> tuple[np.ndarray, np.ndarray]:
+    if not folder.is_dir():
+        raise ManifestError(f"{folder}: background folder not found")
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    vecs, groups = [], []
+    n_img = 0
+    for i, batch in enumerate(_batched(files, BATCH)):
+        imgs = []
+        for p in batch:
+            try:
+                imgs.append(open_image(p))
+            except ReferenceImageError as exc:
+                report.skipped.append((str(p), f"background: {exc}"))
+        for v in embedder.embed_queries(imgs) if imgs else []:
+            vecs.append(v)
+            groups += [n_img] * len(v)
+            n_img += 1
+        progress("background", min((i + 1) * BATCH, len(files)), len(files))
+    report.background_images = n_img
+    dim = int(embedder.identity["dim"])
+    return (np.concatenate(vecs) if vecs else np.zeros((0, dim), np.float32)), np.asarray(groups, np.int32)
+
+
+def _characters(data: IndexData) -> dict[str, CharacterInfo]:
+    """Recompute every character's calibration from the stored background embeddings."""
+    sims = background_similarities(data.vectors, [data.references[r].character for r in data.vector_refs],
+                                   project(data.background, data.centre), data.background_groups)
+    cal = calibrate(sims, data.backbone["name"])
+    first: dict[str, Reference] = {}
+    for r in data.references.values():
+        first.setdefault(r.character, r)
+    return {
+        c: CharacterInfo(c, first[c].franchise, first[c].rights_holder, k.mu, k.sigma, k.bg_max,
+                         k.n_background, k.source, k.flag_sim, k.review_sim)
+        for c, k in sorted(cal.items())
+    }
+
+
+def build_index(
+    entries: Sequence[ReferenceEntry],
+    out: str | Path,
+    embedder: Embedder,
+    *,
+    background: str | Path | None = None,
+    force: bool = False,
+    progress: Progress = _noop,
+) -> BuildReport:
+    """Build a new index at `out` from reference entries.
+
+    Raises:
+        IndexStoreError: `out` already holds an index (and not `force`), or no reference could be read.
+    """
+    out = Path(out)
+    if (out / "index.json").exists() and not force:
+        raise IndexStoreError(f"{out}: an index already exists here (use --force to replace it, or `mamori index add`)")
+    report = BuildReport()
+    with index_lock(out):
+        refs, vecs, vec_refs, views = _embed_entries(entries, embedder, {}, report, progress)
+        if not refs:
+            raise IndexStoreError(f"no reference image could be read ({len(report.skipped)} skipped); nothing to index")
+        dim = int(embedder.identity["dim"])
+        bg, groups = (
+            _embed_background(Path(background), embedder, report, progress)
+            if background is not None
+            else (np.zeros((0, dim), np.float32), np.zeros(0, np.int32))
+        )
+        centre = bg.mean(axis=0) if len(bg) else np.zeros(dim, np.float32)
+        data = IndexData(
+            backbone=dict(embedder.identity), references={r.id: r for r in refs},
+            vectors=project(np.concatenate(vecs), centre), vector_refs=vec_refs, vector_views=views,
+            characters={}, background=bg, background_groups=groups, thresholds=rule(), centre=centre,
+        )
+        data.characters = _characters(data)
+        write_index(out, data)
+    report.added = refs
+    report.characters = len(data.characters)
+    return report
+
+
+def add_references(
+    path: str | Path, entries: Sequence[ReferenceEntry], embedder: Embedder, *, progress: Progress = _noop
+) -> BuildReport:
+    """Add references to an existing index (duplicates by sha256 are skipped) and commit."""
+    report = BuildReport()
+    with index_lock(path):
+        data = IndexStore.open(path).data
+        check_identity(data.backbone, embedder, str(path))
+        known = {r.sha256: r for r in data.references.values()}
+        refs, vecs, vec_refs, views = _embed_entries(entries, embedder, known, report, progress)
+        if refs:
+            data.references.update({r.id: r for r in refs})
+            data.vectors = np.concatenate([data.vectors, project(np.concatenate(vecs), data.centre)])
+            data.vector_refs += vec_refs
+            data.vector_views += views
+            data.characters = _characters(data)
+            write_index(path, data)
+    report.added = refs
+    report.characters = len(data.characters)
+    return report
+
+
+def remove_references(
+    path: str | Path, *, character: str | None = None, reference: str | None = None
+) -> list[Reference]:
+    """Remove every reference of a character, or one reference (by id, sha256 or source path).
+
+    Raises:
+        IndexStoreError: nothing matched (the index is left unchanged).
+    """
+    if (character is None) == (reference is None):
+        raise IndexStoreError("give exactly one of --character or --reference")
+    with index_lock(path):
+        data = IndexStore.open(path).data
+
+        names = {reference, str(Path(reference).resolve())} if reference is not None else set()
+        gone = [
+            r for r in data.references.values()
+            if (r.character == character) or names & {r.id, r.sha256, r.source_path}
+        ]
+        if not gone:
+            what = f"character {character!r}" if character is not None else f"reference {reference!r}"
+            raise IndexStoreError(f"{path}: no {what} in this index; see `mamori index info`")
+        ids = {r.id for r in gone}
+        keep = [i for i, r in enumerate(data.vector_refs) if r not in ids]
+        data.references = {k: v for k, v in data.references.items() if k not in ids}
+        data.vectors = data.vectors[keep]
+        data.vector_refs = [data.vector_refs[i] for i in keep]
+        data.vector_views = [data.vector_views[i] for i in keep]
+        data.characters = _characters(data)
+        write_index(path, data)
+    return gone
+

@@ -1,0 +1,366 @@
+"""The on-disk index: FAISS vectors + SQLite metadata + `index.json`, written atomically.
+
+Layout of an index folder:
+
+    INDEX/index.json          the commit point: format version, backbone, counts, thresholds,
+                              and the name of the current generation folder
+    INDEX/gen-<id>/vectors.faiss    exact inner-product FAISS index (rows = vectors table)
+    INDEX/gen-<id>/meta.sqlite      refs, vectors and characters tables
+    INDEX/gen-<id>/background.npz   background query embeddings kept for re-calibration
+    INDEX/.lock               held (flock) by a writer
+
+Why generations: every change (build, add, remove) writes a complete new generation folder,
+fsyncs it, and only then replaces `index.json` with `os.replace`, which is atomic. A crash at any
+moment leaves either the old index or the new one, never a half-written one that opens; leftover
+`.tmp-*` folders are ignored and swept by the next writer. Readers that loaded the previous
+generation keep working from memory (the one before the current is kept on disk).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import sqlite3
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+
+from index.errors import CorruptIndexError, IncompatibleIndexError, IndexLockedError, IndexNotFoundError
+
+__all__ = [
+    "FORMAT_VERSION",
+    "CharacterInfo",
+    "IndexData",
+    "IndexStore",
+    "Reference",
+    "index_lock",
+    "project",
+    "write_index",
+]
+
+FORMAT_VERSION = 1
+_SCHEMA = """
+CREATE TABLE refs (
+    id TEXT PRIMARY KEY, sha256 TEXT UNIQUE NOT NULL, character TEXT NOT NULL,
+    franchise TEXT, rights_holder TEXT, license TEXT, source_path TEXT,
+    width INTEGER, height INTEGER, added_at TEXT, extra TEXT);
+CREATE TABLE vectors (row INTEGER PRIMARY KEY, ref TEXT NOT NULL REFERENCES refs(id), view TEXT);
+CREATE TABLE characters (
+    name TEXT PRIMARY KEY, franchise TEXT, rights_holder TEXT,
+    mu REAL, sigma REAL, bg_max REAL, n_background INTEGER, source TEXT,
+    flag_sim REAL, review_sim REAL);
+"""
+
+
+@dataclass(frozen=True)
+class Reference:
+    """One indexed reference image. `id` is the first 16 hex digits of its sha256 (stable)."""
+
+    id: str
+    sha256: str
+    character: str
+    franchise: str = ""
+    rights_holder: str = ""
+    license: str = ""
+    source_path: str = ""
+    width: int = 0
+    height: int = 0
+    added_at: str = ""
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CharacterInfo:
+    """A character's rights metadata and its calibration (see `index.calibrate`)."""
+
+    name: str
+    franchise: str
+    rights_holder: str
+    mu: float
+    sigma: float
+    bg_max: float
+    n_background: int
+    source: str  # "background" or "default"
+    flag_sim: float
+    review_sim: float
+
+
+@dataclass
+class IndexData:
+    """Everything an index holds, in memory: what `write_index` writes and `IndexStore` reads.
+
+    `vectors` rows line up with `vector_refs` (the reference id of each row) and `vector_views`.
+    """
+
+    backbone: dict[str, Any]
+    references: dict[str, Reference]
+    vectors: np.ndarray
+    vector_refs: list[str]
+    vector_views: list[str]
+    characters: dict[str, CharacterInfo]
+    background: np.ndarray  # (M, D) query-region embeddings of the background images
+    background_groups: np.ndarray  # (M,) which background image each row came from
+    thresholds: dict[str, Any]
+    centre: np.ndarray | None = None  # (D,) mean background embedding; see `project`
+    created: str = ""
+
+    def __post_init__(self) -> None:
+        if self.centre is None:
+            self.centre = np.zeros(int(self.backbone["dim"]), np.float32)
+
+
+def project(x: np.ndarray, centre: np.ndarray) -> np.ndarray:
+    """Centre raw backbone embeddings on the background mean and L2-normalise them again.
+
+    Why: ImageNet/CLIP features of unrelated images share a large common component, which
+    squeezes all cosines into a narrow high band; removing the background mean (as copy-detection
+    systems do) spreads them out, so a real match stands clear of generic similarity. With no
+    background set the centre is zero and this is the identity on normalised vectors.
+    """
+    y = np.asarray(x, np.float32) - centre
+    return y / np.maximum(np.linalg.norm(y, axis=-1, keepdims=True), 1e-12)
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+@contextlib.contextmanager
+def index_lock(path: str | Path) -> Iterator[None]:
+    """Hold the index's exclusive write lock (non-blocking: a second writer gets an error)."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    with open(path / ".lock", "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            raise IndexLockedError(f"{path}: another process is writing this index") from exc
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_index(path: str | Path, data: IndexData) -> None:
+    """Write `data` as a new generation of the index at `path` and commit it atomically.
+
+    The caller holds `index_lock(path)`.
+    """
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    tmp = path / f".tmp-{uuid.uuid4().hex}"
+    tmp.mkdir()
+    try:
+        _write_generation(tmp, data)
+        gen = f"gen-{time.time_ns():x}-{uuid.uuid4().hex[:6]}"
+        os.rename(tmp, path / gen)
+        _fsync_path(path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    manifest = {
+        "format": "mamori-index",
+        "format_version": FORMAT_VERSION,
+        "generation": gen,
+        "backbone": data.backbone,
+        "faiss": "IndexFlatIP",
+        "counts": {
+            "references": len(data.references),
+            "vectors": int(data.vectors.shape[0]),
+            "characters": len(data.characters),
+            "background_images": int(len(np.unique(data.background_groups))),
+        },
+        "thresholds": data.thresholds,
+        "created": data.created or _now(),
+        "updated": _now(),
+    }
+    tmp_json = path / f".tmp-index-{uuid.uuid4().hex}.json"
+    with open(tmp_json, "w") as f:
+        json.dump(manifest, f, indent=1, sort_keys=True)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp_json, path / "index.json")
+    _fsync_path(path)
+    _sweep(path, keep={gen, _previous_generation(path, gen)})
+
+
+def _previous_generation(path: Path, current: str) -> str:
+    gens = sorted(p.name for p in path.glob("gen-*") if p.name != current)
+    return gens[-1] if gens else ""
+
+
+def _sweep(path: Path, keep: set[str]) -> None:
+    for p in path.iterdir():
+        if (p.name.startswith("gen-") and p.name not in keep) or p.name.startswith(".tmp-"):
+            if p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+
+
+def _write_generation(gen: Path, data: IndexData) -> None:
+    vectors = np.ascontiguousarray(data.vectors, dtype=np.float32)
+    flat = faiss.IndexFlatIP(int(data.backbone["dim"]))
+    if len(vectors):
+        flat.add(vectors)
+    faiss.write_index(flat, str(gen / "vectors.faiss"))
+    db = sqlite3.connect(gen / "meta.sqlite")
+    try:
+        db.executescript(_SCHEMA)
+        db.executemany(
+            "INSERT INTO refs VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            [
+                (r.id, r.sha256, r.character, r.franchise, r.rights_holder, r.license,
+                 r.source_path, r.width, r.height, r.added_at, json.dumps(r.extra))
+                for r in data.references.values()
+            ],
+        )
+        db.executemany(
+            "INSERT INTO vectors VALUES (?,?,?)",
+            list(zip(range(len(vectors)), data.vector_refs, data.vector_views, strict=True)),
+        )
+        db.executemany(
+            "INSERT INTO characters VALUES (?,?,?,?,?,?,?,?,?,?)",
+            [tuple(asdict(c).values()) for c in data.characters.values()],
+        )
+        db.commit()
+    finally:
+        db.close()
+    with open(gen / "background.npz", "wb") as f:
+        np.savez(f, vectors=data.background.astype(np.float32), groups=data.background_groups,
+                 centre=np.asarray(data.centre, np.float32))
+    for p in gen.iterdir():
+        with open(p, "rb") as fh:
+            os.fsync(fh.fileno())
+    _fsync_path(gen)
+
+
+class IndexStore:
+    """A loaded, read-only index: metadata in memory and an exact FAISS inner-product search.
+
+    Owns the FAISS row ↔ reference mapping; callers get `Reference` objects, never raw rows.
+
+    >>> store = IndexStore.open("my-index")          # doctest: +SKIP
+    >>> sims, refs = store.search(queries, k=8)      # doctest: +SKIP
+    """
+
+    def __init__(self, path: Path, manifest: dict[str, Any], data: IndexData, faiss_index: Any):
+        self.path = path
+        self.manifest = manifest
+        self.data = data
+        self._faiss = faiss_index
+        self._row_refs = [data.references[r] for r in data.vector_refs]
+
+    @property
+    def backbone(self) -> dict[str, Any]:
+        return self.data.backbone
+
+    @property
+    def references(self) -> dict[str, Reference]:
+        return self.data.references
+
+    @property
+    def characters(self) -> dict[str, CharacterInfo]:
+        return self.data.characters
+
+    @classmethod
+    def open(cls, path: str | Path) -> IndexStore:
+        """Load the index's current generation.
+
+        Raises:
+            IndexNotFoundError: no `index.json` at `path`.
+            CorruptIndexError: files missing, unreadable, or inconsistent.
+        """
+        path = Path(path)
+        manifest_path = path / "index.json"
+        if not manifest_path.is_file():
+            hint = " (a build may have been interrupted)" if path.is_dir() else ""
+            raise IndexNotFoundError(f"{path}: no mamori index here{hint}; build one with `mamori index build`")
+        try:
+            manifest = json.loads(manifest_path.read_text())
+            gen = path / manifest["generation"]
+            data, faiss_index = _read_generation(gen, manifest)
+        except (OSError, KeyError, ValueError, sqlite3.Error, RuntimeError) as exc:
+            raise CorruptIndexError(f"{path}: index files are unreadable ({exc})") from exc
+        if faiss_index.ntotal != len(data.vector_refs) or faiss_index.d != int(data.backbone["dim"]):
+            raise CorruptIndexError(f"{path}: FAISS vectors and metadata disagree")
+        return cls(path, manifest, data, faiss_index)
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, list[list[Reference]]]:
+        """Nearest references of raw backbone embeddings (projected here, see `project`).
+
+        Returns (N, k') cosine similarities and the matching references, best first (k' <= k).
+        """
+        k = min(k, self._faiss.ntotal)
+        if k == 0 or len(queries) == 0:
+            return np.zeros((len(queries), 0), np.float32), [[] for _ in range(len(queries))]
+        q = np.ascontiguousarray(project(queries, self.data.centre))
+        sims, rows = self._faiss.search(q, k)
+        return sims, [[self._row_refs[r] for r in row] for row in rows]
+
+    def summary(self) -> dict[str, Any]:
+        """What `mamori index info` prints: the manifest plus per-character counts."""
+        per_char: dict[str, int] = {}
+        for r in self.references.values():
+            per_char[r.character] = per_char.get(r.character, 0) + 1
+        out = dict(self.manifest)
+        out["path"] = str(self.path)
+        out["characters"] = {
+            name: {"references": per_char.get(name, 0), **asdict(c)} for name, c in sorted(self.characters.items())
+        }
+        return out
+
+
+def _read_generation(gen: Path, manifest: dict[str, Any]) -> tuple[IndexData, Any]:
+    if manifest.get("format") != "mamori-index":
+        raise ValueError("index.json is not a mamori index manifest")
+    if int(manifest.get("format_version", 0)) > FORMAT_VERSION:
+        raise IncompatibleIndexError(
+            f"index format version {manifest['format_version']} is newer than this mamori "
+            f"understands ({FORMAT_VERSION}); upgrade mamori"
+        )
+    db = sqlite3.connect(f"file:{gen / 'meta.sqlite'}?mode=ro", uri=True)
+    try:
+        refs = {
+            row[0]: Reference(*row[:10], extra=json.loads(row[10] or "{}"))
+            for row in db.execute("SELECT * FROM refs")
+        }
+        vec_rows = db.execute("SELECT ref, view FROM vectors ORDER BY row").fetchall()
+        chars = {row[0]: CharacterInfo(*row) for row in db.execute("SELECT * FROM characters")}
+    finally:
+        db.close()
+    with np.load(gen / "background.npz") as bg:
+        background, groups, centre = bg["vectors"], bg["groups"], bg["centre"]
+    flat = faiss.read_index(str(gen / "vectors.faiss"))
+    vectors = flat.reconstruct_n(0, flat.ntotal) if flat.ntotal else np.zeros((0, flat.d), np.float32)
+    data = IndexData(
+        backbone=manifest["backbone"],
+        references=refs,
+        vectors=vectors,
+        vector_refs=[r for r, _ in vec_rows],
+        vector_views=[v for _, v in vec_rows],
+        characters=chars,
+        background=background,
+        background_groups=groups,
+        thresholds=manifest.get("thresholds", {}),
+        centre=centre,
+        created=manifest.get("created", ""),
+    )
+    return data, flat

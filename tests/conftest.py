@@ -1,0 +1,73 @@
+"""Shared fixtures: synthetic reference art, scenes and videos (drawn with PIL, encoded with PyAV),
+a tiny open_clip checkpoint, and a real effnet-lite0 index built once per session."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from detector.synth import composite, draw_character, draw_scene, make_clip
+from helpers import PROTECTED, reference_art, run_cli
+
+@pytest.fixture(scope="session")
+def refs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("refs")
+    for name in PROTECTED:
+        (root / name).mkdir()
+        for pose in range(2):
+            reference_art(name, pose).save(root / name / f"{pose}.png")
+    return root
+
+
+@pytest.fixture(scope="session")
+def background_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("background")
+    for i in range(14):
+        draw_scene(f"bg-{i}").save(root / f"scene-{i}.png")
+    for i in range(6):
+        scene, _ = composite(draw_scene(f"bgx-{i}"), draw_character(f"extra-{i}", 256), height_frac=0.6, x_frac=0.4)
+        scene.save(root / f"extra-{i}.png")
+    return root
+
+
+@pytest.fixture(scope="session")
+def index_dir(tmp_path_factory: pytest.TempPathFactory, refs_dir: Path, background_dir: Path) -> Path:
+    out = tmp_path_factory.mktemp("idx") / "index"
+    run_cli("index", "build", refs_dir, "--out", out, "--backbone", "effnet-lite0-imagenet",
+            "--background", background_dir, check=True)
+    return out
+
+
+@pytest.fixture(scope="session")
+def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """positive.mp4: akane's reference art pasted into a scene from 1.0 s to 3.0 s; negative.mp4: none."""
+    root = tmp_path_factory.mktemp("clips")
+    make_clip(root / "positive.mp4", "clip-pos", reference_art("akane", 0), duration=4.0, appear=(1.0, 3.0),
+              height_frac=0.6, x_frac=0.6)
+    make_clip(root / "negative.mp4", "clip-neg", None, duration=4.0)
+    return {"positive": root / "positive.mp4", "negative": root / "negative.mp4"}
+
+
+@pytest.fixture(scope="session")
+def tiny_openclip(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A tiny open_clip ViT saved as a model config + safetensors + plain state-dict file."""
+    import open_clip
+    import torch
+    from safetensors.torch import save_file
+
+    root = tmp_path_factory.mktemp("tiny")
+    cfg = {"embed_dim": 32,
+           "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16},
+           "text_cfg": {"context_length": 8, "vocab_size": 64, "width": 32, "heads": 2, "layers": 1}}
+    config = root / "mamori-tiny.json"
+    config.write_text(json.dumps(cfg))
+    open_clip.add_model_config(str(config))
+    torch.manual_seed(0)
+    model = open_clip.create_model("mamori-tiny")
+    sd = {k: v.contiguous() for k, v in model.state_dict().items()}
+    save_file(sd, str(root / "tiny.safetensors"))
+    torch.save(sd, root / "tiny.pt")
+    return {"config": config, "safetensors": root / "tiny.safetensors", "pt": root / "tiny.pt", "root": root}

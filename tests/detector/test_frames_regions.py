@@ -1,0 +1,123 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from detector.errors import ConfigError, MediaLimitError, UnreadableMediaError
+from detector.frames import MediaReader
+from detector.regions import count_windows, pad_square, square_windows
+from detector.synth import draw_scene, write_video
+
+
+def _video(path: Path, seconds: float = 3.0, fps: int = 10, size: tuple[int, int] = (160, 96), codec: str = "libx264") -> Path:
+    frames = (draw_scene(i % 3, *size) for i in range(round(seconds * fps)))
+    write_video(path, frames, fps=fps, codec=codec)
+    return path
+
+
+def test_samples_at_fps_with_true_timestamps(tmp_path: Path) -> None:
+    reader = MediaReader(_video(tmp_path / "a.mp4", 3.0, 10), fps=2.0)
+    times = [round(f.time, 3) for f in reader]
+    assert times == [0.0, 0.5, 1.0, 1.5, 2.0, 2.5]
+    assert reader.kind == "video" and reader.duration == pytest.approx(3.0, abs=0.15)
+
+
+def test_fps_not_dividing_frame_rate(tmp_path: Path) -> None:
+    times = [f.time for f in MediaReader(_video(tmp_path / "a.mp4", 2.0, 12), fps=5.0)]
+    assert times[0] == 0.0 and len(times) == 10
+    assert all(0.15 <= b - a <= 0.25 for a, b in zip(times, times[1:]))  # within one source frame of 0.2 s
+
+
+def test_max_frames_caps_and_warns(tmp_path: Path) -> None:
+    reader = MediaReader(_video(tmp_path / "a.mp4", 3.0, 10), fps=10.0, max_frames=4)
+    assert len(list(reader)) == 4 and "max_frames=4" in reader.warnings[0]
+
+
+@pytest.mark.parametrize(("suffix", "codec"), [(".webm", "libvpx-vp9"), (".avi", "mpeg4"), (".mkv", "libx264")])
+def test_other_containers(tmp_path: Path, suffix: str, codec: str) -> None:
+    frames = list(MediaReader(_video(tmp_path / f"a{suffix}", 1.0, 10, codec=codec), fps=4.0))
+    assert len(frames) == 4 and frames[0].image.size == (160, 96)
+
+
+def test_animated_gif(tmp_path: Path) -> None:
+    imgs = [draw_scene(i, 80, 60) for i in range(6)]
+    imgs[0].save(tmp_path / "a.gif", save_all=True, append_images=imgs[1:], duration=250, loop=0)
+    reader = MediaReader(tmp_path / "a.gif", fps=2.0)
+    times = [f.time for f in reader]
+    assert reader.kind == "video" and times == pytest.approx([0.0, 0.5, 1.0], abs=0.01)
+
+
+def test_still_image_is_one_frame(tmp_path: Path) -> None:
+    draw_scene(1, 2000, 1000).save(tmp_path / "s.jpg")
+    reader = MediaReader(tmp_path / "s.jpg")
+    [frame] = list(reader)
+    assert reader.kind == "image" and frame.time == 0.0 and max(frame.image.size) == 960  # shrunk
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [(b"", "empty file"), (b"this is a text file, not a video\n" * 10, "not a readable video"),
+     (b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 100, "not a readable video|no decodable|cannot decode")],
+)
+def test_bad_files(tmp_path: Path, content: bytes, message: str) -> None:
+    p = tmp_path / "bad.mp4"
+    p.write_bytes(content)
+    with pytest.raises(UnreadableMediaError, match=message):
+        list(MediaReader(p))
+
+
+def test_truncated_video_keeps_decoded_frames_or_fails_cleanly(tmp_path: Path) -> None:
+    data = _video(tmp_path / "a.mkv", 3.0, 10).read_bytes()  # mkv: header first, so a cut file is streamable
+    (tmp_path / "cut.mkv").write_bytes(data[: len(data) // 2])
+    reader = MediaReader(tmp_path / "cut.mkv", fps=2.0)
+    frames = list(reader)
+    assert 1 <= len(frames) < 6
+    (tmp_path / "cut.mp4").write_bytes(_video(tmp_path / "b.mp4").read_bytes()[:2000])  # moov atom lost
+    with pytest.raises(UnreadableMediaError):
+        list(MediaReader(tmp_path / "cut.mp4"))
+
+
+def test_missing_and_directory(tmp_path: Path) -> None:
+    with pytest.raises(UnreadableMediaError, match="no such file"):
+        MediaReader(tmp_path / "nope.mp4")
+    with pytest.raises(UnreadableMediaError, match="not a regular file"):
+        MediaReader(tmp_path)
+
+
+def test_pixel_limit(tmp_path: Path) -> None:
+    with pytest.raises(MediaLimitError):
+        list(MediaReader(_video(tmp_path / "a.mp4", 0.5, 10), max_pixels=100 * 90))
+    Image.new("RGB", (300, 300)).save(tmp_path / "big.png")
+    with pytest.raises(MediaLimitError):
+        list(MediaReader(tmp_path / "big.png", max_pixels=300 * 299))
+
+
+def test_bad_options(tmp_path: Path) -> None:
+    p = _video(tmp_path / "a.mp4", 0.5)
+    with pytest.raises(ConfigError):
+        MediaReader(p, fps=0)
+    with pytest.raises(ConfigError):
+        MediaReader(p, max_frames=0)
+
+
+@pytest.mark.parametrize(("w", "h"), [(640, 360), (360, 640), (500, 500), (1920, 1080), (37, 900)])
+def test_windows_cover_the_frame(w: int, h: int) -> None:
+    boxes = square_windows(w, h, scales=(1.0, 0.6))
+    covered = Image.new("1", (w, h), 0)
+    for x0, y0, x1, y1 in boxes:
+        assert 0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h
+        covered.paste(1, (x0, y0, x1, y1))
+    assert covered.getbbox() == (0, 0, w, h) and min(covered.getdata()) == 1
+    assert count_windows(w, h, (1.0, 0.6)) == len(boxes)
+
+
+def test_window_counts() -> None:
+    assert len(square_windows(640, 360, scales=(1.0,))) == 3
+    assert len(square_windows(500, 500, scales=(1.0,))) == 1
+
+
+def test_pad_square_keeps_content_centred() -> None:
+    out = pad_square(Image.new("RGB", (100, 50), "red"))
+    assert out.size == (100, 100) and out.getpixel((50, 50)) == (255, 0, 0) and out.getpixel((50, 5)) == (128, 128, 128)

@@ -1,0 +1,172 @@
+"""Index building, add/remove, duplicates and crash safety, with a fake in-memory embedder."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from index import (
+    IncompatibleIndexError,
+    IndexNotFoundError,
+    IndexStore,
+    IndexStoreError,
+    add_references,
+    build_index,
+    read_folder,
+    remove_references,
+)
+from index.store import index_lock
+from index.errors import IndexLockedError
+
+
+class FakeEmbedder:
+    """Embeds an image as its normalised mean colour plus a constant: deterministic and instant."""
+
+    def __init__(self, name: str = "fake", dim: int = 4):
+        self.name, self.dim = name, dim
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        return {"name": self.name, "dim": self.dim, "weights_sha256": "0" * 64, "preprocess": {"size": 1}}
+
+    def _vec(self, im: Image.Image) -> np.ndarray:
+        v = np.zeros(self.dim, np.float32)
+        v[:3] = np.asarray(im, np.float32).reshape(-1, 3).mean(0) / 255
+        v[3] = 0.1
+        return v / np.linalg.norm(v)
+
+    def embed_references(self, images):  # type: ignore[no-untyped-def]
+        return [(self._vec(im)[None], ["full"]) for im in images]
+
+    def embed_queries(self, images):  # type: ignore[no-untyped-def]
+        return [self._vec(im)[None] for im in images]
+
+
+COLOURS = {"red": (255, 0, 0), "green": (0, 255, 0), "blue": (0, 0, 255)}
+
+
+@pytest.fixture
+def refs(tmp_path: Path) -> Path:
+    root = tmp_path / "refs"
+    for name, rgb in COLOURS.items():
+        (root / name).mkdir(parents=True)
+        Image.new("RGB", (8, 8), rgb).save(root / name / "a.png")
+    Image.new("RGB", (8, 8), (250, 5, 5)).save(root / "red" / "b.png")
+    return root
+
+
+def test_build_open_search(tmp_path: Path, refs: Path) -> None:
+    report = build_index(read_folder(refs), tmp_path / "idx", FakeEmbedder())
+    assert len(report.added) == 4 and report.characters == 3 and not report.skipped
+    store = IndexStore.open(tmp_path / "idx")
+    manifest = json.loads((tmp_path / "idx" / "index.json").read_text())
+    assert manifest["counts"]["references"] == 4 and manifest["backbone"]["name"] == "fake"
+    sims, hits = store.search(FakeEmbedder()._vec(Image.new("RGB", (2, 2), (0, 250, 0)))[None], k=2)
+    assert hits[0][0].character == "green" and sims[0][0] > 0.99
+    assert set(store.characters) == set(COLOURS)
+    assert all(c.source == "default" for c in store.characters.values())  # no background given
+
+
+def test_duplicates_stored_once(tmp_path: Path, refs: Path) -> None:
+    (refs / "blue" / "copy.png").write_bytes((refs / "blue" / "a.png").read_bytes())
+    report = build_index(read_folder(refs), tmp_path / "idx", FakeEmbedder())
+    assert len(report.added) == 4
+    assert any("duplicate of reference" in why for _, why in report.skipped)
+
+
+def test_bad_reference_skipped_not_fatal(tmp_path: Path, refs: Path) -> None:
+    (refs / "blue" / "broken.png").write_bytes(b"not a png")
+    report = build_index(read_folder(refs), tmp_path / "idx", FakeEmbedder())
+    assert len(report.added) == 4 and "broken.png" in report.skipped[0][0]
+
+
+def test_refuses_to_overwrite_without_force(tmp_path: Path, refs: Path) -> None:
+    build_index(read_folder(refs), tmp_path / "idx", FakeEmbedder())
+    with pytest.raises(IndexStoreError, match="already exists"):
+        build_index(read_folder(refs), tmp_path / "idx", FakeEmbedder())
+    build_index(read_folder(refs), tmp_path / "idx", FakeEmbedder(), force=True)
+
+
+def test_add_remove(tmp_path: Path, refs: Path) -> None:
+    idx = tmp_path / "idx"
+    build_index(read_folder(refs), idx, FakeEmbedder())
+    more = tmp_path / "more" / "yellow"
+    more.mkdir(parents=True)
+    Image.new("RGB", (8, 8), (255, 255, 0)).save(more / "y.png")
+    Image.new("RGB", (8, 8), (0, 0, 255)).save(more / "dup.png")  # same pixels as blue/a.png, same bytes? no: new file
+    report = add_references(idx, read_folder(more.parent), FakeEmbedder())
+    store = IndexStore.open(idx)
+    assert "yellow" in store.characters and len(store.references) == 4 + len(report.added)
+    ref_id = next(r.id for r in store.references.values() if r.character == "green")
+    gone = remove_references(idx, reference=ref_id)
+    assert [r.character for r in gone] == ["green"]
+    assert "green" not in IndexStore.open(idx).characters
+    gone = remove_references(idx, character="red")
+    assert len(gone) == 2 and "red" not in IndexStore.open(idx).characters
+    with pytest.raises(IndexStoreError, match="no character"):
+        remove_references(idx, character="nobody")
+
+
+def test_add_with_other_backbone_refused(tmp_path: Path, refs: Path) -> None:
+    build_index(read_folder(refs), tmp_path / "idx", FakeEmbedder())
+    with pytest.raises(IncompatibleIndexError, match="built with backbone 'fake'"):
+        add_references(tmp_path / "idx", read_folder(refs), FakeEmbedder(name="other"))
+
+
+def test_missing_index(tmp_path: Path) -> None:
+    with pytest.raises(IndexNotFoundError):
+        IndexStore.open(tmp_path / "nothing")
+
+
+def test_second_writer_is_refused(tmp_path: Path, refs: Path) -> None:
+    build_index(read_folder(refs), tmp_path / "idx", FakeEmbedder())
+    with index_lock(tmp_path / "idx"):
+        with pytest.raises(IndexLockedError):
+            remove_references(tmp_path / "idx", character="red")
+
+
+_CRASH = """
+import os, sys
+sys.path[:0] = {paths!r}
+from index import store
+real = store._write_generation
+def dying(gen, data):
+    real(gen, data)
+    os._exit(9)          # killed after the new generation is written, before the commit
+store._write_generation = dying
+from test_store_build import FakeEmbedder
+from index import add_references, read_folder
+add_references({idx!r}, read_folder({more!r}), FakeEmbedder())
+"""
+
+
+def test_crash_mid_add_leaves_old_index(tmp_path: Path, refs: Path) -> None:
+    idx = tmp_path / "idx"
+    build_index(read_folder(refs), idx, FakeEmbedder())
+    before = (idx / "index.json").read_text()
+    more = tmp_path / "more" / "cyan"
+    more.mkdir(parents=True)
+    Image.new("RGB", (8, 8), (0, 255, 255)).save(more / "c.png")
+    code = _CRASH.format(paths=[str(Path(__file__).parent), *sys.path], idx=str(idx), more=str(more.parent))
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=dict(os.environ))
+    assert proc.returncode == 9, proc.stderr
+    assert (idx / "index.json").read_text() == before
+    store = IndexStore.open(idx)
+    assert "cyan" not in store.characters and len(store.references) == 4
+    add_references(idx, read_folder(more.parent), FakeEmbedder())  # the next writer sweeps the debris
+    assert "cyan" in IndexStore.open(idx).characters
+    assert not [p for p in idx.iterdir() if p.name.startswith(".tmp-")]
+
+
+def test_interrupted_first_build_does_not_open(tmp_path: Path) -> None:
+    (tmp_path / "idx" / ".tmp-abc").mkdir(parents=True)
+    with pytest.raises(IndexNotFoundError, match="interrupted"):
+        IndexStore.open(tmp_path / "idx")
