@@ -8,8 +8,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -117,14 +115,6 @@ class Detector:
         evidence = self._evidence(iter(reader))
         return aggregate(self.store, str(path), evidence, kind=reader.kind, duration=reader.duration,
                          warnings=reader.warnings)
-
-    def score_bytes(self, data: bytes, *, name: str = "<upload>", **kw: float) -> Result:
-        """Score an in-memory file of any supported type (spooled to a temporary file for PyAV)."""
-        with tempfile.NamedTemporaryFile(suffix=Path(name).suffix) as tmp:
-            tmp.write(data)
-            tmp.flush()
-            result = self.score_video(tmp.name, **kw)  # type: ignore[arg-type]
-        return dataclasses.replace(result, path=name)
 
     def score_file(self, path: str | Path, **kw: float) -> Result:
         """Like `score_video`, but an unusable file gives a Result with verdict `error`."""

@@ -138,6 +138,7 @@ def _open_out(path: str | None) -> TextIO:
 
 def cmd_scan(a: argparse.Namespace) -> int:
     from detector.api import Detector
+    from detector.results import Result
 
     det = Detector.open(a.index, backbone=a.backbone, fps=a.fps, max_frames=a.max_frames)
     inputs = list(iter_inputs(a.paths))
@@ -150,7 +151,11 @@ def cmd_scan(a: argparse.Namespace) -> int:
     try:
         for i, path in enumerate(inputs, 1):
             t1 = time.monotonic()
-            result = det.score_file(path)
+            try:
+                result = det.score_file(path)
+            except (DetectorError, IndexStoreError, RuntimeError, OSError, ValueError, MemoryError) as exc:
+                # an unexpected failure on one input (a decoder or model error) must not end the batch
+                result = Result.failed(str(path), exc)
             out.write(json.dumps(result.to_dict()) + "\n")
             out.flush()
             if out is not sys.stdout:
