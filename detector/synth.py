@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import math
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from pathlib import Path
 
 import av
@@ -187,6 +187,3 @@ def make_clip(path: str | Path, scene_seed: int | str, figure: Image.Image | Non
     write_video(path, frames(), fps=fps)
     return boxes
 
-
-def scene_seeds(prefix: str, n: int) -> Sequence[str]:
-    return [f"{prefix}-{i}" for i in range(n)]
