@@ -6,6 +6,8 @@
     mamori index info INDEX
     mamori scan PATH... --index INDEX [--out RESULTS.jsonl] [--fps F] [--max-frames N]
     mamori score IMAGE_OR_VIDEO --index INDEX
+    mamori index thresholds INDEX [--flag SCORE] [--review SCORE]
+    mamori evaluate VIDEOS... --index INDEX --labels LABELS.json [--target-fpr F] [--results R.jsonl]
     mamori demo [--out DIR]
 
 Exit status (`ExitCode`): 0 nothing flagged, 1 something flagged (scan/score), 2 usage or fatal
@@ -64,6 +66,9 @@ def _print_report(report: Any, out: TextIO = sys.stderr) -> None:
           + (f"; {report.background_images} background image(s)" if report.background_images else ""), file=out)
     for path, why in report.skipped:
         print(f"  skipped {path}: {why}", file=out)
+    for r in report.quarantined:
+        print(f"  quarantined {r.source_path} ({r.character}): {r.quarantine}; not matched "
+              "(rebuild or add with --keep-generic to keep it)", file=out)
 
 
 def cmd_index_build(a: argparse.Namespace) -> int:
@@ -72,7 +77,7 @@ def cmd_index_build(a: argparse.Namespace) -> int:
     entries = read_references(a.refs_dir, a.manifest)
     print(f"building {a.out} from {len(entries)} reference image(s) with backbone {a.backbone}", file=sys.stderr)
     report = build_index(entries, a.out, _embedder(a.backbone), background=a.background, force=a.force,
-                         progress=_progress_printer(a.quiet))
+                         keep_generic=a.keep_generic, progress=_progress_printer(a.quiet))
     _print_report(report)
     if a.background is None:
         print("no --background given: thresholds use the backbone's defaults (see README, Calibration)", file=sys.stderr)
@@ -84,7 +89,8 @@ def cmd_index_add(a: argparse.Namespace) -> int:
 
     entries = read_references(a.refs_dir, a.manifest)
     name = IndexStore.open(a.index).backbone["name"]
-    report = add_references(a.index, entries, _embedder(name), progress=_progress_printer(a.quiet))
+    report = add_references(a.index, entries, _embedder(name), keep_generic=a.keep_generic,
+                            progress=_progress_printer(a.quiet))
     _print_report(report)
     return ExitCode.OK
 
@@ -115,6 +121,22 @@ def cmd_index_info(a: argparse.Namespace) -> int:
     for name, c in info["characters"].items():
         print(f"{name[:28]:28} {c['references']:4d} {c['franchise'][:20]:20} {c['flag_sim']:8.3f} "
               f"{c['review_sim']:10.3f} {c['source']} (n={c['n_background']})")
+    print(f"verdicts   flag >= {info['thresholds'].get('score_flag')}, review >= "
+          f"{info['thresholds'].get('score_review')} (calibrated score)")
+    q = info["quarantined"]
+    print(f"quarantined {len(q)} reference(s)" + (":" if q else ""))
+    for r in q:
+        print(f"  {r['id']} {r['character']} {r['source_path']}: {r['reason']}")
+    return ExitCode.OK
+
+
+def cmd_index_thresholds(a: argparse.Namespace) -> int:
+    from index import IndexStore, set_thresholds
+
+    if a.flag is not None or a.review is not None:
+        set_thresholds(a.index, flag=a.flag, review=a.review)
+    store = IndexStore.open(a.index)
+    print(f"{a.index}: flag >= {store.flag_score:.4f}, review >= {store.review_score:.4f} (calibrated score)")
     return ExitCode.OK
 
 
@@ -189,6 +211,69 @@ def cmd_score(a: argparse.Namespace) -> int:
     return ExitCode.FLAGGED if result.verdict == "flag" else ExitCode.OK
 
 
+def _read_results(path: str) -> dict[str, dict[str, Any]]:
+    out = {}
+    with open(path, encoding="utf-8") as fh:
+        for n, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+                out[Path(rec["path"]).stem] = rec
+            except (json.JSONDecodeError, KeyError, TypeError) as exc:
+                raise DetectorError(f"{path}:{n}: not a mamori result line ({exc})") from exc
+    return out
+
+
+def cmd_evaluate(a: argparse.Namespace) -> int:
+    from detector.api import Detector
+    from detector.backbones import load_backbone
+    from detector.evaluate import evaluate, read_labels
+    from detector.results import Result
+
+    from index import IndexStore
+
+    labels = read_labels(a.labels)
+    store = IndexStore.open(a.index)
+    if a.results:
+        results = _read_results(a.results)
+    elif not a.paths:
+        print("evaluate: give the labelled videos (files or folders) or --results", file=sys.stderr)
+        return ExitCode.ERROR
+    else:
+        det = Detector(store, load_backbone(store.backbone["name"]), fps=a.fps, max_frames=a.max_frames)
+        inputs = [p for p in iter_inputs(a.paths) if p.stem in labels]
+        if not inputs:
+            print("evaluate: none of the labelled videos was found under the given paths", file=sys.stderr)
+            return ExitCode.ERROR
+        results = {}
+        out = _open_out(a.out) if a.out else None
+        progress = _progress_printer(a.quiet)
+        try:
+            for i, path in enumerate(inputs, 1):
+                try:
+                    result = det.score_file(path)
+                except (DetectorError, IndexStoreError, RuntimeError, OSError, ValueError, MemoryError) as exc:
+                    result = Result.failed(str(path), exc)
+                results[path.stem] = result.to_dict()
+                if out is not None:
+                    out.write(json.dumps(results[path.stem]) + "\n")
+                    out.flush()
+                progress("videos", i, len(inputs))
+        finally:
+            if out is not None:
+                out.close()
+    report = evaluate(results, labels, flag_score=store.flag_score, review_score=store.review_score,
+                      target_fpr=a.target_fpr, sample_step=1.0 / a.fps)
+    if a.json:
+        print(json.dumps(report.to_dict(), indent=1))
+    else:
+        print("\n".join(report.lines()))
+        print(f"to use the suggestion: mamori index thresholds {a.index} --flag {report.suggested_flag:.4f} "
+              f"--review {report.suggested_review:.4f}")
+    return ExitCode.OK
+
+
 def cmd_demo(a: argparse.Namespace) -> int:
     from detector.demo import run_demo
 
@@ -206,6 +291,13 @@ def _positive_int(s: str) -> int:
     v = int(s)
     if v < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, not {s}")
+    return v
+
+
+def _unit_float(s: str) -> float:
+    v = float(s)
+    if not 0 <= v <= 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, not {s}")
     return v
 
 
@@ -233,12 +325,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="clip-vit-b32 (default), effnet-lite0-imagenet (offline), or openclip:ARCH:TAG_OR_PATH")
     b.add_argument("--background", help="folder of non-protected images used to calibrate thresholds")
     b.add_argument("--force", action="store_true", help="replace an existing index at --out")
+    b.add_argument("--keep-generic", action="store_true",
+                   help="keep references that look generic against the background (default: quarantine them)")
     b.set_defaults(func=cmd_index_build)
 
     ad = ix.add_parser("add", parents=[common], help="add references to an index (same backbone)")
     ad.add_argument("index")
     ad.add_argument("refs_dir", nargs="?")
     ad.add_argument("--manifest")
+    ad.add_argument("--keep-generic", action="store_true", help="keep references that look generic (see build)")
     ad.set_defaults(func=cmd_index_add)
 
     rm = ix.add_parser("remove", parents=[common], help="remove a character or one reference (takedown/opt-out)")
@@ -252,6 +347,15 @@ def build_parser() -> argparse.ArgumentParser:
     inf.add_argument("index")
     inf.add_argument("--json", action="store_true", help="print the full summary as JSON")
     inf.set_defaults(func=cmd_index_info)
+
+    th = ix.add_parser("thresholds", parents=[common], help="show or set the verdict thresholds (calibrated score)",
+                       description="Verdicts compare a video's calibrated score with two global thresholds "
+                                   "stored in the index. `mamori evaluate` suggests values for a target "
+                                   "false-positive rate on your own labelled videos.")
+    th.add_argument("index")
+    th.add_argument("--flag", type=_unit_float, help="flag when score >= this")
+    th.add_argument("--review", type=_unit_float, help="send to review when score >= this (and below --flag)")
+    th.set_defaults(func=cmd_index_thresholds)
 
     def media_options(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--index", required=True, help="index folder")
@@ -274,6 +378,21 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("path")
     media_options(sc)
     sc.set_defaults(func=cmd_score)
+
+    ev = sub.add_parser("evaluate", parents=[common], help="measure an index on labelled videos, suggest thresholds",
+                        description="Scan labelled videos (or read a scan's results) and print AP, recall and "
+                                    "false-positive rate at the index's thresholds, character and segment "
+                                    "accuracy, and thresholds for a target false-positive rate. Labels: JSON "
+                                    "object, video file name without suffix -> {positive, character, segment, track}.")
+    ev.add_argument("paths", nargs="*", metavar="VIDEOS", help="videos or folders (labelled files are picked by name)")
+    media_options(ev)
+    ev.add_argument("--labels", required=True, help="labels JSON file")
+    ev.add_argument("--results", help="evaluate these scan results (JSON lines) instead of scanning")
+    ev.add_argument("--out", help="also write the scan's JSON lines here")
+    ev.add_argument("--target-fpr", type=_unit_float, default=0.05, help="false-positive rate to suggest a flag "
+                                                                          "threshold for (default %(default)s)")
+    ev.add_argument("--json", action="store_true", help="print the report as JSON")
+    ev.set_defaults(func=cmd_evaluate)
 
     d = sub.add_parser("demo", parents=[common], help="make sample art and videos, build an index, scan (offline)")
     d.add_argument("--out", default="mamori-demo", help="folder for the demo's data and results (default %(default)s)")

@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image
 
 from detector.backbones import Backbone
-from detector.regions import DEFAULT_SCALES, Box, pad_square, square_windows
+from detector.regions import DEFAULT_SCALES, Box, frame_regions, pad_square, reference_views
 
 __all__ = ["RegionEmbedder"]
 
@@ -35,13 +35,24 @@ class RegionEmbedder:
         return np.concatenate(parts) if parts else np.zeros((0, self.backbone.dim), np.float32)
 
     def embed_references(self, images: Sequence[Image.Image]) -> list[tuple[np.ndarray, list[str]]]:
-        vecs = self._embed_many([pad_square(im) for im in images])
-        return [(vecs[i : i + 1], ["full"]) for i in range(len(images))]
+        views = [reference_views(im) for im in images]
+        vecs = self._embed_many([v for vs in views for v in vs.values()])
+        out, at = [], 0
+        for vs in views:
+            out.append((vecs[at : at + len(vs)], list(vs)))
+            at += len(vs)
+        return out
+
+    def regions(self, image: Image.Image) -> list[Box]:
+        return frame_regions(image.width, image.height, self.scales)
 
     def embed_frames(self, images: Sequence[Image.Image]) -> list[tuple[np.ndarray, list[Box]]]:
-        """Per image: (R, D) region vectors and each region's box in the image's pixels."""
-        boxes = [square_windows(im.width, im.height, self.scales) for im in images]
-        crops = [im.crop(b) for im, bs in zip(images, boxes) for b in bs]
+        """Per image: (R, D) region vectors and each region's box in the image's pixels.
+
+        Region 0 is the whole image (padded to a square), then the square windows.
+        """
+        boxes = [self.regions(im) for im in images]
+        crops = [pad_square(im) if i == 0 else im.crop(b) for im, bs in zip(images, boxes) for i, b in enumerate(bs)]
         vecs = self._embed_many(crops)
         out, at = [], 0
         for bs in boxes:

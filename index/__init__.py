@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from index.build import BuildReport, Embedder, add_references, build_index, remove_references
+from index.build import BuildReport, Embedder, add_references, build_index, remove_references, set_thresholds
 from index.calibrate import SCORE_FLAG, SCORE_REVIEW, calibrated_score
 from index.errors import (
     CorruptIndexError,
@@ -44,4 +44,5 @@ __all__ = [
     "read_manifest",
     "read_references",
     "remove_references",
+    "set_thresholds",
 ]

@@ -14,20 +14,21 @@ re-calibrate from the stored background embeddings, and commit the same way.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 from PIL import Image
 
-from index.calibrate import background_similarities, calibrate, rule
+from index.calibrate import SCORE_FLAG, SCORE_REVIEW, background_scores, calibrate, generic_references, rule
 from index.errors import IncompatibleIndexError, IndexStoreError, ManifestError, ReferenceImageError
 from index.images import IMAGE_SUFFIXES, file_sha256, open_image
 from index.manifest import ReferenceEntry
+from index.nearcopy import pdq_dihedral
 from index.store import CharacterInfo, IndexData, IndexStore, Reference, _now, index_lock, project, write_index
 
-__all__ = ["BuildReport", "Embedder", "add_references", "build_index", "remove_references"]
+__all__ = ["BuildReport", "Embedder", "add_references", "build_index", "remove_references", "set_thresholds"]
 
 BATCH = 16
 Progress = Callable[[str, int, int], None]
@@ -58,6 +59,7 @@ class BuildReport:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     background_images: int = 0
     characters: int = 0
+    quarantined: list[Reference] = field(default_factory=list)
 
 
 def _batched(items: Sequence[Any], n: int) -> Iterator[Sequence[Any]]:
@@ -89,6 +91,7 @@ def _embed_entries(
     progress: Progress,
 ) -> tuple[list[Reference], list[np.ndarray], list[str], list[str]]:
     refs, vecs, vec_refs, views = [], [], [], []
+    hashes: list[tuple[str, np.ndarray, np.ndarray]] = []
     seen = dict(known_sha)
     done = 0
     for batch in _batched(entries, BATCH):
@@ -112,6 +115,7 @@ def _embed_entries(
             seen[sha] = ref
             imgs.append(img)
             kept.append(ref)
+            hashes.append((ref.id, *pdq_dihedral(img)))
         for ref, (v, names) in zip(kept, embedder.embed_references(imgs) if imgs else [], strict=True):
             refs.append(ref)
             vecs.append(v)
@@ -119,7 +123,15 @@ def _embed_entries(
             views += names
         done += len(batch)
         progress("references", done, len(entries))
-    return refs, vecs, vec_refs, views
+    return refs, vecs, vec_refs, views, hashes
+
+
+def _add_hashes(data: IndexData, hashes: list[tuple[str, np.ndarray, np.ndarray]]) -> None:
+    for ref, h, q in hashes:
+        data.pdq_hashes = np.concatenate([data.pdq_hashes, h])
+        data.pdq_quality = np.concatenate([data.pdq_quality, q])
+        data.pdq_refs += [ref] * len(h)
+        data.pdq_views += [f"dihedral-{i}" for i in range(len(h))]
 
 
 def _embed_background(
@@ -147,14 +159,44 @@ def _embed_background(
     return (np.concatenate(vecs) if vecs else np.zeros((0, dim), np.float32)), np.asarray(groups, np.int32)
 
 
+def _quarantine(data: IndexData, new: set[str], keep: bool) -> list[Reference]:
+    """Flag generic references among `new` (unless `keep`); returns those quarantined."""
+    if keep or not new:
+        if keep:
+            data.references.update({r: replace(data.references[r], keep=True) for r in new})
+        return []
+    rows: dict[str, list[int]] = {}
+    for i, r in enumerate(data.vector_refs):
+        if r in new:
+            rows.setdefault(r, []).append(i)
+    generic = generic_references(data.vectors, rows, project(data.background, data.centre), data.background_groups)
+    out = []
+    for r, why in generic.items():
+        data.references[r] = replace(data.references[r], quarantine=why)
+        out.append(data.references[r])
+    return out
+
+
 def _characters(data: IndexData) -> dict[str, CharacterInfo]:
-    """Recompute every character's calibration from the stored background embeddings."""
-    sims = background_similarities(data.vectors, [data.references[r].character for r in data.vector_refs],
-                                   project(data.background, data.centre), data.background_groups)
-    cal = calibrate(sims, data.backbone["name"])
+    """Recompute every character's calibration from the stored background embeddings.
+
+    Quarantined references take no part; a character with only quarantined references keeps its
+    metadata row (so `index info` can list it) with the shared threshold.
+    """
+    active = [i for i, r in enumerate(data.vector_refs) if not data.references[data.vector_refs[i]].quarantine]
+    chars, scores = background_scores(data.vectors[active], [data.references[data.vector_refs[i]].character
+                                                             for i in active],
+                                      project(data.background, data.centre), data.background_groups)
+    cal = calibrate(chars, scores, data.backbone["name"])
     first: dict[str, Reference] = {}
     for r in data.references.values():
         first.setdefault(r.character, r)
+    if first and cal:
+        any_cal = next(iter(cal.values()))
+        for c in first:
+            cal.setdefault(c, replace(any_cal, mu=float("nan"), bg_max=float("nan")))
+    elif first:
+        cal = calibrate(sorted(first), np.zeros((0, len(first))), data.backbone["name"])
     return {
         c: CharacterInfo(c, first[c].franchise, first[c].rights_holder, k.mu, k.sigma, k.bg_max,
                          k.n_background, k.source, k.flag_sim, k.review_sim)
@@ -169,9 +211,13 @@ def build_index(
     *,
     background: str | Path | None = None,
     force: bool = False,
+    keep_generic: bool = False,
     progress: Progress = _noop,
 ) -> BuildReport:
     """Build a new index at `out` from reference entries.
+
+    References that look generic against the background set are quarantined (kept on disk, listed
+    by `index info`, never matched) unless `keep_generic`.
 
     Raises:
         IndexStoreError: `out` already holds an index (and not `force`), or no reference could be read.
@@ -181,7 +227,7 @@ def build_index(
         raise IndexStoreError(f"{out}: an index already exists here (use --force to replace it, or `mamori index add`)")
     report = BuildReport()
     with index_lock(out):
-        refs, vecs, vec_refs, views = _embed_entries(entries, embedder, {}, report, progress)
+        refs, vecs, vec_refs, views, hashes = _embed_entries(entries, embedder, {}, report, progress)
         if not refs:
             raise IndexStoreError(f"no reference image could be read ({len(report.skipped)} skipped); nothing to index")
         dim = int(embedder.identity["dim"])
@@ -196,6 +242,8 @@ def build_index(
             vectors=project(np.concatenate(vecs), centre), vector_refs=vec_refs, vector_views=views,
             characters={}, background=bg, background_groups=groups, thresholds=rule(), centre=centre,
         )
+        _add_hashes(data, hashes)
+        report.quarantined = _quarantine(data, {r.id for r in refs}, keep_generic)
         data.characters = _characters(data)
         write_index(out, data)
     report.added = refs
@@ -204,7 +252,8 @@ def build_index(
 
 
 def add_references(
-    path: str | Path, entries: Sequence[ReferenceEntry], embedder: Embedder, *, progress: Progress = _noop
+    path: str | Path, entries: Sequence[ReferenceEntry], embedder: Embedder, *, keep_generic: bool = False,
+    progress: Progress = _noop,
 ) -> BuildReport:
     """Add references to an existing index (duplicates by sha256 are skipped) and commit."""
     report = BuildReport()
@@ -212,12 +261,14 @@ def add_references(
         data = IndexStore.open(path).data
         check_identity(data.backbone, embedder, str(path))
         known = {r.sha256: r for r in data.references.values()}
-        refs, vecs, vec_refs, views = _embed_entries(entries, embedder, known, report, progress)
+        refs, vecs, vec_refs, views, hashes = _embed_entries(entries, embedder, known, report, progress)
         if refs:
             data.references.update({r.id: r for r in refs})
             data.vectors = np.concatenate([data.vectors, project(np.concatenate(vecs), data.centre)])
             data.vector_refs += vec_refs
             data.vector_views += views
+            _add_hashes(data, hashes)
+            report.quarantined = _quarantine(data, {r.id for r in refs}, keep_generic)
             data.characters = _characters(data)
             write_index(path, data)
     report.added = refs
@@ -252,7 +303,32 @@ def remove_references(
         data.vectors = data.vectors[keep]
         data.vector_refs = [data.vector_refs[i] for i in keep]
         data.vector_views = [data.vector_views[i] for i in keep]
+        keep_h = [i for i, r in enumerate(data.pdq_refs) if r not in ids]
+        data.pdq_hashes, data.pdq_quality = data.pdq_hashes[keep_h], data.pdq_quality[keep_h]
+        data.pdq_refs = [data.pdq_refs[i] for i in keep_h]
+        data.pdq_views = [data.pdq_views[i] for i in keep_h]
         data.characters = _characters(data)
         write_index(path, data)
     return gone
 
+
+
+def set_thresholds(path: str | Path, *, flag: float | None = None, review: float | None = None) -> dict[str, Any]:
+    """Change the global verdict thresholds (on the calibrated score) and commit a new generation.
+
+    Raises:
+        IndexStoreError: a value outside [0, 1], or review above flag.
+    """
+    with index_lock(path):
+        data = IndexStore.open(path).data
+        th = dict(data.thresholds)
+        if flag is not None:
+            th["score_flag"] = float(flag)
+        if review is not None:
+            th["score_review"] = float(review)
+        f, r = th.get("score_flag", SCORE_FLAG), th.get("score_review", SCORE_REVIEW)
+        if not (0.0 <= r <= f <= 1.0):
+            raise IndexStoreError(f"thresholds must satisfy 0 <= review <= flag <= 1 (got review {r}, flag {f})")
+        data.thresholds = th
+        write_index(path, data)
+    return th

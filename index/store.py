@@ -34,6 +34,8 @@ from typing import Any
 import faiss
 import numpy as np
 
+from index.calibrate import SCORE_FLAG, SCORE_REVIEW
+from index.nearcopy import PDQ_BYTES, PdqMatcher
 from index.errors import CorruptIndexError, IncompatibleIndexError, IndexLockedError, IndexNotFoundError
 
 __all__ = [
@@ -47,13 +49,15 @@ __all__ = [
     "write_index",
 ]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 _SCHEMA = """
 CREATE TABLE refs (
     id TEXT PRIMARY KEY, sha256 TEXT UNIQUE NOT NULL, character TEXT NOT NULL,
     franchise TEXT, rights_holder TEXT, license TEXT, source_path TEXT,
-    width INTEGER, height INTEGER, added_at TEXT, extra TEXT);
+    width INTEGER, height INTEGER, added_at TEXT, extra TEXT, quarantine TEXT, keep INTEGER);
 CREATE TABLE vectors (row INTEGER PRIMARY KEY, ref TEXT NOT NULL REFERENCES refs(id), view TEXT);
+CREATE TABLE pdq (row INTEGER PRIMARY KEY, ref TEXT NOT NULL REFERENCES refs(id), view TEXT,
+    quality INTEGER, hash BLOB);
 CREATE TABLE characters (
     name TEXT PRIMARY KEY, franchise TEXT, rights_holder TEXT,
     mu REAL, sigma REAL, bg_max REAL, n_background INTEGER, source TEXT,
@@ -76,6 +80,8 @@ class Reference:
     height: int = 0
     added_at: str = ""
     extra: dict[str, str] = field(default_factory=dict)
+    quarantine: str = ""  # why this reference is left out of matching ("" = in use)
+    keep: bool = False  # the user asked to keep it even if it looks generic
 
 
 @dataclass(frozen=True)
@@ -112,10 +118,18 @@ class IndexData:
     thresholds: dict[str, Any]
     centre: np.ndarray | None = None  # (D,) mean background embedding; see `project`
     created: str = ""
+    pdq_hashes: np.ndarray | None = None  # (H, 32) uint8 PDQ hashes (index.nearcopy)
+    pdq_quality: np.ndarray | None = None  # (H,) their quality
+    pdq_refs: list[str] = field(default_factory=list)  # reference id of each hash
+    pdq_views: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.centre is None:
             self.centre = np.zeros(int(self.backbone["dim"]), np.float32)
+        if self.pdq_hashes is None:
+            self.pdq_hashes = np.zeros((0, PDQ_BYTES), np.uint8)
+        if self.pdq_quality is None:
+            self.pdq_quality = np.zeros(0, np.int32)
 
 
 def project(x: np.ndarray, centre: np.ndarray) -> np.ndarray:
@@ -225,12 +239,17 @@ def _write_generation(gen: Path, data: IndexData) -> None:
     try:
         db.executescript(_SCHEMA)
         db.executemany(
-            "INSERT INTO refs VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            "INSERT INTO refs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
             [
                 (r.id, r.sha256, r.character, r.franchise, r.rights_holder, r.license,
-                 r.source_path, r.width, r.height, r.added_at, json.dumps(r.extra))
+                 r.source_path, r.width, r.height, r.added_at, json.dumps(r.extra), r.quarantine, int(r.keep))
                 for r in data.references.values()
             ],
+        )
+        db.executemany(
+            "INSERT INTO pdq VALUES (?,?,?,?,?)",
+            [(i, ref, view, int(q), bytes(h)) for i, (ref, view, q, h) in
+             enumerate(zip(data.pdq_refs, data.pdq_views, data.pdq_quality, data.pdq_hashes, strict=True))],
         )
         db.executemany(
             "INSERT INTO vectors VALUES (?,?,?)",
@@ -265,8 +284,20 @@ class IndexStore:
         self.path = path
         self.manifest = manifest
         self.data = data
-        self._faiss = faiss_index
-        self._row_refs = [data.references[r] for r in data.vector_refs]
+        active = [i for i, r in enumerate(data.vector_refs) if not data.references[r].quarantine]
+        if len(active) == len(data.vector_refs):
+            self._faiss = faiss_index
+        else:  # quarantined references stay on disk (and in `index info`) but are never matched
+            self._faiss = faiss.IndexFlatIP(faiss_index.d)
+            if active:
+                self._faiss.add(np.ascontiguousarray(data.vectors[active], np.float32))
+        self._row_refs = [data.references[data.vector_refs[i]] for i in active]
+        pdq_active = np.array([not data.references[r].quarantine for r in data.pdq_refs], bool)
+        self._pdq_refs = [data.references[r] for r in data.pdq_refs]
+        self._pdq = PdqMatcher(data.pdq_hashes, np.where(pdq_active, data.pdq_quality, -1))
+        self._background = faiss.IndexFlatIP(faiss_index.d)
+        if len(data.background):
+            self._background.add(np.ascontiguousarray(project(data.background, data.centre)))
 
     @property
     def backbone(self) -> dict[str, Any]:
@@ -279,6 +310,16 @@ class IndexStore:
     @property
     def characters(self) -> dict[str, CharacterInfo]:
         return self.data.characters
+
+    @property
+    def flag_score(self) -> float:
+        """Verdict `flag` at a calibrated score >= this (`mamori index thresholds` changes it)."""
+        return float(self.data.thresholds.get("score_flag", SCORE_FLAG))
+
+    @property
+    def review_score(self) -> float:
+        """Verdict `review` at a calibrated score >= this and below `flag_score`."""
+        return float(self.data.thresholds.get("score_review", SCORE_REVIEW))
 
     @classmethod
     def open(cls, path: str | Path) -> IndexStore:
@@ -315,6 +356,28 @@ class IndexStore:
         sims, rows = self._faiss.search(q, k)
         return sims, [[self._row_refs[r] for r in row] for row in rows]
 
+    @property
+    def has_pdq(self) -> bool:
+        """Whether any active reference has a usable PDQ hash (the near-copy channel is on)."""
+        return len(self._pdq) > 0
+
+    def background_similarity(self, queries: np.ndarray, k: int) -> np.ndarray:
+        """(N,) mean cosine of each raw query to its k nearest background regions (0 without background).
+
+        The per-query term of score normalisation (`index.calibrate`): how similar a region is to
+        ordinary, non-protected imagery.
+        """
+        k = min(k, self._background.ntotal)
+        if k == 0 or len(queries) == 0:
+            return np.zeros(len(queries), np.float32)
+        sims, _ = self._background.search(np.ascontiguousarray(project(queries, self.data.centre)), k)
+        return sims.mean(axis=1)
+
+    def match_pdq(self, hashes: np.ndarray, qualities: np.ndarray) -> tuple[np.ndarray, list[Reference | None]]:
+        """Near-copy lookup of region PDQ hashes: (N,) Hamming distances and the matched reference or None."""
+        dist, rows = self._pdq.match(hashes, qualities)
+        return dist, [self._pdq_refs[r] if r >= 0 else None for r in rows]
+
     def summary(self) -> dict[str, Any]:
         """What `mamori index info` prints: the manifest plus per-character counts."""
         per_char: dict[str, int] = {}
@@ -323,26 +386,39 @@ class IndexStore:
         out = dict(self.manifest)
         out["path"] = str(self.path)
         out["characters"] = {
-            name: {"references": per_char.get(name, 0), **asdict(c)} for name, c in sorted(self.characters.items())
+            name: {"references": per_char.get(name, 0),
+                   **{k: (None if isinstance(v, float) and v != v else v) for k, v in asdict(c).items()}}
+            for name, c in sorted(self.characters.items())
         }
+        out["quarantined"] = [
+            {"id": r.id, "character": r.character, "source_path": r.source_path, "reason": r.quarantine}
+            for r in sorted(self.references.values(), key=lambda r: (r.character, r.source_path)) if r.quarantine
+        ]
         return out
 
 
 def _read_generation(gen: Path, manifest: dict[str, Any]) -> tuple[IndexData, Any]:
     if manifest.get("format") != "mamori-index":
         raise ValueError("index.json is not a mamori index manifest")
-    if int(manifest.get("format_version", 0)) > FORMAT_VERSION:
+    version = int(manifest.get("format_version", 0))
+    if version > FORMAT_VERSION:
         raise IncompatibleIndexError(
-            f"index format version {manifest['format_version']} is newer than this mamori "
-            f"understands ({FORMAT_VERSION}); upgrade mamori"
+            f"index format version {version} is newer than this mamori understands ({FORMAT_VERSION}); upgrade mamori"
+        )
+    if version < FORMAT_VERSION:
+        raise IncompatibleIndexError(
+            f"index format version {version} was written by an older mamori (this one reads {FORMAT_VERSION}: "
+            "reference views, near-copy hashes, quarantine); rebuild it with `mamori index build`"
         )
     db = sqlite3.connect(f"file:{gen / 'meta.sqlite'}?mode=ro", uri=True)
     try:
         refs = {
-            row[0]: Reference(*row[:10], extra=json.loads(row[10] or "{}"))
+            row[0]: Reference(*row[:10], extra=json.loads(row[10] or "{}"), quarantine=row[11] or "",
+                              keep=bool(row[12]))
             for row in db.execute("SELECT * FROM refs")
         }
         vec_rows = db.execute("SELECT ref, view FROM vectors ORDER BY row").fetchall()
+        pdq_rows = db.execute("SELECT ref, view, quality, hash FROM pdq ORDER BY row").fetchall()
         chars = {row[0]: CharacterInfo(*row) for row in db.execute("SELECT * FROM characters")}
     finally:
         db.close()
@@ -362,5 +438,9 @@ def _read_generation(gen: Path, manifest: dict[str, Any]) -> tuple[IndexData, An
         thresholds=manifest.get("thresholds", {}),
         centre=centre,
         created=manifest.get("created", ""),
+        pdq_hashes=np.array([np.frombuffer(h, np.uint8) for *_, h in pdq_rows], np.uint8).reshape(-1, PDQ_BYTES),
+        pdq_quality=np.array([q for _, _, q, _ in pdq_rows], np.int32),
+        pdq_refs=[r for r, *_ in pdq_rows],
+        pdq_views=[v for _, v, *_ in pdq_rows],
     )
     return data, flat

@@ -7,7 +7,7 @@ from PIL import Image
 
 from detector.errors import ConfigError, MediaLimitError, UnreadableMediaError
 from detector.frames import MediaReader
-from detector.regions import count_windows, pad_square, square_windows
+from detector.regions import count_windows, frame_regions, pad_square, reference_views, square_windows
 from detector.synth import draw_scene, write_video
 
 
@@ -110,7 +110,9 @@ def test_windows_cover_the_frame(w: int, h: int) -> None:
         assert 0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h
         covered.paste(1, (x0, y0, x1, y1))
     assert covered.getbbox() == (0, 0, w, h) and min(covered.getdata()) == 1
-    assert count_windows(w, h, (1.0, 0.6)) == len(boxes)
+    assert count_windows(w, h, (1.0, 0.6)) == len(boxes) + 1  # + the whole frame
+    regions = frame_regions(w, h, (1.0, 0.6))
+    assert regions[0] == (0, 0, w, h) and regions[1:] == boxes
 
 
 def test_window_counts() -> None:
@@ -121,3 +123,19 @@ def test_window_counts() -> None:
 def test_pad_square_keeps_content_centred() -> None:
     out = pad_square(Image.new("RGB", (100, 50), "red"))
     assert out.size == (100, 100) and out.getpixel((50, 50)) == (255, 0, 0) and out.getpixel((50, 5)) == (128, 128, 128)
+
+
+def test_default_regions_of_a_16x9_frame() -> None:
+    # whole frame + 3 windows at scale 1.0 + 15 at 0.6 + 28 at 0.45
+    assert count_windows(640, 360) == 47
+    sides = sorted({b[2] - b[0] for b in frame_regions(640, 360)[1:]})
+    assert sides == [162, 216, 360]
+
+
+def test_reference_views_full_and_mirror() -> None:
+    img = Image.new("RGB", (100, 50), "white")
+    img.paste((255, 0, 0), (0, 0, 10, 50))  # a red stripe on the left
+    views = reference_views(img)
+    assert list(views) == ["full", "mirror"]
+    assert views["full"].size == views["mirror"].size == (100, 100)
+    assert views["full"].getpixel((2, 50)) == (255, 0, 0) and views["mirror"].getpixel((97, 50)) == (255, 0, 0)

@@ -18,6 +18,7 @@ def test_index_exports() -> None:
         "IncompatibleIndexError", "IndexLockedError", "IndexNotFoundError", "IndexStore", "IndexStoreError",
         "ManifestError", "Reference", "ReferenceEntry", "ReferenceImageError", "add_references", "build_index",
         "calibrated_score", "open_image", "read_folder", "read_manifest", "read_references", "remove_references",
+        "set_thresholds",
     }
 
 

@@ -23,7 +23,9 @@ def test_index_info(index_dir: Path) -> None:
     proc = run_cli("index", "info", index_dir, check=True)
     assert "effnet-lite0-imagenet" in proc.stdout and "akane" in proc.stdout
     info = json.loads(run_cli("index", "info", index_dir, "--json", check=True).stdout)
-    assert info["counts"] == {"references": 6, "vectors": 6, "characters": 3, "background_images": 20}
+    # two views (as given, mirrored) per reference; nothing generic in drawn characters
+    assert info["counts"] == {"references": 6, "vectors": 12, "characters": 3, "background_images": 20}
+    assert info["quarantined"] == [] and "quarantined 0 reference(s)" in proc.stdout
     assert all(c["source"] == "background" for c in info["characters"].values())
 
 
@@ -134,3 +136,53 @@ def test_demo_runs_offline(tmp_path: Path) -> None:
     assert res["kitsune-in-park.mp4"]["characters"][0]["character"] == "kitsune-ko"
     assert res["empty-landscape.mp4"]["verdict"] == "pass"
     assert "results written to" in proc.stderr
+
+
+def test_small_character_in_cluttered_scene_is_flagged_with_its_box(index_dir: Path, tmp_path: Path) -> None:
+    """A reference pasted at 30% of the frame height into a busy drawn scene: flagged, with its box."""
+    from detector.synth import make_clip
+
+    clip = tmp_path / "small.mp4"
+    boxes = make_clip(clip, "clutter-scene", reference_art("benkei", 0), duration=3.0, appear=(0.5, 2.5),
+                      height_frac=0.3, x_frac=0.7)
+    proc = run_cli("score", clip, "--index", index_dir)
+    res = json.loads(proc.stdout)
+    assert res["verdict"] == "flag", res
+    top = res["characters"][0]
+    assert top["character"] == "benkei"
+    seg = max(top["segments"], key=lambda s: s["peak_score"])
+    assert 0.5 <= seg["start"] and seg["end"] <= 2.5
+    x0, y0, x1, y1 = seg["box"]
+    fx0, fy0, fx1, fy1 = boxes[len(boxes) // 2]  # the figure drifts a few pixels; its middle position
+    cx, cy = (fx0 + fx1) / 2, (fy0 + fy1) / 2
+    assert x0 <= cx <= x1 and y0 <= cy <= y1  # the matched region contains the character
+    assert (x1 - x0) <= 216  # a window at most 0.6 of the frame height, not the whole frame
+
+
+def test_evaluate_command(index_dir: Path, clips: dict[str, Path], tmp_path: Path) -> None:
+    labels = tmp_path / "labels.json"
+    labels.write_text(json.dumps({
+        "positive": {"positive": True, "character": "akane", "segment": [1.0, 3.0], "track": "nearcopy"},
+        "negative": {"positive": False, "character": None, "segment": None, "track": "negative"},
+    }))
+    out = tmp_path / "eval.jsonl"
+    proc = run_cli("evaluate", clips["positive"].parent, "--index", index_dir, "--labels", labels, "--out", out,
+                   "--json", check=True)
+    rep = json.loads(proc.stdout)
+    assert (rep["n_positive"], rep["n_negative"]) == (1, 1)
+    assert rep["ap"] == 1.0 and rep["recall"] == 1.0 and rep["fpr"] == 0.0 and rep["char_acc"] == 1.0
+    assert rep["segment_acc"] == 1.0 and rep["missing"] == [] and len(out.read_text().splitlines()) == 2
+    # from saved results, without scanning again; the table and the suggestion
+    proc = run_cli("evaluate", "--index", index_dir, "--labels", labels, "--results", out, check=True)
+    assert "AP=1.000" in proc.stdout and "suggested for FPR <= 0.05" in proc.stdout
+    assert "mamori index thresholds" in proc.stdout
+
+
+def test_index_thresholds_command(index_dir: Path, tmp_path: Path) -> None:
+    idx = tmp_path / "idx"
+    shutil.copytree(index_dir, idx)
+    proc = run_cli("index", "thresholds", idx, "--flag", "0.8", "--review", "0.3", check=True)
+    assert "flag >= 0.8000, review >= 0.3000" in proc.stdout
+    bad = run_cli("index", "thresholds", idx, "--review", "0.9")
+    assert bad.returncode == 2 and "review <= flag" in bad.stderr
+    assert run_cli("index", "thresholds", idx, "--flag", "1.5").returncode == 2  # argparse range check

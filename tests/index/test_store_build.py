@@ -170,3 +170,49 @@ def test_interrupted_first_build_does_not_open(tmp_path: Path) -> None:
     (tmp_path / "idx" / ".tmp-abc").mkdir(parents=True)
     with pytest.raises(IndexNotFoundError, match="interrupted"):
         IndexStore.open(tmp_path / "idx")
+
+
+def test_generic_reference_is_quarantined_listed_and_never_matched(tmp_path: Path, refs: Path) -> None:
+    rng = np.random.default_rng(0)
+    bg = tmp_path / "bg"
+    bg.mkdir()
+    for i in range(14):  # most ordinary images share one look (here: a colour), with variation
+        base = np.array([200, 180, 40]) if i < 10 else rng.integers(0, 255, 3)
+        rgb = tuple(int(x) for x in np.clip(base + rng.normal(0, 12, 3), 0, 255))
+        Image.new("RGB", (8, 8), rgb).save(bg / f"{i}.png")
+    (refs / "plain").mkdir()
+    Image.new("RGB", (8, 8), (200, 180, 40)).save(refs / "plain" / "a.png")  # exactly the common look
+    report = build_index(read_folder(refs), tmp_path / "idx", FakeEmbedder(), background=bg)
+    assert [r.character for r in report.quarantined] == ["plain"]
+    store = IndexStore.open(tmp_path / "idx")
+    info = store.summary()
+    assert [q["character"] for q in info["quarantined"]] == ["plain"] and "generic" in info["quarantined"][0]["reason"]
+    _, hits = store.search(FakeEmbedder()._vec(Image.new("RGB", (2, 2), (200, 180, 40)))[None], k=10)
+    assert all(h.character != "plain" for h in hits[0])
+    # kept on request
+    report = build_index(read_folder(refs), tmp_path / "idx", FakeEmbedder(), background=bg, force=True,
+                         keep_generic=True)
+    assert report.quarantined == [] and IndexStore.open(tmp_path / "idx").summary()["quarantined"] == []
+
+
+def test_pdq_hashes_stored_and_removed_with_their_reference(tmp_path: Path, refs: Path) -> None:
+    build_index(read_folder(refs), tmp_path / "idx", FakeEmbedder())
+    data = IndexStore.open(tmp_path / "idx").data
+    assert data.pdq_hashes.shape == (4 * 8, 32) and len(data.pdq_refs) == 32  # 8 dihedral hashes per reference
+    remove_references(tmp_path / "idx", character="red")
+    data = IndexStore.open(tmp_path / "idx").data
+    assert data.pdq_hashes.shape == (2 * 8, 32)
+    assert {data.references[r].character for r in data.pdq_refs} == {"green", "blue"}
+
+
+def test_thresholds_set_and_kept_across_changes(tmp_path: Path, refs: Path) -> None:
+    from index import set_thresholds
+
+    build_index(read_folder(refs), tmp_path / "idx", FakeEmbedder())
+    set_thresholds(tmp_path / "idx", flag=0.7, review=0.3)
+    store = IndexStore.open(tmp_path / "idx")
+    assert (store.flag_score, store.review_score) == (0.7, 0.3)
+    remove_references(tmp_path / "idx", character="red")
+    assert IndexStore.open(tmp_path / "idx").flag_score == 0.7
+    with pytest.raises(IndexStoreError, match="review <= flag"):
+        set_thresholds(tmp_path / "idx", review=0.9)
