@@ -158,9 +158,30 @@ def _open_out(path: str | None) -> TextIO:
     return open(path, "w", encoding="utf-8") if path else sys.stdout
 
 
+def scan_each(det: Any, inputs: Sequence[Path], out: TextIO | None) -> Iterator[tuple[Path, Any]]:
+    """Score each input in turn, write its JSON line to `out` (flushed, and fsynced when it is a
+    file: a crash loses at most the line being written) and yield (path, Result).
+
+    An unexpected failure on one input (a decoder or model error) becomes that input's error
+    result; the batch goes on.
+    """
+    from detector.results import Result
+
+    for path in inputs:
+        try:
+            result = det.score_file(path)
+        except (DetectorError, IndexStoreError, RuntimeError, OSError, ValueError, MemoryError) as exc:
+            result = Result.failed(str(path), exc)
+        if out is not None:
+            out.write(json.dumps(result.to_dict()) + "\n")
+            out.flush()
+            if out is not sys.stdout:
+                os.fsync(out.fileno())
+        yield path, result
+
+
 def cmd_scan(a: argparse.Namespace) -> int:
     from detector.api import Detector
-    from detector.results import Result
 
     det = Detector.open(a.index, backbone=a.backbone, fps=a.fps, max_frames=a.max_frames)
     inputs = list(iter_inputs(a.paths))
@@ -171,17 +192,8 @@ def cmd_scan(a: argparse.Namespace) -> int:
     frames, t0 = 0, time.monotonic()
     out = _open_out(a.out)
     try:
-        for i, path in enumerate(inputs, 1):
-            t1 = time.monotonic()
-            try:
-                result = det.score_file(path)
-            except (DetectorError, IndexStoreError, RuntimeError, OSError, ValueError, MemoryError) as exc:
-                # an unexpected failure on one input (a decoder or model error) must not end the batch
-                result = Result.failed(str(path), exc)
-            out.write(json.dumps(result.to_dict()) + "\n")
-            out.flush()
-            if out is not sys.stdout:
-                os.fsync(out.fileno())  # a crash loses at most the line being written
+        t1 = time.monotonic()
+        for i, (path, result) in enumerate(scan_each(det, inputs, out), 1):
             counts[result.verdict] += 1
             frames += result.frames
             if not a.quiet:
@@ -189,6 +201,7 @@ def cmd_scan(a: argparse.Namespace) -> int:
                 detail = result.error or f"{result.score:.2f} {top}".strip()
                 print(f"[{i}/{len(inputs)}] {path}: {result.verdict} {detail} ({time.monotonic() - t1:.1f}s)",
                       file=sys.stderr, flush=True)
+            t1 = time.monotonic()
     finally:
         if out is not sys.stdout:
             out.close()
@@ -229,8 +242,6 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     from detector.api import Detector
     from detector.backbones import load_backbone
     from detector.evaluate import evaluate, read_labels
-    from detector.results import Result
-
     from index import IndexStore
 
     labels = read_labels(a.labels)
@@ -250,15 +261,8 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
         out = _open_out(a.out) if a.out else None
         progress = _progress_printer(a.quiet)
         try:
-            for i, path in enumerate(inputs, 1):
-                try:
-                    result = det.score_file(path)
-                except (DetectorError, IndexStoreError, RuntimeError, OSError, ValueError, MemoryError) as exc:
-                    result = Result.failed(str(path), exc)
+            for i, (path, result) in enumerate(scan_each(det, inputs, out), 1):
                 results[path.stem] = result.to_dict()
-                if out is not None:
-                    out.write(json.dumps(results[path.stem]) + "\n")
-                    out.flush()
                 progress("videos", i, len(inputs))
         finally:
             if out is not None:

@@ -131,7 +131,9 @@ class Report:
     tracks: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in self.__dict__.items()}
+        """JSON-ready: floats rounded, undefined metrics (no positives, nothing flagged) as None."""
+        return {k: (None if isinstance(v, float) and math.isnan(v) else round(v, 4) if isinstance(v, float) else v)
+                for k, v in self.__dict__.items()}
 
     def lines(self) -> list[str]:
         out = [f"{'track':12} {'videos':>6} {'flagged':>7} {'review':>6} {'median score':>12}"]

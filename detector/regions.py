@@ -2,8 +2,8 @@
 
 Each frame is embedded as the whole frame (padded to a square with a neutral matte, so nothing is
 cropped or distorted) plus square windows at three scales of the frame's shorter side, 50% overlap:
-1.0 (3 windows on a 16:9 frame), 0.6 (15) and 0.45 (28): 47 crops per 16:9 frame, all in one
-batched forward pass; `count_windows` gives the cost for any size. Why windows: in generated video
+1.0 (3 windows on a 16:9 frame), 0.6 (15) and 0.45 (28): 47 crops per 16:9 frame, embedded in batched
+forward passes; `count_windows` gives the cost for any size. Why windows: in generated video
 the character stands in a scene, among other things, at 45-95% of the frame height; a window about
 its size sees the character instead of the scene. Measured on the dev set (AP of video scores,
 same scoring): whole frame + 1.0 + 0.6 windows 0.93; adding 0.45 windows 0.96; adding 0.8 as well

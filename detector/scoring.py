@@ -40,6 +40,8 @@ TOP_K = 32
 GAP_FRAMES = 1
 #: Frames whose evidence is averaged for a character's video score.
 SUPPORT_FRAMES = 2
+#: Normalised similarity of a frame with no evidence for a character (below any real match).
+MISSING_N = -1.0
 
 
 @dataclass(frozen=True)
@@ -73,9 +75,8 @@ def frame_evidence(store: IndexStore, time: float, vectors: np.ndarray, boxes: S
     hits: dict[str, CharacterHit] = {}
     if chars:
         col = {c: j for j, c in enumerate(chars)}
-        n_index_chars = len({r.character for r in store.references.values() if not r.quarantine})
         # characters outside a region's top-k sit below its k-th similarity: use that as their value
-        absent = n_index_chars > len(chars)
+        absent = store.active_characters > len(chars)
         width = len(chars) + int(absent)
         best = np.repeat(sims[:, -1:], width, axis=1).astype(np.float32)
         best_ref: list[list[Reference | None]] = [[None] * len(chars) for _ in boxes]
@@ -141,12 +142,17 @@ def _segments(track: list[tuple[float, CharacterHit | None]], review: float) -> 
     return segments
 
 
-def character_score(store: IndexStore, character: str, hits: Sequence[CharacterHit]) -> float:
-    """Temporal evidence (step 2): calibrated mean of the best SUPPORT_FRAMES normalised similarities,
-    or the best near-copy frame score if higher."""
+def character_score(store: IndexStore, character: str, hits: Sequence[CharacterHit], n_frames: int) -> float:
+    """Temporal evidence (step 2): calibrated mean of the best SUPPORT_FRAMES normalised similarities
+    over `n_frames` sampled frames, or the best near-copy frame score if higher.
+
+    A frame without embedding evidence for the character counts as MISSING_N: one strong frame
+    among several sampled ones is averaged with it, not with itself.
+    """
     info = store.characters[character]
-    n = sorted((h.normalised for h in hits), reverse=True)[:SUPPORT_FRAMES]
-    emb = float(calibrated_score(float(np.mean(n)), info.flag_sim, info.sigma)) if n and np.isfinite(n).all() else 0.0
+    n = sorted((h.normalised for h in hits if np.isfinite(h.normalised)), reverse=True)[:SUPPORT_FRAMES]
+    n += [MISSING_N] * (min(SUPPORT_FRAMES, n_frames) - len(n))
+    emb = float(calibrated_score(float(np.mean(n)), info.flag_sim, info.sigma)) if n else 0.0
     near = max((h.score for h in hits if h.channel == "nearcopy"), default=0.0)
     return max(emb, near)
 
@@ -159,10 +165,7 @@ def aggregate(store: IndexStore, path: str, evidence: Sequence[FrameEvidence], *
     top = 0.0
     for c in sorted({c for ev in evidence for c in ev.hits}):
         track = [(ev.time, ev.hits.get(c)) for ev in evidence]
-        hits = [h for _, h in track if h is not None]
-        # every sampled frame counts: a character seen in one frame of many gets no support from the rest
-        padded = hits + [_MISS] * max(0, min(SUPPORT_FRAMES, len(evidence)) - len(hits))
-        score = character_score(store, c, padded)
+        score = character_score(store, c, [h for _, h in track if h is not None], len(evidence))
         top = max(top, score)
         segments = _segments(track, review)
         if segments and score >= review:
@@ -171,6 +174,3 @@ def aggregate(store: IndexStore, path: str, evidence: Sequence[FrameEvidence], *
     characters.sort(key=lambda cr: (-cr.score, cr.character))
     return Result(path=path, verdict=verdict_for(top, flag, review), score=top, frames=len(evidence),
                   duration=duration, characters=tuple(characters), kind=kind, warnings=tuple(warnings))
-
-
-_MISS = CharacterHit(0.0, -1.0, 0.0, Reference(id="", sha256="", character=""), (0, 0, 0, 0))

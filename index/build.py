@@ -89,7 +89,7 @@ def _embed_entries(
     known_sha: dict[str, Reference],
     report: BuildReport,
     progress: Progress,
-) -> tuple[list[Reference], list[np.ndarray], list[str], list[str]]:
+) -> tuple[list[Reference], list[np.ndarray], list[str], list[str], list[tuple[str, np.ndarray, np.ndarray]]]:
     refs, vecs, vec_refs, views = [], [], [], []
     hashes: list[tuple[str, np.ndarray, np.ndarray]] = []
     seen = dict(known_sha)
@@ -162,8 +162,6 @@ def _embed_background(
 def _quarantine(data: IndexData, new: set[str], keep: bool) -> list[Reference]:
     """Flag generic references among `new` (unless `keep`); returns those quarantined."""
     if keep or not new:
-        if keep:
-            data.references.update({r: replace(data.references[r], keep=True) for r in new})
         return []
     rows: dict[str, list[int]] = {}
     for i, r in enumerate(data.vector_refs):
@@ -310,7 +308,6 @@ def remove_references(
         data.characters = _characters(data)
         write_index(path, data)
     return gone
-
 
 
 def set_thresholds(path: str | Path, *, flag: float | None = None, review: float | None = None) -> dict[str, Any]:

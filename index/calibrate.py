@@ -120,7 +120,11 @@ def normalise(per_char: np.ndarray, bg_term: np.ndarray) -> np.ndarray:
 
 def _bg_term(queries: np.ndarray, bank: np.ndarray, q_groups: np.ndarray, bank_groups: np.ndarray,
              chunk: int = 2048) -> np.ndarray:
-    """b(q) of background regions against the background bank, each image's own regions left out."""
+    """b(q) of background regions against the background bank, each image's own regions left out.
+
+    Exact and quadratic in the number of background regions (in chunks, so memory stays bounded):
+    60 images take well under a second; 1000 images (~47k regions) about a minute on 2 cores.
+    """
     out = np.zeros(len(queries), np.float32)
     k = min(BG_K, len(bank) - int(np.bincount(np.unique(bank_groups, return_inverse=True)[1]).max()))
     if k <= 0:
@@ -189,18 +193,17 @@ def generic_references(ref_vectors: np.ndarray, ref_rows: Mapping[str, Sequence[
     ordinary imagery than ordinary images look like each other (a plain silhouette, a logo-like
     shape, a blank panel). Needs MIN_BACKGROUND background images; otherwise nothing is flagged.
     """
-    images, inverse = np.unique(groups, return_inverse=True)
+    images = np.unique(groups)
     if len(images) < MIN_BACKGROUND or not ref_rows:
         return {}
-    firsts = np.array([np.flatnonzero(inverse == i)[0] for i in range(len(images))])  # whole-image rows
+    order = np.argsort(groups, kind="stable")
+    background, groups = background[order], groups[order]
+    starts = np.flatnonzero(np.r_[True, groups[1:] != groups[:-1]])  # first (whole-image) row of each image
 
     def per_image(sims: np.ndarray) -> np.ndarray:  # (Q, M) region sims -> (Q, n_images) best region
-        out = np.full((sims.shape[0], len(images)), -np.inf, np.float32)
-        for i in range(len(images)):
-            out[:, i] = sims[:, inverse == i].max(axis=1)
-        return out
+        return np.maximum.reduceat(sims, starts, axis=1)
 
-    bb = per_image(background[firsts] @ background.T)
+    bb = per_image(background[starts] @ background.T)
     np.fill_diagonal(bb, np.nan)
     typical = float(np.nanmax(np.nanmedian(bb, axis=1)))
     out = {}

@@ -54,7 +54,7 @@ _SCHEMA = """
 CREATE TABLE refs (
     id TEXT PRIMARY KEY, sha256 TEXT UNIQUE NOT NULL, character TEXT NOT NULL,
     franchise TEXT, rights_holder TEXT, license TEXT, source_path TEXT,
-    width INTEGER, height INTEGER, added_at TEXT, extra TEXT, quarantine TEXT, keep INTEGER);
+    width INTEGER, height INTEGER, added_at TEXT, extra TEXT, quarantine TEXT);
 CREATE TABLE vectors (row INTEGER PRIMARY KEY, ref TEXT NOT NULL REFERENCES refs(id), view TEXT);
 CREATE TABLE pdq (row INTEGER PRIMARY KEY, ref TEXT NOT NULL REFERENCES refs(id), view TEXT,
     quality INTEGER, hash BLOB);
@@ -81,7 +81,6 @@ class Reference:
     added_at: str = ""
     extra: dict[str, str] = field(default_factory=dict)
     quarantine: str = ""  # why this reference is left out of matching ("" = in use)
-    keep: bool = False  # the user asked to keep it even if it looks generic
 
 
 @dataclass(frozen=True)
@@ -239,10 +238,10 @@ def _write_generation(gen: Path, data: IndexData) -> None:
     try:
         db.executescript(_SCHEMA)
         db.executemany(
-            "INSERT INTO refs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            "INSERT INTO refs VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
             [
                 (r.id, r.sha256, r.character, r.franchise, r.rights_holder, r.license,
-                 r.source_path, r.width, r.height, r.added_at, json.dumps(r.extra), r.quarantine, int(r.keep))
+                 r.source_path, r.width, r.height, r.added_at, json.dumps(r.extra), r.quarantine)
                 for r in data.references.values()
             ],
         )
@@ -292,6 +291,8 @@ class IndexStore:
             if active:
                 self._faiss.add(np.ascontiguousarray(data.vectors[active], np.float32))
         self._row_refs = [data.references[data.vector_refs[i]] for i in active]
+        #: characters that can be matched (those with at least one reference not quarantined)
+        self.active_characters = len({r.character for r in self._row_refs})
         pdq_active = np.array([not data.references[r].quarantine for r in data.pdq_refs], bool)
         self._pdq_refs = [data.references[r] for r in data.pdq_refs]
         self._pdq = PdqMatcher(data.pdq_hashes, np.where(pdq_active, data.pdq_quality, -1))
@@ -413,8 +414,7 @@ def _read_generation(gen: Path, manifest: dict[str, Any]) -> tuple[IndexData, An
     db = sqlite3.connect(f"file:{gen / 'meta.sqlite'}?mode=ro", uri=True)
     try:
         refs = {
-            row[0]: Reference(*row[:10], extra=json.loads(row[10] or "{}"), quarantine=row[11] or "",
-                              keep=bool(row[12]))
+            row[0]: Reference(*row[:10], extra=json.loads(row[10] or "{}"), quarantine=row[11] or "")
             for row in db.execute("SELECT * FROM refs")
         }
         vec_rows = db.execute("SELECT ref, view FROM vectors ORDER BY row").fetchall()

@@ -88,3 +88,10 @@ def test_read_labels(tmp_path: Path) -> None:
         read_labels(tmp_path / "junk.json")
     with pytest.raises(ConfigError, match="no such labels file"):
         read_labels(tmp_path / "missing.json")
+
+
+def test_undefined_metrics_are_null_in_json() -> None:
+    r = evaluate({"n": _res(0.1, "pass")}, {"n": Label(False)}, flag_score=0.5, review_score=0.2)
+    d = r.to_dict()
+    assert d["ap"] is None and d["recall"] is None and d["char_acc"] is None and d["fpr"] == 0.0
+    json.dumps(d, allow_nan=False)  # strict JSON

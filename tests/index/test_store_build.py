@@ -189,6 +189,7 @@ def test_generic_reference_is_quarantined_listed_and_never_matched(tmp_path: Pat
     assert [q["character"] for q in info["quarantined"]] == ["plain"] and "generic" in info["quarantined"][0]["reason"]
     _, hits = store.search(FakeEmbedder()._vec(Image.new("RGB", (2, 2), (200, 180, 40)))[None], k=10)
     assert all(h.character != "plain" for h in hits[0])
+    assert store.active_characters == 3  # red, green, blue: "plain" has no matchable reference
     # kept on request
     report = build_index(read_folder(refs), tmp_path / "idx", FakeEmbedder(), background=bg, force=True,
                          keep_generic=True)
