@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from PIL import Image
 
@@ -17,19 +18,15 @@ from detector.backbones import Backbone, load_backbone
 from detector.embedding import RegionEmbedder
 from detector.errors import MediaError, MediaLimitError, UnreadableMediaError
 from detector.frames import DEFAULT_FPS, DEFAULT_MAX_FRAMES, Frame, MediaReader
+from detector.pipeline import prefetch, prepare_frames
 from detector.results import Result
 from detector.scoring import FrameEvidence, aggregate, frame_evidence
 from index.build import check_identity
 from index.errors import ImageTooLargeError, IncompatibleIndexError, ReferenceImageError
 from index.images import DEFAULT_MAX_PIXELS, open_image
-from index.nearcopy import region_hashes
 from index.store import IndexStore
 
 __all__ = ["Detector"]
-
-#: Sampled frames embedded together (each contributes all its regions to one forward pass).
-FRAME_BATCH = 8
-
 
 class Detector:
     """Scores images and videos against a reference index.
@@ -39,7 +36,8 @@ class Detector:
     """
 
     def __init__(self, store: IndexStore, backbone: Backbone, *, fps: float = DEFAULT_FPS,
-                 max_frames: int = DEFAULT_MAX_FRAMES, max_pixels: int = DEFAULT_MAX_PIXELS):
+                 max_frames: int = DEFAULT_MAX_FRAMES, max_pixels: int = DEFAULT_MAX_PIXELS,
+                 skip_repeats: bool = True):
         check_identity(store.backbone, backbone, str(store.path))
         self.store = store
         self.backbone = backbone
@@ -47,18 +45,22 @@ class Detector:
         self.fps = fps
         self.max_frames = max_frames
         self.max_pixels = max_pixels
+        #: skip blank frames and reuse the evidence of repeated ones (`detector.pipeline`)
+        self.skip_repeats = skip_repeats
         #: PDQ-hash every region for the near-copy channel (~0.5 ms per region); off when the
         #: index has no usable reference hash
         self.nearcopy = store.has_pdq
 
     @classmethod
-    def open(cls, index: str | Path, *, backbone: str | None = None, **options: float) -> Detector:
+    def open(cls, index: str | Path, *, backbone: str | None = None, precision: str = "auto",
+             device: str | None = None, **options: Any) -> Detector:
         """Load an index and the backbone it was built with.
 
         Args:
             index: the index folder.
             backbone: expected backbone name; an index built with another one is refused.
-            options: `fps`, `max_frames`, `max_pixels` defaults for this detector.
+            precision, device: how the backbone runs (`detector.inference`: auto, fp32, bf16).
+            options: `fps`, `max_frames`, `max_pixels`, `skip_repeats` defaults for this detector.
 
         Raises:
             index.IndexNotFoundError, index.IncompatibleIndexError, detector.BackboneError
@@ -74,23 +76,23 @@ class Detector:
                 f"{index}: index was built with backbone {name!r}, not {backbone!r}; "
                 "drop --backbone or rebuild the index with it"
             )
-        return cls(store, load_backbone(name), **options)  # type: ignore[arg-type]
+        return cls(store, load_backbone(name, precision=precision, device=device), **options)
 
     def _evidence(self, frames: Iterator[Frame]) -> list[FrameEvidence]:
+        """Per sampled frame, its evidence (`detector.pipeline`: decoding and cropping run in a
+        background thread while this one runs the model and the search)."""
         evidence: list[FrameEvidence] = []
-        batch: list[Frame] = []
-
-        def flush() -> None:
-            for fr, (vecs, boxes) in zip(batch, self.embedder.embed_frames([f.image for f in batch])):
-                hashes = region_hashes(fr.image, boxes) if self.nearcopy else None
-                evidence.append(frame_evidence(self.store, fr.time, vecs, boxes, hashes))
-            batch.clear()
-
-        for frame in frames:
-            batch.append(frame)
-            if len(batch) >= FRAME_BATCH:
-                flush()
-        flush()
+        last: FrameEvidence | None = None
+        prepared = prefetch(lambda: prepare_frames(frames, self.embedder, nearcopy=self.nearcopy,
+                                                   skip=self.skip_repeats))
+        for p in prepared:
+            if p.kind == "new":
+                assert p.pixels is not None
+                vecs = self.backbone.embed_pixels(p.pixels)
+                last = frame_evidence(self.store, p.frame.time, vecs, p.boxes, p.hashes)
+                evidence.append(last)
+            else:  # a blank frame has no evidence; a repeat has the last embedded frame's
+                evidence.append(FrameEvidence(p.frame.time, last.hits if p.kind == "repeat" and last else {}))
         return evidence
 
     def score_image(self, image: str | Path | bytes | Image.Image, *, path: str | None = None) -> Result:

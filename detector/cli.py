@@ -54,11 +54,15 @@ def _progress_printer(quiet: bool) -> Any:
     return progress
 
 
-def _embedder(backbone: str) -> Any:
+def _embedder(backbone: str, a: argparse.Namespace) -> Any:
     from detector.backbones import load_backbone
     from detector.embedding import RegionEmbedder
 
-    return RegionEmbedder(load_backbone(backbone))
+    return RegionEmbedder(load_backbone(backbone, precision=a.precision, device=a.device))
+
+
+def _detector_options(a: argparse.Namespace) -> dict[str, Any]:
+    return {"fps": a.fps, "max_frames": a.max_frames, "skip_repeats": not a.no_skip}
 
 
 def _print_report(report: Any, out: TextIO = sys.stderr) -> None:
@@ -76,7 +80,7 @@ def cmd_index_build(a: argparse.Namespace) -> int:
 
     entries = read_references(a.refs_dir, a.manifest)
     print(f"building {a.out} from {len(entries)} reference image(s) with backbone {a.backbone}", file=sys.stderr)
-    report = build_index(entries, a.out, _embedder(a.backbone), background=a.background, force=a.force,
+    report = build_index(entries, a.out, _embedder(a.backbone, a), background=a.background, force=a.force,
                          keep_generic=a.keep_generic, progress=_progress_printer(a.quiet))
     _print_report(report)
     if a.background is None:
@@ -89,7 +93,7 @@ def cmd_index_add(a: argparse.Namespace) -> int:
 
     entries = read_references(a.refs_dir, a.manifest)
     name = IndexStore.open(a.index).backbone["name"]
-    report = add_references(a.index, entries, _embedder(name), keep_generic=a.keep_generic,
+    report = add_references(a.index, entries, _embedder(name, a), keep_generic=a.keep_generic,
                             progress=_progress_printer(a.quiet))
     _print_report(report)
     return ExitCode.OK
@@ -183,7 +187,8 @@ def scan_each(det: Any, inputs: Sequence[Path], out: TextIO | None) -> Iterator[
 def cmd_scan(a: argparse.Namespace) -> int:
     from detector.api import Detector
 
-    det = Detector.open(a.index, backbone=a.backbone, fps=a.fps, max_frames=a.max_frames)
+    det = Detector.open(a.index, backbone=a.backbone, precision=a.precision, device=a.device,
+                        **_detector_options(a))
     inputs = list(iter_inputs(a.paths))
     if not inputs:
         print("scan: no input files found", file=sys.stderr)
@@ -216,7 +221,8 @@ def cmd_scan(a: argparse.Namespace) -> int:
 def cmd_score(a: argparse.Namespace) -> int:
     from detector.api import Detector
 
-    det = Detector.open(a.index, backbone=a.backbone, fps=a.fps, max_frames=a.max_frames)
+    det = Detector.open(a.index, backbone=a.backbone, precision=a.precision, device=a.device,
+                        **_detector_options(a))
     result = det.score_file(a.path)
     print(json.dumps(result.to_dict(), indent=1))
     if result.verdict == "error":
@@ -252,7 +258,8 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
         print("evaluate: give the labelled videos (files or folders) or --results", file=sys.stderr)
         return ExitCode.ERROR
     else:
-        det = Detector(store, load_backbone(store.backbone["name"]), fps=a.fps, max_frames=a.max_frames)
+        det = Detector(store, load_backbone(store.backbone["name"], precision=a.precision, device=a.device),
+                       **_detector_options(a))
         inputs = [p for p in iter_inputs(a.paths) if p.stem in labels]
         if not inputs:
             print("evaluate: none of the labelled videos was found under the given paths", file=sys.stderr)
@@ -308,10 +315,17 @@ def _unit_float(s: str) -> float:
 def build_parser() -> argparse.ArgumentParser:
     from detector.backbones import DEFAULT_BACKBONE
     from detector.frames import DEFAULT_FPS, DEFAULT_MAX_FRAMES
+    from detector.inference import PRECISIONS
 
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     common.add_argument("-q", "--quiet", action="store_true", help="no progress output on stderr")
+
+    def model_options(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--precision", choices=PRECISIONS, default="auto",
+                        help="model precision: auto (bf16 where the hardware runs it natively and faster), "
+                             "fp32 or bf16 (default %(default)s)")
+        sp.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda[:N]")
 
     p = argparse.ArgumentParser(prog="mamori",
                                 description="Find protected characters in generated images and video.")
@@ -331,6 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--force", action="store_true", help="replace an existing index at --out")
     b.add_argument("--keep-generic", action="store_true",
                    help="keep references that look generic against the background (default: quarantine them)")
+    model_options(b)
     b.set_defaults(func=cmd_index_build)
 
     ad = ix.add_parser("add", parents=[common], help="add references to an index (same backbone)")
@@ -338,6 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
     ad.add_argument("refs_dir", nargs="?")
     ad.add_argument("--manifest")
     ad.add_argument("--keep-generic", action="store_true", help="keep references that look generic (see build)")
+    model_options(ad)
     ad.set_defaults(func=cmd_index_add)
 
     rm = ix.add_parser("remove", parents=[common], help="remove a character or one reference (takedown/opt-out)")
@@ -367,6 +383,9 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--max-frames", type=_positive_int, default=DEFAULT_MAX_FRAMES,
                         help="most frames sampled per video (default %(default)s); later frames are not checked")
         sp.add_argument("--backbone", help="refuse to run unless the index uses this backbone")
+        sp.add_argument("--no-skip", action="store_true",
+                        help="embed every sampled frame (default: skip blank frames, reuse repeated ones)")
+        model_options(sp)
 
     s = sub.add_parser("scan", parents=[common], help="scan videos/images, one JSON line per input",
                        description="Scan files and folders (recursively: videos, GIFs, images). Writes one JSON "

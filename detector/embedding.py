@@ -1,7 +1,8 @@
 """Region embedding: turns frames and reference images into vectors with a `Backbone`.
 
 `RegionEmbedder` implements `index.Embedder` (what index building needs) and `embed_frames`
-(what scanning needs). All regions of all images in a call go through one batched forward pass.
+(what scanning needs). All regions of a frame are cropped from one tensor, resized together and
+go through one batched forward pass.
 """
 
 from __future__ import annotations
@@ -10,10 +11,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import torch
 from PIL import Image
 
-from detector.backbones import Backbone
-from detector.regions import DEFAULT_SCALES, Box, frame_regions, pad_square, reference_views
+from detector.backbones import Backbone, image_tensor
+from detector.regions import DEFAULT_SCALES, Box, frame_regions, pad_square_tensor, reference_views
 
 __all__ = ["RegionEmbedder"]
 
@@ -46,18 +48,23 @@ class RegionEmbedder:
     def regions(self, image: Image.Image) -> list[Box]:
         return frame_regions(image.width, image.height, self.scales)
 
+    def prepare_frame(self, image: Image.Image) -> tuple[torch.Tensor, list[Box]]:
+        """The first half of `embed_frames` (no model): a frame's regions as one uint8 (R, 3, S, S)
+        batch ready for `Backbone.embed_pixels`, and the regions' boxes."""
+        boxes = self.regions(image)
+        pixels = image_tensor(image)
+        crops = [pad_square_tensor(pixels)] + [pixels[:, y0:y1, x0:x1] for x0, y0, x1, y1 in boxes[1:]]
+        return self.backbone.resize(crops), boxes
+
     def embed_frames(self, images: Sequence[Image.Image]) -> list[tuple[np.ndarray, list[Box]]]:
         """Per image: (R, D) region vectors and each region's box in the image's pixels.
 
         Region 0 is the whole image (padded to a square), then the square windows.
         """
-        boxes = [self.regions(im) for im in images]
-        crops = [pad_square(im) if i == 0 else im.crop(b) for im, bs in zip(images, boxes) for i, b in enumerate(bs)]
-        vecs = self._embed_many(crops)
-        out, at = [], 0
-        for bs in boxes:
-            out.append((vecs[at : at + len(bs)], bs))
-            at += len(bs)
+        out = []
+        for im in images:
+            pixels, boxes = self.prepare_frame(im)
+            out.append((self.backbone.embed_pixels(pixels), boxes))
         return out
 
     def embed_queries(self, images: Sequence[Image.Image]) -> list[np.ndarray]:

@@ -17,9 +17,10 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import torch
 from PIL import Image, ImageOps
 
-__all__ = ["DEFAULT_SCALES", "Box", "count_windows", "frame_regions", "pad_square", "reference_views",
+__all__ = ["DEFAULT_SCALES", "Box", "count_windows", "frame_regions", "pad_square", "pad_square_tensor", "reference_views",
            "square_windows"]
 
 Box = tuple[int, int, int, int]  # x0, y0, x1, y1 in pixels, x1/y1 exclusive
@@ -78,6 +79,18 @@ def pad_square(img: Image.Image) -> Image.Image:
     out.paste(img, ((side - w) // 2, (side - h) // 2))
     return out
 
+
+def pad_square_tensor(pixels: torch.Tensor) -> torch.Tensor:
+    """`pad_square` for a uint8 (3, H, W) tensor."""
+    _, h, w = pixels.shape
+    if w == h:
+        return pixels
+    side = max(w, h)
+    out = torch.empty((3, side, side), dtype=pixels.dtype)
+    out[:] = torch.tensor(_MATTE, dtype=pixels.dtype).view(3, 1, 1)
+    y, x = (side - h) // 2, (side - w) // 2
+    out[:, y : y + h, x : x + w] = pixels
+    return out
 
 
 def reference_views(img: Image.Image) -> dict[str, Image.Image]:

@@ -1,0 +1,270 @@
+"""Scan speed and memory, side by side in one run on the same generated clips.
+
+Measures, each in its own subprocess (so peak memory is per measurement):
+    (a) ceiling   the bare backbone forward pass on ready tensors: one frame = its regions
+                  (47 crops of a 16:9 frame) as one batch, already resized and normalised
+    (b) mamori    `Detector.score_video` end to end: decode, sample, crop, model, search, scoring
+    (c) naive     a baseline scanner written here: decode and convert *every* frame with PyAV,
+                  PIL crop + resize + normalise per region, one forward pass per sampled frame,
+                  FAISS search (same regions, same model, same sampled frames as mamori)
+in fp32 and bf16, then mamori on a short and a long clip (peak memory must not grow with length),
+then the fidelity of bf16 embeddings (cosine to fp32, per region, on the clips' frames).
+
+Clips: 1280x720, 24 fps, H.264, a drawn scene panning under a drawn character, so no two sampled
+frames repeat (mamori's repeat skip does not flatter it here). `clip-vit-b32` is measured with the
+ViT-B-32 architecture in random weights (`openclip:ViT-B-32:<file>`; the real weights cannot be
+downloaded here; speed does not depend on weight values, fidelity figures do).
+
+    python scripts/bench_scan.py [--backbone clip-vit-b32|effnet-lite0-imagenet] [--seconds 10]
+                                 [--long 60] [--fps 2] [--work DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+SIZE = (1280, 720)
+CLIP_FPS = 24
+
+
+# --- set-up: backbone weights, index, clips -----------------------------------------------------
+
+def backbone_name(name: str, work: Path) -> str:
+    if name != "clip-vit-b32":
+        return name
+    path = work / "vit-b-32-random.safetensors"
+    if not path.exists():
+        import open_clip
+        import torch
+        from safetensors.torch import save_file
+
+        torch.manual_seed(0)
+        model = open_clip.create_model("ViT-B-32")
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    return f"openclip:ViT-B-32:{path}"
+
+
+def make_index(backbone: str, work: Path) -> Path:
+    from detector.backbones import load_backbone
+    from detector.embedding import RegionEmbedder
+    from detector.synth import draw_character
+    from index import build_index
+    from index.manifest import ReferenceEntry
+
+    out = work / "index"
+    if (out / "index.json").exists():
+        return out
+    refs = work / "refs"
+    entries = []
+    for c in range(6):
+        for pose in range(2):
+            p = refs / f"char-{c}" / f"{pose}.png"
+            p.parent.mkdir(parents=True, exist_ok=True)
+            draw_character(f"bench-{c}", 256, pose).save(p)
+            entries.append(ReferenceEntry(p, f"char-{c}"))
+    build_index(entries, out, RegionEmbedder(load_backbone(backbone, precision="fp32")), force=True)
+    return out
+
+
+def make_clip(path: Path, seconds: float, seed: str) -> Path:
+    if path.exists():
+        return path
+    from detector.synth import composite, draw_character, draw_scene, write_video
+
+    n = round(seconds * CLIP_FPS)
+    pan = 4 * n  # pixels the camera travels
+    scene = draw_scene(seed, SIZE[0] + pan, SIZE[1])
+    figure = draw_character(f"bench-{seed}", 512)
+
+    def frames():  # type: ignore[no-untyped-def]
+        for i in range(n):
+            view = scene.crop((4 * i, 0, 4 * i + SIZE[0], SIZE[1]))
+            yield composite(view, figure, height_frac=0.55, x_frac=0.3 + 0.4 * i / n)[0]
+
+    write_video(path, frames(), fps=CLIP_FPS)
+    return path
+
+
+# --- measurements (each runs in a child process) -------------------------------------------------
+
+def _peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def measure_ceiling(backbone: str, precision: str, frames: int) -> dict[str, float]:
+    import torch
+
+    from detector.backbones import load_backbone
+    from detector.regions import count_windows
+
+    bb = load_backbone(backbone, precision=precision)
+    s = bb.preprocess.size
+    x = torch.rand(count_windows(*SIZE), 3, s, s)
+    bb.embed_tensor(x[:4])
+    t = time.perf_counter()
+    for _ in range(frames):
+        bb.embed_tensor(x)
+    dt = time.perf_counter() - t
+    return {"frames": frames, "seconds": dt, "precision": bb.precision}
+
+
+def measure_mamori(index: str, precision: str, clips: list[str], fps: float) -> dict[str, float]:
+    from PIL import Image
+
+    from detector import Detector
+
+    det = Detector.open(index, precision=precision, fps=fps)
+    det.score_image(Image.new("RGB", (64, 36), "white").resize((1280, 720)))  # warm-up, like a running scanner
+    t = time.perf_counter()
+    frames = sum(det.score_video(c).frames for c in clips)
+    dt = time.perf_counter() - t
+    return {"frames": frames, "seconds": dt, "precision": det.backbone.precision}
+
+
+def measure_naive(index: str, precision: str, clips: list[str], fps: float) -> dict[str, float]:
+    import av
+    import torch
+    from PIL import Image
+
+    from detector.backbones import load_backbone
+    from detector.regions import frame_regions
+    from index import IndexStore
+
+    store = IndexStore.open(index)
+    bb = load_backbone(store.backbone["name"], precision=precision)
+    s = bb.preprocess.size
+    mean, std = np.array(bb.preprocess.mean, np.float32), np.array(bb.preprocess.std, np.float32)
+    bb.embed_tensor(torch.rand(4, 3, s, s))
+    t = time.perf_counter()
+    frames = 0
+    for clip in clips:
+        with av.open(clip) as container:
+            next_t = 0.0
+            for frame in container.decode(video=0):
+                img = frame.to_image()  # every frame decoded and converted
+                if frame.time + 1e-6 < next_t:
+                    continue
+                next_t = (math.floor(frame.time * fps + 1e-6) + 1) / fps
+                crops = []
+                for i, box in enumerate(frame_regions(img.width, img.height)):
+                    crop = img.crop(box)
+                    if i == 0:
+                        side = max(img.size)
+                        sq = Image.new("RGB", (side, side), (128, 128, 128))
+                        sq.paste(img, ((side - img.width) // 2, (side - img.height) // 2))
+                        crop = sq
+                    arr = np.asarray(crop.resize((s, s), Image.BICUBIC), np.float32) / 255.0
+                    crops.append(torch.from_numpy(((arr - mean) / std).transpose(2, 0, 1).copy()))
+                vecs = bb.embed_tensor(torch.stack(crops))
+                store.search(vecs, 32)
+                frames += 1
+    dt = time.perf_counter() - t
+    return {"frames": frames, "seconds": dt, "precision": bb.precision}
+
+
+def measure_fidelity(backbone: str, clips: list[str], fps: float) -> dict[str, float]:
+    from detector.backbones import load_backbone
+    from detector.embedding import RegionEmbedder
+    from detector.frames import MediaReader
+
+    b32, b16 = load_backbone(backbone, precision="fp32"), load_backbone(backbone, precision="bf16")
+    emb = RegionEmbedder(b32)
+    cos, whole = [], []
+    for clip in clips:
+        for fr in MediaReader(clip, fps=fps, max_frames=6):
+            px, _ = emb.prepare_frame(fr.image)
+            c = (b32.embed_pixels(px) * b16.embed_pixels(px)).sum(1)
+            cos.append(c)
+            whole.append(c[0])
+    allc = np.concatenate(cos)
+    return {"regions": len(allc), "min": float(allc.min()), "p01": float(np.percentile(allc, 1)),
+            "mean": float(allc.mean()), "whole_min": float(min(whole))}
+
+
+def child(argv: list[str]) -> None:
+    kind, payload = argv[0], json.loads(argv[1])
+    fn = {"ceiling": measure_ceiling, "mamori": measure_mamori, "naive": measure_naive,
+          "fidelity": measure_fidelity}[kind]
+    out = fn(**payload)
+    out["peak_mb"] = _peak_mb()
+    print("RESULT " + json.dumps(out))
+
+
+def run_child(kind: str, **payload: object) -> dict[str, float]:
+    proc = subprocess.run([sys.executable, __file__, "--child", kind, json.dumps(payload)],
+                          capture_output=True, text=True, cwd=ROOT)
+    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
+    if proc.returncode != 0 or line is None:
+        sys.exit(f"{kind} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(line[len("RESULT "):])
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        child(sys.argv[2:])
+        return
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--backbone", default="clip-vit-b32", help="clip-vit-b32 (random weights) or effnet-lite0-imagenet")
+    ap.add_argument("--seconds", type=float, default=10.0, help="length of the speed clip")
+    ap.add_argument("--long", type=float, default=60.0, help="length of the long clip (memory)")
+    ap.add_argument("--fps", type=float, default=2.0, help="sampling rate of the scans")
+    ap.add_argument("--work", type=Path, default=ROOT / ".bench", help="clips, weights and index are cached here")
+    a = ap.parse_args()
+    a.work.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    backbone = backbone_name(a.backbone, a.work)
+    index = str(make_index(backbone, a.work))
+    short = str(make_clip(a.work / f"clip-{a.seconds:g}s.mp4", a.seconds, "short"))
+    long = str(make_clip(a.work / f"clip-{a.long:g}s.mp4", a.long, "long"))
+    print(f"backbone {a.backbone} ({backbone}); clips {SIZE[0]}x{SIZE[1]} {CLIP_FPS} fps; sampling {a.fps} fps; "
+          f"{os.cpu_count()} CPUs; set-up {time.perf_counter() - t0:.0f}s", flush=True)
+
+    rows: dict[tuple[str, str], dict[str, float]] = {}
+    n_frames = math.ceil(a.seconds * a.fps)
+    for prec in ("fp32", "bf16"):
+        rows["ceiling", prec] = run_child("ceiling", backbone=backbone, precision=prec, frames=n_frames)
+        rows["mamori", prec] = run_child("mamori", index=index, precision=prec, clips=[short], fps=a.fps)
+        rows["naive", prec] = run_child("naive", index=index, precision=prec, clips=[short], fps=a.fps)
+        for k in ("ceiling", "mamori", "naive"):
+            r = rows[k, prec]
+            print(f"  {k:8s} {prec}: {r['frames']} frames in {r['seconds']:.1f}s", flush=True)
+    fps_of = {k: r["frames"] / r["seconds"] for k, r in rows.items()}
+
+    print(f"\n{'':28s}{'fp32':>10s}{'bf16':>10s}   frames/s (peak MB)")
+    names = {"ceiling": "(a) backbone on tensors", "mamori": "(b) mamori scan", "naive": "(c) naive scanner"}
+    for k, label in names.items():
+        cells = "".join(f"{fps_of[k, p]:>10.2f}" for p in ("fp32", "bf16"))
+        mem = " / ".join(f"{rows[k, p]['peak_mb']:.0f}" for p in ("fp32", "bf16"))
+        print(f"{label:28s}{cells}   ({mem})")
+    for p in ("fp32", "bf16"):
+        print(f"{p}: (b)/(a) = {fps_of['mamori', p] / fps_of['ceiling', p]:.2f}   "
+              f"(b)/(c) = {fps_of['mamori', p] / fps_of['naive', p]:.2f}")
+    print(f"bf16 mamori / fp32 mamori = {fps_of['mamori', 'bf16'] / fps_of['mamori', 'fp32']:.2f}; "
+          f"bf16 mamori / fp32 naive = {fps_of['mamori', 'bf16'] / fps_of['naive', 'fp32']:.2f}")
+
+    long_row = run_child("mamori", index=index, precision="auto", clips=[long], fps=a.fps)
+    short_row = run_child("mamori", index=index, precision="auto", clips=[short], fps=a.fps)
+    print(f"\npeak memory, mamori (auto precision): {a.seconds:g}s clip {short_row['peak_mb']:.0f} MB "
+          f"({short_row['frames']} frames), {a.long:g}s clip {long_row['peak_mb']:.0f} MB ({long_row['frames']} frames)")
+
+    fid = run_child("fidelity", backbone=backbone, clips=[short, long], fps=a.fps)
+    print(f"bf16 fidelity (cosine to fp32) over {fid['regions']} regions: mean {fid['mean']:.4f}, "
+          f"1st percentile {fid['p01']:.4f}, min {fid['min']:.4f}; whole frames min {fid['whole_min']:.4f}")
+    print(f"total {time.perf_counter() - t0:.0f}s")
+
+
+if __name__ == "__main__":
+    main()
