@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,8 @@ class Detector:
 
     def __init__(self, store: IndexStore, backbone: Backbone, *, fps: float = DEFAULT_FPS,
                  max_frames: int = DEFAULT_MAX_FRAMES, max_pixels: int = DEFAULT_MAX_PIXELS,
-                 skip_repeats: bool = True):
+                 skip_repeats: bool = True, max_duration: float | None = None,
+                 max_frames_total: int | None = None):
         check_identity(store.backbone, backbone, str(store.path))
         self.store = store
         self.backbone = backbone
@@ -47,6 +49,11 @@ class Detector:
         self.max_pixels = max_pixels
         #: skip blank frames and reuse the evidence of repeated ones (`detector.pipeline`)
         self.skip_repeats = skip_repeats
+        #: refuse videos longer than this (seconds) or with more frames than this (None: no limit)
+        self.max_duration = max_duration
+        self.max_frames_total = max_frames_total
+        #: how region pixels become vectors; the HTTP service swaps in a cross-request `Batcher`
+        self.embed_pixels = backbone.embed_pixels
         #: PDQ-hash every region for the near-copy channel (~0.5 ms per region); off when the
         #: index has no usable reference hash
         self.nearcopy = store.has_pdq
@@ -78,24 +85,30 @@ class Detector:
             )
         return cls(store, load_backbone(name, precision=precision, device=device), **options)
 
-    def _evidence(self, frames: Iterator[Frame]) -> list[FrameEvidence]:
+    def _evidence(self, frames: Iterator[Frame], deadline: float | None = None) -> list[FrameEvidence]:
         """Per sampled frame, its evidence (`detector.pipeline`: decoding and cropping run in a
-        background thread while this one runs the model and the search)."""
+        background thread while this one runs the model and the search). Past `deadline`
+        (`time.monotonic()`), stops with MediaLimitError(limit="request_timeout")."""
         evidence: list[FrameEvidence] = []
         last: FrameEvidence | None = None
         prepared = prefetch(lambda: prepare_frames(frames, self.embedder, nearcopy=self.nearcopy,
                                                    skip=self.skip_repeats))
         for p in prepared:
+            if deadline is not None and time.monotonic() > deadline:
+                prepared.close()
+                raise MediaLimitError(f"scoring did not finish within request_timeout ({p.frame.index} frames done)",
+                                      limit="request_timeout")
             if p.kind == "new":
                 assert p.pixels is not None
-                vecs = self.backbone.embed_pixels(p.pixels)
+                vecs = self.embed_pixels(p.pixels)
                 last = frame_evidence(self.store, p.frame.time, vecs, p.boxes, p.hashes)
                 evidence.append(last)
             else:  # a blank frame has no evidence; a repeat has the last embedded frame's
                 evidence.append(FrameEvidence(p.frame.time, last.hits if p.kind == "repeat" and last else {}))
         return evidence
 
-    def score_image(self, image: str | Path | bytes | Image.Image, *, path: str | None = None) -> Result:
+    def score_image(self, image: str | Path | bytes | Image.Image, *, path: str | None = None,
+                    deadline: float | None = None) -> Result:
         """Score one still image (path, encoded bytes, or a PIL image).
 
         Raises:
@@ -108,19 +121,25 @@ class Detector:
         except ReferenceImageError as exc:
             raise UnreadableMediaError(str(exc)) from exc
         name = path or (str(image) if isinstance(image, (str, Path)) else "<image>")
-        evidence = self._evidence(iter([Frame(0, 0.0, img)]))
+        evidence = self._evidence(iter([Frame(0, 0.0, img)]), deadline)
         return aggregate(self.store, name, evidence, kind="image", duration=0.0)
 
-    def score_video(self, path: str | Path, *, fps: float | None = None, max_frames: int | None = None) -> Result:
+    def score_video(self, path: str | Path, *, fps: float | None = None, max_frames: int | None = None,
+                    deadline: float | None = None, name: str | None = None) -> Result:
         """Score a video, animated GIF or still image file, sampling at `fps`.
+
+        Args:
+            deadline: `time.monotonic()` value after which scoring stops with MediaLimitError.
+            name: the `path` reported in the result (default: `path`).
 
         Raises:
             UnreadableMediaError, MediaLimitError: the file cannot be used.
         """
         reader = MediaReader(path, fps=fps or self.fps, max_frames=max_frames or self.max_frames,
-                             max_pixels=self.max_pixels)
-        evidence = self._evidence(iter(reader))
-        return aggregate(self.store, str(path), evidence, kind=reader.kind, duration=reader.duration,
+                             max_pixels=self.max_pixels, max_duration=self.max_duration,
+                             max_stream_frames=self.max_frames_total)
+        evidence = self._evidence(iter(reader), deadline)
+        return aggregate(self.store, name or str(path), evidence, kind=reader.kind, duration=reader.duration,
                          warnings=reader.warnings)
 
     def score_file(self, path: str | Path, **kw: float) -> Result:

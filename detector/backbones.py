@@ -33,7 +33,14 @@ import torch.nn.functional as F
 from PIL import Image
 
 from detector.errors import BackboneError, BackboneUnavailableError, ConfigError
-from detector.inference import choose_dtype, dtype_name, fold_batchnorm, probe_images, resolve_device
+from detector.inference import (
+    choose_dtype,
+    dtype_name,
+    fold_batchnorm,
+    keep_freed_memory,
+    probe_images,
+    resolve_device,
+)
 from index.images import file_sha256
 
 __all__ = ["DEFAULT_BACKBONE", "Backbone", "Preprocess", "image_tensor", "list_backbones", "load_backbone", "register"]
@@ -100,6 +107,7 @@ class Backbone:
     def to(self, precision: str = "auto", device: str | None = None) -> Backbone:
         """Move to a device and precision (rules in `detector.inference`); returns self."""
         dev = resolve_device(device)
+        keep_freed_memory()
         probe = self.to_tensor(probe_images(self.preprocess.size)) if precision == "auto" and dev.type == "cpu" else None
         dtype = choose_dtype(self.module, probe, precision, dev, channels_last=self.channels_last)
         self.module = self.module.to(device=dev, dtype=dtype)

@@ -28,7 +28,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from detector.errors import DetectorError
+from detector.errors import ConfigError, DetectorError
 from index.errors import IndexStoreError
 
 __all__ = ["ExitCode", "main"]
@@ -285,6 +285,34 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+def cmd_serve(a: argparse.Namespace) -> int:
+    import logging
+
+    import uvicorn
+
+    from detector.limits import Limits
+    from detector.service import ServiceConfig, create_app, read_tokens
+
+    tokens_file = a.tokens or os.environ.get("MAMORI_TOKENS_FILE")
+    tokens = read_tokens(tokens_file) if tokens_file else None
+    if tokens is None and a.host not in ("127.0.0.1", "::1", "localhost"):
+        raise ConfigError(f"refusing to serve on {a.host} without authentication: give --tokens FILE "
+                          "(or MAMORI_TOKENS_FILE), or bind to 127.0.0.1")
+    limits = Limits(max_upload_mb=a.max_upload_mb, max_duration=a.max_duration, max_frames_total=a.max_frames_total,
+                    max_frames=a.max_frames, max_pixels=a.max_pixels, request_timeout=a.request_timeout)
+    cfg = ServiceConfig(Path(a.index), tokens, limits, workers=a.workers, queue=a.queue, batching=not a.no_batching,
+                        precision=a.precision, device=a.device, fps=a.fps)
+    logging.basicConfig(level=logging.WARNING if a.quiet else logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if tokens is None:
+        print(f"mamori serve: no tokens configured: no authentication, listening on loopback {a.host}:{a.port} only",
+              file=sys.stderr, flush=True)
+    else:
+        print(f"mamori serve: {len(tokens)} token(s); listening on {a.host}:{a.port}", file=sys.stderr, flush=True)
+    uvicorn.run(create_app(cfg), host=a.host, port=a.port, log_level="warning", access_log=False,
+                timeout_keep_alive=5)
+    return ExitCode.OK
+
+
 def cmd_demo(a: argparse.Namespace) -> int:
     from detector.demo import run_demo
 
@@ -416,6 +444,36 @@ def build_parser() -> argparse.ArgumentParser:
                                                                           "threshold for (default %(default)s)")
     ev.add_argument("--json", action="store_true", help="print the report as JSON")
     ev.set_defaults(func=cmd_evaluate)
+
+    from detector.limits import Limits
+
+    lim = Limits()
+    sv = sub.add_parser("serve", parents=[common], help="HTTP scoring service (FastAPI + uvicorn)",
+                        description="Serve POST /v1/score and the admin endpoints (see README, HTTP API). "
+                                    "Without --tokens (or MAMORI_TOKENS_FILE) there is no authentication and "
+                                    "only a loopback address is allowed.")
+    sv.add_argument("--index", required=True, help="index folder")
+    sv.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s)")
+    sv.add_argument("--port", type=int, default=8000, help="port (default %(default)s)")
+    sv.add_argument("--tokens", help="file of `TOKEN SCOPE[,SCOPE]` lines; scopes: score, admin")
+    sv.add_argument("--max-upload-mb", type=_positive_float, default=lim.max_upload_mb, help="(default %(default)s)")
+    sv.add_argument("--max-duration", type=_positive_float, default=lim.max_duration,
+                    help="longest video in seconds (default %(default)s)")
+    sv.add_argument("--max-frames-total", type=_positive_int, default=lim.max_frames_total,
+                    help="most frames in a video stream (default %(default)s)")
+    sv.add_argument("--max-frames", type=_positive_int, default=lim.max_frames,
+                    help="most sampled frames per request (default %(default)s)")
+    sv.add_argument("--max-pixels", type=_positive_int, default=lim.max_pixels,
+                    help="largest image or video frame in pixels (default %(default)s)")
+    sv.add_argument("--request-timeout", type=_positive_float, default=lim.request_timeout,
+                    help="seconds for upload + scoring (default %(default)s)")
+    sv.add_argument("--fps", type=_positive_float, default=DEFAULT_FPS, help="default sampling rate (default %(default)s)")
+    sv.add_argument("--workers", type=_positive_int, default=2, help="scoring threads (default %(default)s)")
+    sv.add_argument("--queue", type=int, default=8, help="requests waiting beyond the workers before 503 "
+                                                          "(default %(default)s)")
+    sv.add_argument("--no-batching", action="store_true", help="one forward pass per request (default: merged)")
+    model_options(sv)
+    sv.set_defaults(func=cmd_serve)
 
     d = sub.add_parser("demo", parents=[common], help="make sample art and videos, build an index, scan (offline)")
     d.add_argument("--out", default="mamori-demo", help="folder for the demo's data and results (default %(default)s)")

@@ -49,4 +49,8 @@ class UnreadableMediaError(MediaError):
 
 
 class MediaLimitError(MediaError):
-    """An input over one of the configured limits (pixels, frames, duration)."""
+    """An input over one of the configured limits; `limit` names it (max_pixels, max_duration, ...)."""
+
+    def __init__(self, message: str, *, limit: str = "max_pixels"):
+        super().__init__(message)
+        self.limit = limit

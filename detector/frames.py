@@ -66,6 +66,9 @@ class MediaReader:
     fps: float = DEFAULT_FPS
     max_frames: int = DEFAULT_MAX_FRAMES
     max_pixels: int = DEFAULT_MAX_PIXELS
+    #: refuse videos longer than this many seconds / with more frames than this (None: no limit)
+    max_duration: float | None = None
+    max_stream_frames: int | None = None
     kind: str = ""
     duration: float | None = None
     warnings: list[str] = field(default_factory=list)
@@ -120,6 +123,15 @@ class MediaReader:
             raise UnreadableMediaError(f"{self.path}: no video stream in this file")
         return container
 
+    def _check_limits(self, frames: int | None, seconds: float | None) -> None:
+        """Header values first (before decoding), then the running counts while decoding."""
+        if self.max_stream_frames is not None and frames and frames > self.max_stream_frames:
+            raise MediaLimitError(f"{self.path}: more than max_frames_total={self.max_stream_frames} frames in the "
+                                  "video", limit="max_frames_total")
+        if self.max_duration is not None and seconds and seconds > self.max_duration:
+            raise MediaLimitError(f"{self.path}: longer than max_duration={self.max_duration:g}s ({seconds:.1f}s)",
+                                  limit="max_duration")
+
     def _video_frames(self) -> Iterator[Frame]:
         container = self._open()
         try:
@@ -136,15 +148,18 @@ class MediaReader:
                 self.duration = float(stream.duration * tb)
             elif container.duration is not None:
                 self.duration = container.duration / av.time_base
+            self._check_limits(stream.frames, self.duration)
             step = 1.0 / self.fps
             next_t: float | None = None
-            n = 0
+            n = decoded = 0
             last_t = 0.0
             try:
                 for frame in container.decode(stream):
                     t = frame.time
                     t = last_t if t is None else max(0.0, float(t) - start)
                     last_t = t
+                    decoded += 1
+                    self._check_limits(decoded, t)
                     if next_t is not None and t < next_t - 1e-6:
                         continue  # not sampled: never converted
                     if n >= self.max_frames:

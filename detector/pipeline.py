@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -87,7 +87,7 @@ class _Failed:
         self.exc = exc
 
 
-def prefetch(make: Callable[[], Iterator[T]], depth: int = 2) -> Iterator[T]:
+def prefetch(make: Callable[[], Iterator[T]], depth: int = 2) -> Generator[T, None, None]:
     """Run the iterator `make()` in a background thread, at most `depth` items ahead.
 
     Exceptions raised by the iterator are re-raised here, in order; closing this generator early

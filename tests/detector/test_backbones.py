@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import reference_art
 from PIL import Image
 
 from detector import BackboneError, BackboneUnavailableError, ConfigError, list_backbones, load_backbone
 from detector.backbones import register
-from helpers import reference_art
 from index.images import file_sha256
 
 IMAGES = [Image.effect_noise((64, 64), s).convert("RGB") for s in (20, 60)] + [Image.new("RGB", (50, 70), "red")]

@@ -6,13 +6,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import reference_art
 from PIL import Image
 
 from detector import Detector
 from detector.frames import Frame
 from detector.pipeline import prefetch, prepare_frames
 from detector.synth import composite, draw_scene, write_video
-from helpers import reference_art
 
 
 def test_prefetch_keeps_order_and_reraises() -> None:
