@@ -18,6 +18,7 @@ adds the traceback.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import enum
 import json
 import os
@@ -162,20 +163,31 @@ def _open_out(path: str | None) -> TextIO:
     return open(path, "w", encoding="utf-8") if path else sys.stdout
 
 
-def scan_each(det: Any, inputs: Sequence[Path], out: TextIO | None) -> Iterator[tuple[Path, Any]]:
+def scan_each(det: Any, inputs: Sequence[Path], out: TextIO | None,
+              done: dict[tuple[str, str], str] | None = None) -> Iterator[tuple[Path, Any]]:
     """Score each input in turn, write its JSON line to `out` (flushed, and fsynced when it is a
     file: a crash loses at most the line being written) and yield (path, Result).
 
-    An unexpected failure on one input (a decoder or model error) becomes that input's error
-    result; the batch goes on.
+    Each result records the input's sha256; an input whose (path, sha256) is in `done` (a resumed
+    scan, `detector.batch`) is skipped and yielded as (path, None). An unexpected failure on one
+    input (a decoder or model error) becomes that input's error result; the batch goes on.
     """
     from detector.results import Result
+    from index.images import file_sha256
 
     for path in inputs:
+        try:
+            sha: str | None = file_sha256(path)
+        except OSError:
+            sha = None  # unreadable: score_file reports why
+        if done is not None and sha is not None and (str(path), sha) in done:
+            yield path, None
+            continue
         try:
             result = det.score_file(path)
         except (DetectorError, IndexStoreError, RuntimeError, OSError, ValueError, MemoryError) as exc:
             result = Result.failed(str(path), exc)
+        result = dataclasses.replace(result, sha256=sha)
         if out is not None:
             out.write(json.dumps(result.to_dict()) + "\n")
             out.flush()
@@ -186,19 +198,28 @@ def scan_each(det: Any, inputs: Sequence[Path], out: TextIO | None) -> Iterator[
 
 def cmd_scan(a: argparse.Namespace) -> int:
     from detector.api import Detector
+    from detector.batch import completed, read_list, unique
 
+    if a.resume and not a.out:
+        raise ConfigError("--resume needs --out: the results file to resume")
+    listed = [str(p) for p in read_list(a.from_list)] if a.from_list else []
+    inputs = list(unique([*iter_inputs(a.paths), *iter_inputs(listed)]))
+    if not inputs:
+        print("scan: no input files found (give paths or --from-list)", file=sys.stderr)
+        return ExitCode.ERROR
+    done = completed(a.out) if a.resume else None
     det = Detector.open(a.index, backbone=a.backbone, precision=a.precision, device=a.device,
                         **_detector_options(a))
-    inputs = list(iter_inputs(a.paths))
-    if not inputs:
-        print("scan: no input files found", file=sys.stderr)
-        return ExitCode.ERROR
     counts = {"flag": 0, "review": 0, "pass": 0, "error": 0}
-    frames, t0 = 0, time.monotonic()
-    out = _open_out(a.out)
+    skipped = frames = 0
+    t0 = time.monotonic()
+    out = open(a.out, "a" if a.resume else "w", encoding="utf-8") if a.out else sys.stdout
     try:
         t1 = time.monotonic()
-        for i, (path, result) in enumerate(scan_each(det, inputs, out), 1):
+        for i, (path, result) in enumerate(scan_each(det, inputs, out, done), 1):
+            if result is None:
+                skipped += 1
+                continue
             counts[result.verdict] += 1
             frames += result.frames
             if not a.quiet:
@@ -213,9 +234,12 @@ def cmd_scan(a: argparse.Namespace) -> int:
     dt = time.monotonic() - t0
     summary = ", ".join(f"{v} {k}" for k, v in counts.items())
     where = f"; results in {a.out}" if a.out else ""
-    print(f"scanned {len(inputs)} file(s) in {dt:.1f}s ({frames / max(dt, 1e-9):.1f} frames/s): {summary}{where}",
-          file=sys.stderr)
-    return ExitCode.FLAGGED if counts["flag"] else ExitCode.OK
+    resumed = f"; {skipped} already in {a.out}, skipped" if skipped else ""
+    print(f"scanned {len(inputs) - skipped} file(s) in {dt:.1f}s ({frames / max(dt, 1e-9):.1f} frames/s): "
+          f"{summary}{resumed}{where}", file=sys.stderr)
+    names = {str(x) for x in inputs}
+    flagged_before = done is not None and any(v == "flag" for (p, _), v in done.items() if p in names)
+    return ExitCode.FLAGGED if counts["flag"] or flagged_before else ExitCode.OK
 
 
 def cmd_score(a: argparse.Namespace) -> int:
@@ -300,9 +324,14 @@ def cmd_serve(a: argparse.Namespace) -> int:
                           "(or MAMORI_TOKENS_FILE), or bind to 127.0.0.1")
     limits = Limits(max_upload_mb=a.max_upload_mb, max_duration=a.max_duration, max_frames_total=a.max_frames_total,
                     max_frames=a.max_frames, max_pixels=a.max_pixels, request_timeout=a.request_timeout)
-    cfg = ServiceConfig(Path(a.index), tokens, limits, workers=a.workers, queue=a.queue, batching=not a.no_batching,
+    cfg = ServiceConfig(Path(a.index), tokens, limits, workers=a.workers, queue=a.queue, batching=a.batching,
                         precision=a.precision, device=a.device, fps=a.fps)
     logging.basicConfig(level=logging.WARNING if a.quiet else logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    requests_log = logging.getLogger("mamori.requests")  # one JSON object per line, nothing around it
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    requests_log.addHandler(handler)
+    requests_log.propagate = False
     if tokens is None:
         print(f"mamori serve: no tokens configured: no authentication, listening on loopback {a.host}:{a.port} only",
               file=sys.stderr, flush=True)
@@ -419,9 +448,12 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Scan files and folders (recursively: videos, GIFs, images). Writes one JSON "
                                    "result per input; unreadable files get verdict 'error' and the scan goes on. "
                                    "Exit 0: nothing flagged, 1: something flagged, 2: fatal error.")
-    s.add_argument("paths", nargs="+", metavar="PATH")
+    s.add_argument("paths", nargs="*", metavar="PATH")
     media_options(s)
     s.add_argument("--out", help="write JSON lines here (default: stdout)")
+    s.add_argument("--from-list", metavar="FILE", help="also scan the paths listed in FILE (one per line, # comments)")
+    s.add_argument("--resume", action="store_true",
+                   help="append to --out, skipping inputs it already has a result for (same path and sha256)")
     s.set_defaults(func=cmd_scan)
 
     sc = sub.add_parser("score", parents=[common], help="score one file, JSON to stdout",
@@ -471,7 +503,9 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--workers", type=_positive_int, default=2, help="scoring threads (default %(default)s)")
     sv.add_argument("--queue", type=int, default=8, help="requests waiting beyond the workers before 503 "
                                                           "(default %(default)s)")
-    sv.add_argument("--no-batching", action="store_true", help="one forward pass per request (default: merged)")
+    sv.add_argument("--batching", choices=("auto", "on", "off"), default="auto",
+                    help="merge concurrent requests' forward passes: auto = on for a GPU, off on a CPU, where "
+                         "it measured slower (default %(default)s)")
     model_options(sv)
     sv.set_defaults(func=cmd_serve)
 

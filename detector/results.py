@@ -1,7 +1,7 @@
 """Result objects: what a scan, `score`, the HTTP reply and the Python API return.
 
 `Result.to_dict()` is the result schema of DESIGN.md, extended (never renamed) with `kind`,
-`warnings`, and per segment `reference_id`, `similarity`, `box` and `frames`.
+`warnings`, `sha256` (of the input, in batch scans), and per segment `reference_id`, `similarity`, `box` and `frames`.
 """
 
 from __future__ import annotations
@@ -56,6 +56,7 @@ class Result:
     error: str | None = None
     kind: str = ""
     warnings: tuple[str, ...] = field(default_factory=tuple)
+    sha256: str | None = None  # of the input file (batch scans record it for --resume)
 
     @classmethod
     def failed(cls, path: str, exc: BaseException) -> Result:

@@ -15,6 +15,7 @@ from index.errors import (
     IndexStoreError,
     ManifestError,
     ReferenceImageError,
+    ReferenceNotFoundError,
 )
 from index.images import open_image
 from index.manifest import ReferenceEntry, read_folder, read_manifest, read_references
@@ -36,6 +37,7 @@ __all__ = [
     "Reference",
     "ReferenceEntry",
     "ReferenceImageError",
+    "ReferenceNotFoundError",
     "add_references",
     "build_index",
     "calibrated_score",

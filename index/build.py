@@ -22,7 +22,13 @@ import numpy as np
 from PIL import Image
 
 from index.calibrate import SCORE_FLAG, SCORE_REVIEW, background_scores, calibrate, generic_references, rule
-from index.errors import IncompatibleIndexError, IndexStoreError, ManifestError, ReferenceImageError
+from index.errors import (
+    IncompatibleIndexError,
+    IndexStoreError,
+    ManifestError,
+    ReferenceImageError,
+    ReferenceNotFoundError,
+)
 from index.images import IMAGE_SUFFIXES, file_sha256, open_image
 from index.manifest import ReferenceEntry
 from index.nearcopy import pdq_dihedral
@@ -280,7 +286,7 @@ def remove_references(
     """Remove every reference of a character, or one reference (by id, sha256 or source path).
 
     Raises:
-        IndexStoreError: nothing matched (the index is left unchanged).
+        ReferenceNotFoundError: nothing matched (the index is left unchanged).
     """
     if (character is None) == (reference is None):
         raise IndexStoreError("give exactly one of --character or --reference")
@@ -294,7 +300,7 @@ def remove_references(
         ]
         if not gone:
             what = f"character {character!r}" if character is not None else f"reference {reference!r}"
-            raise IndexStoreError(f"{path}: no {what} in this index; see `mamori index info`")
+            raise ReferenceNotFoundError(f"{path}: no {what} in this index; see `mamori index info`")
         ids = {r.id for r in gone}
         keep = [i for i, r in enumerate(data.vector_refs) if r not in ids]
         data.references = {k: v for k, v in data.references.items() if k not in ids}

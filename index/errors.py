@@ -7,7 +7,8 @@
     ├── IndexNotFoundError       no index at that path (or a build that never finished)
     ├── CorruptIndexError        index files present but unreadable or inconsistent
     ├── IncompatibleIndexError   an index made with another backbone, weights or format version
-    └── IndexLockedError         another process is writing the same index
+    ├── IndexLockedError         another process is writing the same index
+    └── ReferenceNotFoundError   a remove that matched no reference or character
 
 The builtin `IndexError` is never shadowed.
 """
@@ -23,6 +24,7 @@ __all__ = [
     "IndexStoreError",
     "ManifestError",
     "ReferenceImageError",
+    "ReferenceNotFoundError",
 ]
 
 
@@ -56,3 +58,7 @@ class IncompatibleIndexError(IndexStoreError):
 
 class IndexLockedError(IndexStoreError):
     """Another process holds the index's write lock."""
+
+
+class ReferenceNotFoundError(IndexStoreError):
+    """A remove that matched no reference or character (the index is unchanged)."""

@@ -6,7 +6,9 @@ Measures, each in its own subprocess (so peak memory is per measurement):
     (b) mamori    `Detector.score_video` end to end: decode, sample, crop, model, search, scoring
     (c) naive     a baseline scanner written here: decode and convert *every* frame with PyAV,
                   PIL crop + resize + normalise per region, one forward pass per sampled frame,
-                  FAISS search (same regions, same model, same sampled frames as mamori)
+                  FAISS search (same regions, same weights, same sampled frames as mamori), with
+                  the model as its library builds it (no BatchNorm folding) and the default
+                  memory allocator settings
 in fp32 and bf16, then mamori on a short and a long clip (peak memory must not grow with length),
 then the fidelity of bf16 embeddings (cosine to fp32, per region, on the clips' frames).
 
@@ -16,7 +18,7 @@ ViT-B-32 architecture in random weights (`openclip:ViT-B-32:<file>`; the real we
 downloaded here; speed does not depend on weight values, fidelity figures do).
 
     python scripts/bench_scan.py [--backbone clip-vit-b32|effnet-lite0-imagenet] [--seconds 10]
-                                 [--long 60] [--fps 2] [--work DIR]
+                                 [--long 60] [--fps 2] [--work DIR] [--memory-only]
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import os
 import resource
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -104,6 +107,31 @@ def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+class _RssSampler:
+    """Largest resident set size seen while the measured work runs (sampled every 20 ms), so the
+    figure is the scan's, not the model loading's."""
+
+    def __init__(self) -> None:
+        self.peak = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        page = os.sysconf("SC_PAGE_SIZE")
+        while not self._stop.is_set():
+            with open("/proc/self/statm") as fh:
+                self.peak = max(self.peak, int(fh.read().split()[1]) * page / 2**20)
+            self._stop.wait(0.02)
+
+    def __enter__(self) -> _RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 def measure_ceiling(backbone: str, precision: str, frames: int) -> dict[str, float]:
     import torch
 
@@ -114,11 +142,12 @@ def measure_ceiling(backbone: str, precision: str, frames: int) -> dict[str, flo
     s = bb.preprocess.size
     x = torch.rand(count_windows(*SIZE), 3, s, s)
     bb.embed_tensor(x[:4])
-    t = time.perf_counter()
-    for _ in range(frames):
-        bb.embed_tensor(x)
-    dt = time.perf_counter() - t
-    return {"frames": frames, "seconds": dt, "precision": bb.precision}
+    with _RssSampler() as rss:
+        t = time.perf_counter()
+        for _ in range(frames):
+            bb.embed_tensor(x)
+        dt = time.perf_counter() - t
+    return {"frames": frames, "seconds": dt, "precision": bb.precision, "scan_mb": rss.peak}
 
 
 def measure_mamori(index: str, precision: str, clips: list[str], fps: float) -> dict[str, float]:
@@ -128,10 +157,11 @@ def measure_mamori(index: str, precision: str, clips: list[str], fps: float) -> 
 
     det = Detector.open(index, precision=precision, fps=fps)
     det.score_image(Image.new("RGB", (64, 36), "white").resize((1280, 720)))  # warm-up, like a running scanner
-    t = time.perf_counter()
-    frames = sum(det.score_video(c).frames for c in clips)
-    dt = time.perf_counter() - t
-    return {"frames": frames, "seconds": dt, "precision": det.backbone.precision}
+    with _RssSampler() as rss:
+        t = time.perf_counter()
+        frames = sum(det.score_video(c).frames for c in clips)
+        dt = time.perf_counter() - t
+    return {"frames": frames, "seconds": dt, "precision": det.backbone.precision, "scan_mb": rss.peak}
 
 
 def measure_naive(index: str, precision: str, clips: list[str], fps: float) -> dict[str, float]:
@@ -143,11 +173,18 @@ def measure_naive(index: str, precision: str, clips: list[str], fps: float) -> d
     from detector.regions import frame_regions
     from index import IndexStore
 
+    from detector import backbones, inference
+
+    # the model as timm / open_clip build it, the allocator as Python leaves it
+    backbones.fold_batchnorm = lambda model, size: model  # type: ignore[assignment]
+    inference.keep_freed_memory = lambda: False  # type: ignore[assignment]
+    backbones.keep_freed_memory = inference.keep_freed_memory  # type: ignore[assignment]
     store = IndexStore.open(index)
     bb = load_backbone(store.backbone["name"], precision=precision)
     s = bb.preprocess.size
     mean, std = np.array(bb.preprocess.mean, np.float32), np.array(bb.preprocess.std, np.float32)
     bb.embed_tensor(torch.rand(4, 3, s, s))
+    rss = _RssSampler().__enter__()
     t = time.perf_counter()
     frames = 0
     for clip in clips:
@@ -172,7 +209,8 @@ def measure_naive(index: str, precision: str, clips: list[str], fps: float) -> d
                 store.search(vecs, 32)
                 frames += 1
     dt = time.perf_counter() - t
-    return {"frames": frames, "seconds": dt, "precision": bb.precision}
+    rss.__exit__()
+    return {"frames": frames, "seconds": dt, "precision": bb.precision, "scan_mb": rss.peak}
 
 
 def measure_fidelity(backbone: str, clips: list[str], fps: float) -> dict[str, float]:
@@ -212,26 +250,7 @@ def run_child(kind: str, **payload: object) -> dict[str, float]:
     return json.loads(line[len("RESULT "):])
 
 
-def main() -> None:
-    if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        child(sys.argv[2:])
-        return
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--backbone", default="clip-vit-b32", help="clip-vit-b32 (random weights) or effnet-lite0-imagenet")
-    ap.add_argument("--seconds", type=float, default=10.0, help="length of the speed clip")
-    ap.add_argument("--long", type=float, default=60.0, help="length of the long clip (memory)")
-    ap.add_argument("--fps", type=float, default=2.0, help="sampling rate of the scans")
-    ap.add_argument("--work", type=Path, default=ROOT / ".bench", help="clips, weights and index are cached here")
-    a = ap.parse_args()
-    a.work.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    backbone = backbone_name(a.backbone, a.work)
-    index = str(make_index(backbone, a.work))
-    short = str(make_clip(a.work / f"clip-{a.seconds:g}s.mp4", a.seconds, "short"))
-    long = str(make_clip(a.work / f"clip-{a.long:g}s.mp4", a.long, "long"))
-    print(f"backbone {a.backbone} ({backbone}); clips {SIZE[0]}x{SIZE[1]} {CLIP_FPS} fps; sampling {a.fps} fps; "
-          f"{os.cpu_count()} CPUs; set-up {time.perf_counter() - t0:.0f}s", flush=True)
-
+def speed_table(backbone: str, index: str, short: str, a: argparse.Namespace) -> None:
     rows: dict[tuple[str, str], dict[str, float]] = {}
     n_frames = math.ceil(a.seconds * a.fps)
     for prec in ("fp32", "bf16"):
@@ -243,11 +262,11 @@ def main() -> None:
             print(f"  {k:8s} {prec}: {r['frames']} frames in {r['seconds']:.1f}s", flush=True)
     fps_of = {k: r["frames"] / r["seconds"] for k, r in rows.items()}
 
-    print(f"\n{'':28s}{'fp32':>10s}{'bf16':>10s}   frames/s (peak MB)")
+    print(f"\n{'':28s}{'fp32':>10s}{'bf16':>10s}   frames/s (peak RSS while scanning, MB: fp32 / bf16)")
     names = {"ceiling": "(a) backbone on tensors", "mamori": "(b) mamori scan", "naive": "(c) naive scanner"}
     for k, label in names.items():
         cells = "".join(f"{fps_of[k, p]:>10.2f}" for p in ("fp32", "bf16"))
-        mem = " / ".join(f"{rows[k, p]['peak_mb']:.0f}" for p in ("fp32", "bf16"))
+        mem = " / ".join(f"{rows[k, p]['scan_mb']:.0f}" for p in ("fp32", "bf16"))
         print(f"{label:28s}{cells}   ({mem})")
     for p in ("fp32", "bf16"):
         print(f"{p}: (b)/(a) = {fps_of['mamori', p] / fps_of['ceiling', p]:.2f}   "
@@ -255,10 +274,35 @@ def main() -> None:
     print(f"bf16 mamori / fp32 mamori = {fps_of['mamori', 'bf16'] / fps_of['mamori', 'fp32']:.2f}; "
           f"bf16 mamori / fp32 naive = {fps_of['mamori', 'bf16'] / fps_of['naive', 'fp32']:.2f}")
 
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        child(sys.argv[2:])
+        return
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--backbone", default="clip-vit-b32", help="clip-vit-b32 (random weights) or effnet-lite0-imagenet")
+    ap.add_argument("--seconds", type=float, default=10.0, help="length of the speed clip")
+    ap.add_argument("--long", type=float, default=60.0, help="length of the long clip (memory)")
+    ap.add_argument("--fps", type=float, default=2.0, help="sampling rate of the scans")
+    ap.add_argument("--work", type=Path, default=ROOT / ".bench", help="clips, weights and index are cached here")
+    ap.add_argument("--memory-only", action="store_true", help="only the short-vs-long clip memory comparison")
+    a = ap.parse_args()
+    a.work.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    backbone = backbone_name(a.backbone, a.work)
+    index = str(make_index(backbone, a.work))
+    short = str(make_clip(a.work / f"clip-{a.seconds:g}s.mp4", a.seconds, "short"))
+    long = str(make_clip(a.work / f"clip-{a.long:g}s.mp4", a.long, "long"))
+    print(f"backbone {a.backbone} ({backbone}); clips {SIZE[0]}x{SIZE[1]} {CLIP_FPS} fps; sampling {a.fps} fps; "
+          f"{os.cpu_count()} CPUs; set-up {time.perf_counter() - t0:.0f}s", flush=True)
+
+    if not a.memory_only:
+        speed_table(backbone, index, short, a)
     long_row = run_child("mamori", index=index, precision="auto", clips=[long], fps=a.fps)
     short_row = run_child("mamori", index=index, precision="auto", clips=[short], fps=a.fps)
-    print(f"\npeak memory, mamori (auto precision): {a.seconds:g}s clip {short_row['peak_mb']:.0f} MB "
-          f"({short_row['frames']} frames), {a.long:g}s clip {long_row['peak_mb']:.0f} MB ({long_row['frames']} frames)")
+    print(f"\npeak RSS while scanning, mamori ({long_row['precision']}): {a.seconds:g}s clip {short_row['scan_mb']:.0f} MB "
+          f"({short_row['frames']} frames), {a.long:g}s clip {long_row['scan_mb']:.0f} MB ({long_row['frames']} frames); "
+          f"process peak incl. model loading {short_row['peak_mb']:.0f} / {long_row['peak_mb']:.0f} MB")
 
     fid = run_child("fidelity", backbone=backbone, clips=[short, long], fps=a.fps)
     print(f"bf16 fidelity (cosine to fp32) over {fid['regions']} regions: mean {fid['mean']:.4f}, "

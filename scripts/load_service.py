@@ -67,8 +67,7 @@ def _serve(index: Path, batching: bool, clients: int) -> tuple[subprocess.Popen[
         port = s.getsockname()[1]
     cmd = [sys.executable, "-m", "detector.cli", "serve", "--index", str(index), "--port", str(port), "-q",
            "--workers", str(max(2, clients)), "--queue", str(4 * clients)]
-    if not batching:
-        cmd.append("--no-batching")
+    cmd += ["--batching", "on" if batching else "off"]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             env={**os.environ, "HF_HUB_OFFLINE": "1"})
     base = f"http://127.0.0.1:{port}"

@@ -117,7 +117,7 @@ def test_add_and_remove_via_cli(index_dir: Path, refs_dir: Path, tmp_path: Path)
     run_cli("index", "remove", idx, "--character", "daichi", check=True)
     assert "daichi" not in json.loads(run_cli("index", "info", idx, "--json").stdout)["characters"]
     proc = run_cli("index", "remove", idx, "--character", "nobody")
-    assert proc.returncode == 2 and "IndexStoreError" in proc.stderr
+    assert proc.returncode == 2 and "ReferenceNotFoundError" in proc.stderr
 
 
 def test_usage_errors_and_help() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import shutil
 import socket
@@ -43,7 +44,8 @@ def server(tmp_path_factory: pytest.TempPathFactory, index_dir: Path) -> Iterato
     proc = subprocess.Popen(
         [*MAMORI, "serve", "--index", str(index), "--port", str(port), "--tokens", str(tokens),
          "--max-upload-mb", "2", "--max-duration", "30", "--max-frames-total", "1500", "--max-pixels", "4000000",
-         "--max-frames", "40", "--request-timeout", str(TIMEOUT), "--workers", "2", "--queue", "1", "--fps", "1"],
+         "--max-frames", "40", "--request-timeout", str(TIMEOUT), "--workers", "2", "--queue", "1", "--fps", "1",
+         "--batching", "on"],  # the merged path (auto leaves it off on a CPU)
         stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"},
     )
     base = f"http://127.0.0.1:{port}"
@@ -104,7 +106,7 @@ def test_health_ready_docs_and_index(server: dict[str, object]) -> None:
     with _client(server, None) as c:
         assert c.get("/v1/health").status_code == 200
         ready = c.get("/v1/ready").json()
-        assert ready["ready"] and ready["backbone"] == "effnet-lite0-imagenet"
+        assert ready["ready"] and ready["backbone"] == "effnet-lite0-imagenet" and ready["batching"]
         spec = c.get("/openapi.json").json()
         assert {"/v1/score", "/v1/index", "/v1/health", "/v1/ready", "/v1/admin/reload"} <= set(spec["paths"])
         assert c.get("/docs").status_code == 200
@@ -174,8 +176,9 @@ def test_limits(server: dict[str, object], positive_png: bytes, tmp_path: Path) 
                       "max_frames_total")
         _assert_error(c.post("/v1/score", params={"max_frames": 41}, content=positive_png,
                              headers={"content-type": "image/png"}), 422, "max_frames")
-        assert c.post("/v1/score", params={"fps": -1}, content=positive_png,
-                      headers={"content-type": "image/png"}).status_code == 422
+        body = _assert_error(c.post("/v1/score", params={"fps": -1}, content=positive_png,
+                                    headers={"content-type": "image/png"}), 422)
+        assert body["error"] == "InvalidParameter" and "fps" in str(body["message"])
     _still_answers(server, positive_png)
 
 
@@ -235,8 +238,12 @@ def test_metrics_and_structured_logs(server: dict[str, object], positive_png: by
     assert 'mamori_requests_total{endpoint="/v1/score",status="200"}' in text
     assert 'mamori_verdicts_total{verdict="flag"}' in text
     assert "mamori_request_seconds_bucket" in text and "mamori_errors_total" in text
-    log = Path(str(server["log"])).read_text()
-    assert '"path": "/v1/score", "status": 200' in log and '"verdict": "flag"' in log
+    records = []
+    for line in Path(str(server["log"])).read_text().splitlines():
+        if line.startswith("{"):
+            records.append(json.loads(line))  # every request line is one bare JSON object
+    assert any(r["path"] == "/v1/score" and r["status"] == 200 and r["verdict"] == "flag" for r in records)
+    assert all({"ts", "id", "method", "path", "status", "bytes", "seconds", "verdict"} <= set(r) for r in records)
 
 
 def test_admin_add_remove_reload(server: dict[str, object], tmp_path: Path) -> None:
@@ -251,6 +258,12 @@ def test_admin_add_remove_reload(server: dict[str, object], tmp_path: Path) -> N
         removed = mc.remove_character("daichi")
         assert removed["removed"] == added["added"]
         assert "daichi" not in mc.index()["characters"]
+        again = mc.add_reference(art, "daichi")  # and once more, removed by reference id this time
+        assert mc.remove_reference(again["added"][0])["removed"] == again["added"]
+        assert "daichi" not in mc.index()["characters"]
+        with pytest.raises(ServiceError) as err:
+            mc.remove_reference("0123456789abcdef")
+        assert err.value.status == 404
         with pytest.raises(ServiceError) as err:
             mc.remove_character("daichi")
         assert err.value.status == 404

@@ -1,0 +1,72 @@
+"""Batch scans that survive crashes: input lists, durable JSON lines, and resuming.
+
+A scan writes one JSON line per input, flushed and fsynced before the next input starts, so a
+crash (SIGKILL included) loses at most the line being written. Each line carries the input's
+`sha256`. `--resume` reads the output first: a partial last line (the crash happened while it was
+written) is cut off, and every input whose (path, sha256) already has a line is skipped; the rest
+are scanned and appended. So any number of kills and resumes end with exactly one line per input.
+An input whose content changed since its line was written is scanned again (a second line for
+the same path, with the new hash: the old line describes the old content).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from detector.errors import ConfigError
+
+__all__ = ["completed", "read_list", "unique"]
+
+
+def read_list(path: str | Path) -> list[Path]:
+    """Paths from a list file: one local path per line; blank lines and `#` comments ignored.
+
+    Raises:
+        ConfigError: the file cannot be read.
+    """
+    try:
+        with open(path, encoding="utf-8") as fh:
+            lines = [ln.strip() for ln in fh]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read input list {path}: {exc}") from exc
+    return [Path(ln) for ln in lines if ln and not ln.startswith("#")]
+
+
+def unique(paths: Iterable[Path]) -> Iterator[Path]:
+    """Each path once, in first-seen order (an input listed twice is scanned once)."""
+    seen: set[str] = set()
+    for p in paths:
+        if str(p) not in seen:
+            seen.add(str(p))
+            yield p
+
+
+def completed(out: str | Path) -> dict[tuple[str, str], str]:
+    """(path, sha256) -> verdict of every complete result line in `out`, after cutting off a
+    partial last line.
+
+    A missing file means nothing is done yet. Lines that are not mamori results (no `path`) are
+    ignored, not trusted.
+    """
+    p = Path(out)
+    if not p.exists():
+        return {}
+    with open(p, "rb+") as fh:
+        data = fh.read()
+        end = data.rfind(b"\n") + 1
+        if end < len(data):  # the last line was cut short by a crash
+            fh.truncate(end)
+            fh.flush()
+            os.fsync(fh.fileno())
+    done: dict[tuple[str, str], str] = {}
+    for line in data[:end].splitlines():
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(rec, dict) and "path" in rec and rec.get("sha256"):
+            done[str(rec["path"]), str(rec["sha256"])] = str(rec.get("verdict"))
+    return done
