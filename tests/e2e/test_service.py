@@ -40,13 +40,14 @@ def server(tmp_path_factory: pytest.TempPathFactory, index_dir: Path) -> Iterato
     tokens = root / "tokens.txt"
     tokens.write_text(f"# test tokens\n{TOKENS['score']} score\n{TOKENS['admin']} admin\n{TOKENS['both']} score,admin\n")
     port = _free_port()
+    (root / "tmp").mkdir()  # the server's temporary folder: uploads land here and must not stay
     log = open(root / "server.log", "w")  # noqa: SIM115
     proc = subprocess.Popen(
         [*MAMORI, "serve", "--index", str(index), "--port", str(port), "--tokens", str(tokens),
          "--max-upload-mb", "2", "--max-duration", "30", "--max-frames-total", "1500", "--max-pixels", "4000000",
          "--max-frames", "40", "--request-timeout", str(TIMEOUT), "--workers", "2", "--queue", "1", "--fps", "1",
          "--batching", "on"],  # the merged path (auto leaves it off on a CPU)
-        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1", "TMPDIR": str(root / "tmp")},
     )
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 180
@@ -199,6 +200,8 @@ def test_hostile_uploads(server: dict[str, object], positive_png: bytes, clips: 
         s.sendall(b"POST /v1/score HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer " + TOKENS["score"].encode()
                   + b"\r\nContent-Type: image/png\r\nContent-Length: 100000\r\n\r\n" + positive_png[:1000])
     _still_answers(server, positive_png)
+    left = list((Path(str(server["root"])) / "tmp").glob("mamori-*"))
+    assert not left, left  # every upload's temporary folder was removed, refused or not
 
 
 def _slow_client(port: int) -> socket.socket:
