@@ -29,6 +29,7 @@ from index.store import IndexStore
 
 __all__ = ["Detector"]
 
+
 class Detector:
     """Scores images and videos against a reference index.
 
@@ -67,7 +68,8 @@ class Detector:
             index: the index folder.
             backbone: expected backbone name; an index built with another one is refused.
             precision, device: how the backbone runs (`detector.inference`: auto, fp32, bf16).
-            options: `fps`, `max_frames`, `max_pixels`, `skip_repeats` defaults for this detector.
+            options: `fps`, `max_frames`, `max_pixels`, `skip_repeats`, `max_duration`,
+                `max_frames_total` for this detector (see `__init__`).
 
         Raises:
             index.IndexNotFoundError, index.IncompatibleIndexError, detector.BackboneError

@@ -214,12 +214,15 @@ def cmd_scan(a: argparse.Namespace) -> int:
     skipped = frames = 0
     t0 = time.monotonic()
     out = open(a.out, "a" if a.resume else "w", encoding="utf-8") if a.out else sys.stdout
+    this_run: list[dict[str, Any]] = []
     try:
         t1 = time.monotonic()
         for i, (path, result) in enumerate(scan_each(det, inputs, out, done), 1):
             if result is None:
                 skipped += 1
                 continue
+            if a.csv and not a.out:
+                this_run.append(result.to_dict())
             counts[result.verdict] += 1
             frames += result.frames
             if not a.quiet:
@@ -237,6 +240,11 @@ def cmd_scan(a: argparse.Namespace) -> int:
     resumed = f"; {skipped} already in {a.out}, skipped" if skipped else ""
     print(f"scanned {len(inputs) - skipped} file(s) in {dt:.1f}s ({frames / max(dt, 1e-9):.1f} frames/s): "
           f"{summary}{resumed}{where}", file=sys.stderr)
+    if a.csv:
+        from detector.export import read_results, write_csv
+
+        rows = read_results(a.out) if a.out else this_run  # with --resume: earlier runs' lines too
+        print(f"wrote {write_csv(rows, a.csv)} row(s) to {a.csv}", file=sys.stderr)
     names = {str(x) for x in inputs}
     flagged_before = done is not None and any(v == "flag" for (p, _), v in done.items() if p in names)
     return ExitCode.FLAGGED if counts["flag"] or flagged_before else ExitCode.OK
@@ -255,17 +263,17 @@ def cmd_score(a: argparse.Namespace) -> int:
 
 
 def _read_results(path: str) -> dict[str, dict[str, Any]]:
-    out = {}
-    with open(path, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-                out[Path(rec["path"]).stem] = rec
-            except (json.JSONDecodeError, KeyError, TypeError) as exc:
-                raise DetectorError(f"{path}:{n}: not a mamori result line ({exc})") from exc
-    return out
+    from detector.export import read_results
+
+    return {Path(rec["path"]).stem: rec for rec in read_results(path)}
+
+
+def cmd_report(a: argparse.Namespace) -> int:
+    from detector.export import read_results, write_csv
+
+    n = write_csv(read_results(a.results), a.csv)
+    print(f"wrote {n} row(s) to {a.csv}", file=sys.stderr)
+    return ExitCode.OK
 
 
 def cmd_evaluate(a: argparse.Namespace) -> int:
@@ -454,6 +462,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--from-list", metavar="FILE", help="also scan the paths listed in FILE (one per line, # comments)")
     s.add_argument("--resume", action="store_true",
                    help="append to --out, skipping inputs it already has a result for (same path and sha256)")
+    s.add_argument("--csv", metavar="FILE", help="also write a spreadsheet, one row per input (of all of --out)")
     s.set_defaults(func=cmd_scan)
 
     sc = sub.add_parser("score", parents=[common], help="score one file, JSON to stdout",
@@ -508,6 +517,13 @@ def build_parser() -> argparse.ArgumentParser:
                          "it measured slower (default %(default)s)")
     model_options(sv)
     sv.set_defaults(func=cmd_serve)
+
+    rp = sub.add_parser("report", parents=[common], help="turn a scan's JSON lines into a spreadsheet",
+                        description="Write one CSV row per result of RESULTS.jsonl (top character, its strongest "
+                                    "segment, other characters, error, sha256).")
+    rp.add_argument("results", metavar="RESULTS.jsonl")
+    rp.add_argument("--csv", required=True, metavar="FILE", help="CSV file to write")
+    rp.set_defaults(func=cmd_report)
 
     d = sub.add_parser("demo", parents=[common], help="make sample art and videos, build an index, scan (offline)")
     d.add_argument("--out", default="mamori-demo", help="folder for the demo's data and results (default %(default)s)")

@@ -20,8 +20,8 @@ from collections.abc import Sequence
 import torch
 from PIL import Image, ImageOps
 
-__all__ = ["DEFAULT_SCALES", "Box", "count_windows", "frame_regions", "pad_square", "pad_square_tensor", "reference_views",
-           "square_windows"]
+__all__ = ["DEFAULT_SCALES", "Box", "count_windows", "frame_regions", "pad_square", "pad_square_tensor",
+           "reference_views", "square_windows"]
 
 Box = tuple[int, int, int, int]  # x0, y0, x1, y1 in pixels, x1/y1 exclusive
 

@@ -29,6 +29,7 @@ Why it is built this way:
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import logging
 import shutil
@@ -272,8 +273,10 @@ def create_app(cfg: ServiceConfig) -> FastAPI:
             if cfg.tokens is None:
                 return
             auth = request.headers.get("authorization", "")
-            kind, _, token = auth.partition(" ")
-            scopes = cfg.tokens.get(token.strip()) if kind.lower() == "bearer" else None
+            kind, _, given = auth.partition(" ")
+            given_b = given.strip().encode("utf-8", "replace")
+            scopes = next((sc for tok, sc in cfg.tokens.items()  # constant-time per comparison
+                           if kind.lower() == "bearer" and hmac.compare_digest(tok.encode(), given_b)), None)
             if scopes is None:
                 raise ApiError(401, "Unauthorized", "missing or unknown bearer token",
                                headers={"WWW-Authenticate": "Bearer"})

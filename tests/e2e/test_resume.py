@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import random
@@ -54,8 +55,9 @@ def test_scan_survives_sigkill_and_resumes_exactly_once(index_dir: Path, clips: 
     assert kills >= 2
     before = len(_records(out)) if out.exists() else 0
     assert before < len(inputs) or kills < 4  # the kills really interrupted the batch
-    final = run_cli(*args, "--out", out, "--resume")
-    assert final.returncode in (0, 1), final.stderr
+    sheet = tmp_path / "resumed.csv"
+    final = run_cli(*args, "--out", out, "--resume", "--csv", sheet)
+    assert final.returncode == 1, final.stderr  # the positive clip and the composited stills flag
 
     got, want = _records(out), _records(reference)
     assert len(got) == len(inputs) == len(want)  # exactly one line per input, none lost or duplicated
@@ -64,6 +66,19 @@ def test_scan_survives_sigkill_and_resumes_exactly_once(index_dir: Path, clips: 
     assert all(r["sha256"] for r in got)
     again = run_cli(*args, "--out", out, "--resume")  # nothing left to do
     assert "9 already in" in again.stderr and len(_records(out)) == len(inputs)
+    assert again.returncode == 1  # flags from earlier runs still count
+
+    # the spreadsheet covers every input of every run (one row each), from scan --csv and from report
+    rows = list(csv.DictReader(sheet.open(encoding="utf-8")))
+    assert sorted(r["path"] for r in rows) == sorted(map(str, inputs))
+    by_path = {r["path"]: r for r in rows}
+    assert by_path[str(clips["positive"])]["character"] == "akane"
+    assert float(by_path[str(clips["positive"])]["end"]) > float(by_path[str(clips["positive"])]["start"])
+    assert by_path[str(tmp_path / "broken.mp4")]["verdict"] == "error"
+    assert by_path[str(tmp_path / "broken.mp4")]["error"].startswith("UnreadableMediaError")
+    again_sheet = tmp_path / "again.csv"
+    run_cli("report", out, "--csv", again_sheet, check=True)
+    assert again_sheet.read_text(encoding="utf-8") == sheet.read_text(encoding="utf-8")
 
 
 def test_partial_last_line_is_cut_and_lists_are_read(tmp_path: Path) -> None:
