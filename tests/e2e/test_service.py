@@ -310,10 +310,17 @@ def test_index_update_under_load_loses_nothing(server: dict[str, object], positi
     assert {g for _, g in seen} <= set(gens)  # every reply came from an index that existed
 
 
-def test_serve_refuses_public_bind_without_tokens(index_dir: Path) -> None:
+def test_serve_refuses_public_bind_without_tokens_and_reads_the_tokens_variable(index_dir: Path,
+                                                                               tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "MAMORI_TOKENS_FILE"}
     proc = subprocess.run([*MAMORI, "serve", "--index", str(index_dir), "--host", "0.0.0.0"],
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=120, env=env)
     assert proc.returncode == 2 and "without authentication" in proc.stderr
+    bad = tmp_path / "tokens.txt"
+    bad.write_text("tok-x score,superuser\n")
+    proc = subprocess.run([*MAMORI, "serve", "--index", str(index_dir)], capture_output=True, text=True,
+                          timeout=120, env={**env, "MAMORI_TOKENS_FILE": str(bad)})
+    assert proc.returncode == 2 and "ConfigError" in proc.stderr and str(bad) in proc.stderr
 
 
 if __name__ == "__main__":  # pragma: no cover
