@@ -19,7 +19,7 @@ from detector.backbones import Backbone, load_backbone
 from detector.embedding import RegionEmbedder
 from detector.errors import MediaError, MediaLimitError, UnreadableMediaError
 from detector.frames import DEFAULT_FPS, DEFAULT_MAX_FRAMES, Frame, MediaReader
-from detector.pipeline import prefetch, prepare_frames
+from detector.pipeline import BLANK_KEYS, prefetch, prepare_frames
 from detector.results import Result
 from detector.scoring import FrameEvidence, aggregate, frame_evidence
 from index.build import check_identity
@@ -93,6 +93,7 @@ class Detector:
         (`time.monotonic()`), stops with MediaLimitError(limit="request_timeout")."""
         evidence: list[FrameEvidence] = []
         last: FrameEvidence | None = None
+        blanks: dict[tuple[int, ...], FrameEvidence] = {}  # flat frames' evidence by key (pipeline)
         prepared = prefetch(lambda: prepare_frames(frames, self.embedder, nearcopy=self.nearcopy,
                                                    skip=self.skip_repeats))
         for p in prepared:
@@ -100,13 +101,19 @@ class Detector:
                 prepared.close()
                 raise MediaLimitError(f"scoring did not finish within request_timeout ({p.frame.index} frames done)",
                                       limit="request_timeout")
-            if p.kind == "new":
-                assert p.pixels is not None
-                vecs = self.embed_pixels(p.pixels)
-                last = frame_evidence(self.store, p.frame.time, vecs, p.boxes, p.hashes)
-                evidence.append(last)
-            else:  # a blank frame has no evidence; a repeat has the last embedded frame's
-                evidence.append(FrameEvidence(p.frame.time, last.hits if p.kind == "repeat" and last else {}))
+            if p.pixels is not None:  # a new frame, or the first flat frame of its key
+                ev = frame_evidence(self.store, p.frame.time, self.embed_pixels(p.pixels), p.boxes, p.hashes)
+                if p.kind == "new":
+                    last = ev
+                elif p.key is not None and len(blanks) < BLANK_KEYS:
+                    blanks[p.key] = ev
+                evidence.append(ev)
+            elif p.kind == "repeat":
+                assert last is not None
+                evidence.append(FrameEvidence(p.frame.time, last.hits))
+            else:
+                assert p.key is not None
+                evidence.append(FrameEvidence(p.frame.time, blanks[p.key].hits))
         return evidence
 
     def score_image(self, image: str | Path | bytes | Image.Image, *, path: str | None = None,

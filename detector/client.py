@@ -13,7 +13,6 @@ name; a 503 carries `retry_after` (seconds) when the server sent one.
 from __future__ import annotations
 
 from pathlib import Path
-from types import TracebackType
 from typing import Any, BinaryIO
 
 import httpx
@@ -40,7 +39,7 @@ class MamoriClient:
     def __enter__(self) -> MamoriClient:
         return self
 
-    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def close(self) -> None:

@@ -64,8 +64,8 @@ def make_data(out: Path) -> None:
 
 def run_demo(out: Path, backbone: str | None = None) -> int:
     from detector.api import Detector
-    from detector.embedding import RegionEmbedder
     from detector.backbones import load_backbone
+    from detector.embedding import RegionEmbedder
     from index import build_index, read_manifest
 
     name, why = choose_backbone(backbone)

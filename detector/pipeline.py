@@ -3,14 +3,19 @@
 Steps (the first two run in a background thread, so decoding and cropping overlap the model):
     1. frames come from `MediaReader` (decoded at reduced size, unsampled frames never converted)
     2. `prepare`: each frame gets a tiny signature (64x64 RGB thumbnail). A *blank* frame (one
-       flat colour: in each channel, every thumbnail value within BLANK_RANGE levels) is skipped; a frame
-       that repeats the last embedded one (mean absolute thumbnail difference <= REPEAT_MEAN and
-       largest <= REPEAT_MAX grey levels) reuses its evidence; any other frame has its regions
-       cropped and resized in one batch (and PDQ-hashed for the near-copy channel)
+       flat colour: in each channel, every thumbnail value within BLANK_RANGE levels) is embedded
+       once per (size, colour rounded to BLANK_STEP levels) and later ones with the same key reuse
+       that evidence (at most BLANK_KEYS keys are remembered per input); a frame that repeats the
+       last embedded one (mean absolute thumbnail difference <= REPEAT_MEAN and largest <=
+       REPEAT_MAX grey levels) reuses its evidence; any other frame has its regions cropped and
+       resized in one batch (and PDQ-hashed for the near-copy channel)
     3. the caller's thread runs the model and the index search on each prepared frame
-Why these skips are safe: a blank frame holds nothing to match, and a repeat differs from the
-frame whose evidence it reuses by less than video compression noise (a static shot, a held
-title card). `tests/detector/test_pipeline.py` checks that results match a scan without skips.
+Why these skips are safe: a repeat differs from the frame whose evidence it reuses by less than
+video compression noise (a static shot, a held title card), and so does a flat frame from the flat
+frame of the same key. Blank frames keep their (weak) evidence rather than none, because a video's
+score averages a character's best frames (`detector.scoring`): dropping them would change the
+score of a clip with a single strong frame. `tests/detector/test_pipeline.py` checks that results
+match a scan without skips.
 """
 
 from __future__ import annotations
@@ -30,9 +35,12 @@ from detector.frames import Frame
 from detector.regions import Box
 from index.nearcopy import region_hashes
 
-__all__ = ["BLANK_RANGE", "REPEAT_MAX", "REPEAT_MEAN", "PreparedFrame", "prefetch", "prepare_frames", "signature"]
+__all__ = ["BLANK_KEYS", "BLANK_RANGE", "BLANK_STEP", "REPEAT_MAX", "REPEAT_MEAN", "PreparedFrame", "prefetch",
+           "prepare_frames", "signature"]
 
 BLANK_RANGE = 6
+BLANK_STEP = 4
+BLANK_KEYS = 32
 REPEAT_MEAN = 1.0
 REPEAT_MAX = 12
 _THUMB = 64
@@ -43,13 +51,15 @@ T = TypeVar("T")
 @dataclass(frozen=True)
 class PreparedFrame:
     """A sampled frame ready for the model. `kind`: "new" (pixels set), "repeat" (reuse the last
-    new frame's evidence) or "blank" (no evidence)."""
+    new frame's evidence) or "blank" (a flat frame, `key` set: pixels are set the first time a key
+    is seen, and when the key could not be remembered; otherwise reuse that key's evidence)."""
 
     frame: Frame
     kind: str
     boxes: list[Box]
     pixels: torch.Tensor | None = None
     hashes: tuple[np.ndarray, np.ndarray] | None = None
+    key: tuple[int, ...] | None = None
 
 
 def signature(img: Image.Image) -> np.ndarray:
@@ -61,11 +71,21 @@ def prepare_frames(frames: Iterator[Frame], embedder: RegionEmbedder, *, nearcop
                    skip: bool = True) -> Iterator[PreparedFrame]:
     """Step 2 of the module docstring for each frame; `skip=False` embeds every frame."""
     last: np.ndarray | None = None
+    blanks: set[tuple[int, ...]] = set()
     for fr in frames:
         if skip:
             sig = signature(fr.image)
-            if int(np.ptp(sig.reshape(-1, 3), axis=0).max()) <= BLANK_RANGE:
-                yield PreparedFrame(fr, "blank", [])
+            flat = sig.reshape(-1, 3)
+            if int(np.ptp(flat, axis=0).max()) <= BLANK_RANGE:
+                key = (*fr.image.size, *(int(c) // BLANK_STEP for c in flat.mean(axis=0).round()))
+                if key in blanks:
+                    yield PreparedFrame(fr, "blank", [], key=key)
+                    continue
+                if len(blanks) < BLANK_KEYS:
+                    blanks.add(key)
+                pixels, boxes = embedder.prepare_frame(fr.image)
+                hashes = region_hashes(fr.image, boxes) if nearcopy else None
+                yield PreparedFrame(fr, "blank", boxes, pixels, hashes, key=key)
                 continue
             if last is not None:
                 diff = np.abs(sig - last)

@@ -194,9 +194,7 @@ def _error_response(exc: BaseException) -> JSONResponse:
             status = 404
         elif isinstance(exc, IndexLockedError):
             status = 409
-        elif isinstance(exc, IndexStoreError):
-            status = 400
-        elif isinstance(exc, DetectorError):
+        elif isinstance(exc, (IndexStoreError, DetectorError)):
             status = 400
     body: dict[str, Any] = {"error": name, "message": str(exc) if status != 500 else "internal error"}
     if limit:

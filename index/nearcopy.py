@@ -17,11 +17,10 @@ so a mirrored or rotated copy matches too. Search uses FAISS's exact binary inde
 
 from __future__ import annotations
 
+import faiss
 import numpy as np
 import pdqhash
 from PIL import Image
-
-import faiss
 
 __all__ = ["PDQ_BYTES", "PDQ_MIN_QUALITY", "PDQ_THRESHOLD", "PdqMatcher", "nearcopy_score", "pdq_dihedral",
            "pdq_hash", "region_hashes"]

@@ -35,8 +35,8 @@ import faiss
 import numpy as np
 
 from index.calibrate import SCORE_FLAG, SCORE_REVIEW
-from index.nearcopy import PDQ_BYTES, PdqMatcher
 from index.errors import CorruptIndexError, IncompatibleIndexError, IndexLockedError, IndexNotFoundError
+from index.nearcopy import PDQ_BYTES, PdqMatcher
 
 __all__ = [
     "FORMAT_VERSION",
@@ -198,7 +198,7 @@ def write_index(path: str | Path, data: IndexData) -> None:
             "references": len(data.references),
             "vectors": int(data.vectors.shape[0]),
             "characters": len(data.characters),
-            "background_images": int(len(np.unique(data.background_groups))),
+            "background_images": len(np.unique(data.background_groups)),
         },
         "thresholds": data.thresholds,
         "created": data.created or _now(),

@@ -169,11 +169,10 @@ def measure_naive(index: str, precision: str, clips: list[str], fps: float) -> d
     import torch
     from PIL import Image
 
+    from detector import backbones, inference
     from detector.backbones import load_backbone
     from detector.regions import frame_regions
     from index import IndexStore
-
-    from detector import backbones, inference
 
     # the model as timm / open_clip build it, the allocator as Python leaves it
     backbones.fold_batchnorm = lambda model, size: model  # type: ignore[assignment]

@@ -7,10 +7,10 @@ import json
 from pathlib import Path
 
 import pytest
-from PIL import Image
+from helpers import PROTECTED, reference_art, run_cli
 
 from detector.synth import composite, draw_character, draw_scene, make_clip
-from helpers import PROTECTED, reference_art, run_cli
+
 
 @pytest.fixture(scope="session")
 def refs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -59,21 +59,25 @@ class _NoModel:
         return object(), [(0, 0, image.width, image.height)]
 
 
-def test_blank_and_repeated_frames_are_not_prepared() -> None:
+def test_repeats_and_known_blank_frames_are_not_prepared() -> None:
     scene = draw_scene("pipe", 320, 180)
     noisy = Image.fromarray(np.clip(np.asarray(scene, np.int16) + np.random.default_rng(0).integers(
         -1, 2, (180, 320, 3)), 0, 255).astype(np.uint8))
     other, _ = composite(scene, reference_art("akane").convert("RGBA"), height_frac=0.5, x_frac=0.5)
-    images = [Image.new("RGB", (320, 180), "black"), scene, noisy, other, Image.new("RGB", (320, 180), (30, 90, 200)),
-              scene]
+    black, blue = Image.new("RGB", (320, 180), "black"), Image.new("RGB", (320, 180), (30, 90, 200))
+    near_black = Image.new("RGB", (320, 180), (1, 1, 2))
+    images = [black, scene, noisy, other, blue, scene, near_black, blue]
     emb = _NoModel()
     frames = (Frame(i, i * 0.5, im) for i, im in enumerate(images))
-    kinds = [p.kind for p in prepare_frames(frames, emb, nearcopy=False)]  # type: ignore[arg-type]
-    # the last scene follows a blank frame but differs from the last *embedded* one (`other`)
-    assert kinds == ["blank", "new", "repeat", "new", "blank", "new"]
-    assert emb.prepared == 3
+    got = list(prepare_frames(frames, emb, nearcopy=False))  # type: ignore[arg-type]
+    # the second scene follows a blank frame but differs from the last *embedded* one (`other`)
+    assert [p.kind for p in got] == ["blank", "new", "repeat", "new", "blank", "new", "blank", "blank"]
+    # each flat colour is prepared once; a near-identical flat frame reuses it
+    assert [p.pixels is not None for p in got] == [True, True, False, True, True, True, False, False]
+    assert got[0].key == got[6].key != got[4].key == got[7].key
+    assert emb.prepared == 5
     frames = (Frame(i, i * 0.5, im) for i, im in enumerate(images))
-    assert [p.kind for p in prepare_frames(frames, emb, nearcopy=False, skip=False)] == ["new"] * 6  # type: ignore[arg-type]
+    assert [p.kind for p in prepare_frames(frames, emb, nearcopy=False, skip=False)] == ["new"] * 8  # type: ignore[arg-type]
 
 
 @pytest.fixture(scope="module")
@@ -87,13 +91,30 @@ def held_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def test_skipping_repeats_gives_the_same_result(index_dir: Path, held_clip: Path) -> None:
-    fast = Detector.open(index_dir, precision="fp32").score_video(held_clip, fps=4)
-    full = Detector.open(index_dir, precision="fp32", skip_repeats=False).score_video(held_clip, fps=4)
+@pytest.fixture(scope="module")
+def lone_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One frame with the character between black frames: its score averages in a black frame's
+    evidence (SUPPORT_FRAMES = 2), so skipping black frames must keep their evidence."""
+    path = tmp_path_factory.mktemp("lone") / "lone.mp4"
+    scene = draw_scene("lone", 640, 360)
+    shot, _ = composite(scene, reference_art("akane").convert("RGBA"), height_frac=0.6, x_frac=0.6)
+    black = Image.new("RGB", (640, 360), "black")
+    write_video(path, [black] * 6 + [shot] + [black] * 5, fps=4)
+    return path
+
+
+@pytest.mark.parametrize("clip, frames, verdict", [("held_clip", 32, "flag"), ("lone_clip", 12, "pass")])
+def test_skipping_repeats_gives_the_same_result(index_dir: Path, clip: str, frames: int, verdict: str,
+                                                request: pytest.FixtureRequest) -> None:
+    path = request.getfixturevalue(clip)
+    fast = Detector.open(index_dir, precision="fp32").score_video(path, fps=4)
+    full = Detector.open(index_dir, precision="fp32", skip_repeats=False).score_video(path, fps=4)
     a, b = fast.to_dict(), full.to_dict()
-    assert a["verdict"] == b["verdict"] == "flag" and a["frames"] == b["frames"] == 32
+    assert a["verdict"] == b["verdict"] == verdict and a["frames"] == b["frames"] == frames
+    # the lone clip's score averages its one character frame with a black frame's weak evidence
+    assert a["score"] == pytest.approx(b["score"], abs=0.01) and b["score"] > 0.05
     assert [c["character"] for c in a["characters"]] == [c["character"] for c in b["characters"]]
-    assert a["characters"][0]["character"] == "akane"
+    assert verdict == "pass" or a["characters"][0]["character"] == "akane"
     for ca, cb in zip(a["characters"], b["characters"]):
         assert ca["score"] == pytest.approx(cb["score"], abs=0.01)
         assert [(s["start"], s["end"], s["reference"], s["channel"]) for s in ca["segments"]] == \

@@ -9,7 +9,6 @@ import zlib
 from pathlib import Path
 
 import pytest
-
 from helpers import reference_art, run_cli
 
 STEP = 0.5  # sampling step at the default 2 fps

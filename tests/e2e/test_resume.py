@@ -11,9 +11,10 @@ import subprocess
 import time
 from pathlib import Path
 
+from helpers import MAMORI, reference_art, run_cli
+
 from detector.batch import completed, read_list, unique
 from detector.synth import composite, draw_scene
-from helpers import MAMORI, reference_art, run_cli
 
 
 def _inputs(root: Path, clips: dict[str, Path]) -> list[Path]:

@@ -23,8 +23,8 @@ from index import (
     read_folder,
     remove_references,
 )
-from index.store import index_lock
 from index.errors import IndexLockedError
+from index.store import index_lock
 
 
 class FakeEmbedder:
@@ -128,9 +128,8 @@ def test_missing_index(tmp_path: Path) -> None:
 
 def test_second_writer_is_refused(tmp_path: Path, refs: Path) -> None:
     build_index(read_folder(refs), tmp_path / "idx", FakeEmbedder())
-    with index_lock(tmp_path / "idx"):
-        with pytest.raises(IndexLockedError):
-            remove_references(tmp_path / "idx", character="red")
+    with index_lock(tmp_path / "idx"), pytest.raises(IndexLockedError):
+        remove_references(tmp_path / "idx", character="red")
 
 
 _CRASH = """
