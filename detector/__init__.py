@@ -8,6 +8,10 @@
 
 from __future__ import annotations
 
+from detector.allocator import keep_freed_memory
+
+keep_freed_memory()  # first, before torch and numpy start threads (see detector/allocator.py)
+
 from detector.api import Detector
 from detector.backbones import DEFAULT_BACKBONE, Backbone, Preprocess, list_backbones, load_backbone
 from detector.errors import (

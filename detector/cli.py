@@ -4,7 +4,9 @@
     mamori index add INDEX (REFS_DIR | --manifest CSV)
     mamori index remove INDEX (--character NAME | --reference ID)
     mamori index info INDEX
-    mamori scan PATH... --index INDEX [--out RESULTS.jsonl] [--fps F] [--max-frames N]
+    mamori scan PATH... --index INDEX [--out RESULTS.jsonl] [--report REPORT.html] [--fps F] [--max-frames N]
+                [--from-list FILE] [--resume] [--csv FILE] [--workers N] [--engine local|ray] [--ray-address A]
+    mamori report RESULTS.jsonl [-o REPORT.html] [--csv FILE] [--index INDEX]
     mamori score IMAGE_OR_VIDEO --index INDEX
     mamori index thresholds INDEX [--flag SCORE] [--review SCORE]
     mamori evaluate VIDEOS... --index INDEX --labels LABELS.json [--target-fpr F] [--results R.jsonl]
@@ -18,7 +20,6 @@ adds the traceback.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import enum
 import json
 import os
@@ -163,73 +164,78 @@ def _open_out(path: str | None) -> TextIO:
     return open(path, "w", encoding="utf-8") if path else sys.stdout
 
 
-def scan_each(det: Any, inputs: Sequence[Path], out: TextIO | None,
-              done: dict[tuple[str, str], str] | None = None) -> Iterator[tuple[Path, Any]]:
-    """Score each input in turn, write its JSON line to `out` (flushed, and fsynced when it is a
-    file: a crash loses at most the line being written) and yield (path, Result).
+def _write_line(out: TextIO, record: dict[str, Any]) -> None:
+    """One JSON line, flushed, and fsynced when `out` is a file: a crash loses at most this line."""
+    out.write(json.dumps(record) + "\n")
+    out.flush()
+    if out is not sys.stdout:
+        os.fsync(out.fileno())
 
-    Each result records the input's sha256; an input whose (path, sha256) is in `done` (a resumed
-    scan, `detector.batch`) is skipped and yielded as (path, None). An unexpected failure on one
-    input (a decoder or model error) becomes that input's error result; the batch goes on.
-    """
-    from detector.results import Result
+
+def _jobs(inputs: Sequence[Path], done: dict[tuple[str, str], str] | None, skipped: list[Path]) -> Iterator[Any]:
+    """(path, sha256 or None) of each input still to scan; with `done` (a resumed scan,
+    `detector.batch`), inputs whose (path, sha256) already has a line go to `skipped` instead."""
     from index.images import file_sha256
 
     for path in inputs:
-        try:
-            sha: str | None = file_sha256(path)
-        except OSError:
-            sha = None  # unreadable: score_file reports why
-        if done is not None and sha is not None and (str(path), sha) in done:
-            yield path, None
-            continue
-        try:
-            result = det.score_file(path)
-        except (DetectorError, IndexStoreError, RuntimeError, OSError, ValueError, MemoryError) as exc:
-            result = Result.failed(str(path), exc)
-        result = dataclasses.replace(result, sha256=sha)
-        if out is not None:
-            out.write(json.dumps(result.to_dict()) + "\n")
-            out.flush()
-            if out is not sys.stdout:
-                os.fsync(out.fileno())
-        yield path, result
+        sha = None
+        if done:
+            try:
+                sha = file_sha256(path)
+            except OSError:
+                sha = None  # unreadable: its error result says why
+            if sha is not None and (str(path), sha) in done:
+                skipped.append(path)
+                continue
+        yield path, sha
 
 
 def cmd_scan(a: argparse.Namespace) -> int:
-    from detector.api import Detector
     from detector.batch import completed, read_list, unique
 
     if a.resume and not a.out:
         raise ConfigError("--resume needs --out: the results file to resume")
+    if a.ray_address and a.engine != "ray":
+        raise ConfigError("--ray-address needs --engine ray")
+    if a.report and not a.out:
+        raise ConfigError("--report needs --out: the report is made from the results file")
     listed = [str(p) for p in read_list(a.from_list)] if a.from_list else []
     inputs = list(unique([*iter_inputs(a.paths), *iter_inputs(listed)]))
     if not inputs:
         print("scan: no input files found (give paths or --from-list)", file=sys.stderr)
         return ExitCode.ERROR
+    if a.out:
+        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     done = completed(a.out) if a.resume else None
-    det = Detector.open(a.index, backbone=a.backbone, precision=a.precision, device=a.device,
-                        **_detector_options(a))
+    skipped: list[Path] = []
+    jobs = _jobs(inputs, done, skipped)
+    options = {"backbone": a.backbone, "precision": a.precision, "device": a.device, **_detector_options(a)}
+    if a.engine == "ray":
+        from detector.engines import scan_ray
+
+        results = scan_ray(a.index, options, jobs, a.workers, a.ray_address)
+    else:
+        from detector.api import Detector
+        from detector.engines import scan_threads
+
+        results = scan_threads(Detector.open(a.index, **options), jobs, a.workers)
     counts = {"flag": 0, "review": 0, "pass": 0, "error": 0}
-    skipped = frames = 0
-    t0 = time.monotonic()
+    frames = 0
+    t0 = t1 = time.monotonic()
     out = open(a.out, "a" if a.resume else "w", encoding="utf-8") if a.out else sys.stdout
     this_run: list[dict[str, Any]] = []
     try:
-        t1 = time.monotonic()
-        for i, (path, result) in enumerate(scan_each(det, inputs, out, done), 1):
-            if result is None:
-                skipped += 1
-                continue
+        for i, result in enumerate(results, 1):
+            _write_line(out, result)
             if a.csv and not a.out:
-                this_run.append(result.to_dict())
-            counts[result.verdict] += 1
-            frames += result.frames
+                this_run.append(result)
+            counts[result["verdict"]] += 1
+            frames += result["frames"]
             if not a.quiet:
-                top = result.characters[0].character if result.characters else ""
-                detail = result.error or f"{result.score:.2f} {top}".strip()
-                print(f"[{i}/{len(inputs)}] {path}: {result.verdict} {detail} ({time.monotonic() - t1:.1f}s)",
-                      file=sys.stderr, flush=True)
+                top = result["characters"][0]["character"] if result["characters"] else ""
+                detail = result["error"] or f"{result['score']:.2f} {top}".strip()
+                print(f"[{i + len(skipped)}/{len(inputs)}] {result['path']}: {result['verdict']} {detail} "
+                      f"({time.monotonic() - t1:.1f}s)", file=sys.stderr, flush=True)
             t1 = time.monotonic()
     finally:
         if out is not sys.stdout:
@@ -237,14 +243,20 @@ def cmd_scan(a: argparse.Namespace) -> int:
     dt = time.monotonic() - t0
     summary = ", ".join(f"{v} {k}" for k, v in counts.items())
     where = f"; results in {a.out}" if a.out else ""
-    resumed = f"; {skipped} already in {a.out}, skipped" if skipped else ""
-    print(f"scanned {len(inputs) - skipped} file(s) in {dt:.1f}s ({frames / max(dt, 1e-9):.1f} frames/s): "
-          f"{summary}{resumed}{where}", file=sys.stderr)
-    if a.csv:
+    resumed = f"; {len(skipped)} already in {a.out}, skipped" if skipped else ""
+    print(f"scanned {len(inputs) - len(skipped)} file(s) in {dt:.1f}s ({frames / max(dt, 1e-9):.1f} frames/s, "
+          f"{(len(inputs) - len(skipped)) / max(dt, 1e-9):.2f} files/s): {summary}{resumed}{where}", file=sys.stderr)
+    if a.csv or a.report:
         from detector.export import read_results, write_csv
 
         rows = read_results(a.out) if a.out else this_run  # with --resume: earlier runs' lines too
-        print(f"wrote {write_csv(rows, a.csv)} row(s) to {a.csv}", file=sys.stderr)
+        if a.csv:
+            print(f"wrote {write_csv(rows, a.csv)} row(s) to {a.csv}", file=sys.stderr)
+        if a.report:
+            from detector.report import write_report
+
+            n = write_report(rows, a.report, index=a.index, progress=_progress_printer(a.quiet))
+            print(f"wrote a review report of {n} video(s) to {a.report}", file=sys.stderr)
     names = {str(x) for x in inputs}
     flagged_before = done is not None and any(v == "flag" for (p, _), v in done.items() if p in names)
     return ExitCode.FLAGGED if counts["flag"] or flagged_before else ExitCode.OK
@@ -271,8 +283,17 @@ def _read_results(path: str) -> dict[str, dict[str, Any]]:
 def cmd_report(a: argparse.Namespace) -> int:
     from detector.export import read_results, write_csv
 
-    n = write_csv(read_results(a.results), a.csv)
-    print(f"wrote {n} row(s) to {a.csv}", file=sys.stderr)
+    if not (a.out or a.csv):
+        raise ConfigError("report: give -o REPORT.html, --csv FILE, or both")
+    rows = read_results(a.results)
+    if a.csv:
+        print(f"wrote {write_csv(rows, a.csv)} row(s) to {a.csv}", file=sys.stderr)
+    if a.out:
+        from detector.report import write_report
+
+        n = write_report(rows, a.out, index=a.index, thumbnails=not a.no_thumbnails,
+                         progress=_progress_printer(a.quiet))
+        print(f"wrote a review report of {n} video(s) to {a.out}", file=sys.stderr)
     return ExitCode.OK
 
 
@@ -296,12 +317,16 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
         if not inputs:
             print("evaluate: none of the labelled videos was found under the given paths", file=sys.stderr)
             return ExitCode.ERROR
+        from detector.engines import scan_threads
+
         results = {}
         out = _open_out(a.out) if a.out else None
         progress = _progress_printer(a.quiet)
         try:
-            for i, (path, result) in enumerate(scan_each(det, inputs, out), 1):
-                results[path.stem] = result.to_dict()
+            for i, result in enumerate(scan_threads(det, ((p, None) for p in inputs)), 1):
+                if out is not None:
+                    _write_line(out, result)
+                results[Path(result["path"]).stem] = result
                 progress("videos", i, len(inputs))
         finally:
             if out is not None:
@@ -463,6 +488,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--resume", action="store_true",
                    help="append to --out, skipping inputs it already has a result for (same path and sha256)")
     s.add_argument("--csv", metavar="FILE", help="also write a spreadsheet, one row per input (of all of --out)")
+    s.add_argument("--report", metavar="FILE", help="also write an HTML review report of all of --out "
+                   "(thumbnails in FILE's sibling folder FILE_files/)")
+    s.add_argument("--workers", type=_positive_int, default=1,
+                   help="inputs scored side by side (threads sharing one model; Ray actors with --engine ray)")
+    s.add_argument("--engine", choices=("local", "ray"), default="local",
+                   help="local (this process) or ray (needs pip install 'mamori[ray]')")
+    s.add_argument("--ray-address", metavar="ADDR",
+                   help="existing Ray cluster (host:6379 or ray://host:10001); default: a private local Ray")
     s.set_defaults(func=cmd_scan)
 
     sc = sub.add_parser("score", parents=[common], help="score one file, JSON to stdout",
@@ -518,11 +551,15 @@ def build_parser() -> argparse.ArgumentParser:
     model_options(sv)
     sv.set_defaults(func=cmd_serve)
 
-    rp = sub.add_parser("report", parents=[common], help="turn a scan's JSON lines into a spreadsheet",
-                        description="Write one CSV row per result of RESULTS.jsonl (top character, its strongest "
-                                    "segment, other characters, error, sha256).")
+    rp = sub.add_parser("report", parents=[common], help="turn a scan's JSON lines into an HTML review page or CSV",
+                        description="-o: a self-contained HTML review page of the flag and review results "
+                                    "(thumbnails in the sibling folder REPORT_files/). --csv: one row per result "
+                                    "(top character, its strongest segment, other characters, error, sha256).")
     rp.add_argument("results", metavar="RESULTS.jsonl")
-    rp.add_argument("--csv", required=True, metavar="FILE", help="CSV file to write")
+    rp.add_argument("-o", "--out", metavar="REPORT.html", help="HTML review report to write")
+    rp.add_argument("--csv", metavar="FILE", help="CSV file to write")
+    rp.add_argument("--index", help="index the results came from (adds its thresholds to the score charts)")
+    rp.add_argument("--no-thumbnails", action="store_true", help="no frame or reference images (faster)")
     rp.set_defaults(func=cmd_report)
 
     d = sub.add_parser("demo", parents=[common], help="make sample art and videos, build an index, scan (offline)")

@@ -69,6 +69,7 @@ def _row(rec: dict[str, Any]) -> dict[str, Any]:
 def write_csv(results: Iterable[dict[str, Any]], out: str | Path) -> int:
     """Write one row per result to `out` (atomically); returns the number of rows."""
     out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
     n = 0
     with open(tmp, "w", encoding="utf-8", newline="") as fh:

@@ -34,6 +34,7 @@ __all__ = [
     "VIDEO_SUFFIXES",
     "Frame",
     "MediaReader",
+    "frame_at",
 ]
 
 DEFAULT_FPS = 2.0
@@ -46,11 +47,16 @@ MEDIA_SUFFIXES = VIDEO_SUFFIXES | IMAGE_SUFFIXES
 
 @dataclass(frozen=True)
 class Frame:
-    """One sampled frame: its position among sampled frames, its time in seconds, and its pixels."""
+    """One sampled frame: its position among sampled frames, its time in seconds, and its pixels.
+
+    `scale`: the source's pixels per pixel of `image` (sampled frames are shrunk to MAX_SIDE);
+    boxes found in `image` are multiplied by it to report them in the video's own coordinates.
+    """
 
     index: int
     time: float
     image: Image.Image
+    scale: float = 1.0
 
 
 @dataclass
@@ -109,7 +115,8 @@ class MediaReader:
             except ReferenceImageError as exc:
                 raise UnreadableMediaError(str(exc)) from exc
             self.duration = 0.0
-            yield Frame(0, 0.0, _shrink(img))
+            small = _shrink(img)
+            yield Frame(0, 0.0, small, img.width / small.width)
             return
         yield from self._video_frames()
 
@@ -167,7 +174,8 @@ class MediaReader:
                             f"stopped at max_frames={self.max_frames} (t={t:.2f}s); later frames were not checked"
                         )
                         break
-                    yield Frame(n, t, _frame_image(frame))
+                    img = _frame_image(frame)
+                    yield Frame(n, t, img, frame.width / img.width)
                     n += 1
                     next_t = (math.floor(t / step + 1e-6) + 1) * step
             except (av.FFmpegError, ValueError, MemoryError) as exc:
@@ -180,6 +188,54 @@ class MediaReader:
                 self.duration = last_t
         finally:
             container.close()
+
+
+def frame_at(path: str | Path, time: float, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """The frame of a video (or the image itself) shown at `time` seconds, at full size, in the
+    coordinates of a result's boxes (the review report's thumbnails). Seeks to the keyframe
+    before `time` and decodes forward; past the end, the last frame.
+
+    Raises:
+        UnreadableMediaError, MediaLimitError: as `MediaReader`.
+    """
+    reader = MediaReader(path, max_pixels=max_pixels)
+    if reader.kind == "image":
+        return _open_full(path, max_pixels)
+    container = reader._open()
+    try:
+        stream = container.streams.video[0]
+        if stream.codec_context.width * stream.codec_context.height > max_pixels:
+            raise MediaLimitError(f"{path}: video frames exceed the limit of {max_pixels:,} pixels")
+        tb = stream.time_base
+        start = float(stream.start_time * tb) if stream.start_time is not None and tb else 0.0
+        if time > 0 and tb:
+            try:
+                container.seek(int((time + start) / tb), stream=stream, backward=True, any_frame=False)
+            except av.FFmpegError:
+                container.seek(0)
+        last = None
+        try:
+            for frame in container.decode(stream):
+                last = frame
+                if frame.time is not None and float(frame.time) - start >= time - 1e-3:
+                    break
+        except (av.FFmpegError, ValueError, MemoryError) as exc:
+            if last is None:
+                raise UnreadableMediaError(f"{path}: cannot decode video ({_reason(exc)})") from exc
+        if last is None:
+            raise UnreadableMediaError(f"{path}: no decodable frame at {time:.2f}s")
+        return last.to_image()
+    finally:
+        container.close()
+
+
+def _open_full(path: str | Path, max_pixels: int) -> Image.Image:
+    try:
+        return open_image(path, max_pixels=max_pixels)
+    except ImageTooLargeError as exc:
+        raise MediaLimitError(str(exc)) from exc
+    except ReferenceImageError as exc:
+        raise UnreadableMediaError(str(exc)) from exc
 
 
 def _frame_image(frame: av.VideoFrame) -> Image.Image:

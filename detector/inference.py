@@ -10,10 +10,8 @@
     BN folding each BatchNorm that follows a convolution is folded into that convolution's
                weights (EfficientNet: 1.5x on this 2-core CPU), checked numerically at load.
 
-    allocator  on Linux/glibc, freed memory is kept in the process for reuse (`keep_freed_memory`):
-               without it every forward pass maps fresh pages for its activations and the kernel
-               zeroes them: measured 4.3 million page faults and as much system time as model time
-               on two dev clips, and 1.8x the wall time.
+    allocator  on Linux/glibc, freed memory is kept in the process for reuse and all threads
+               share one malloc arena (`detector.allocator`, applied when `detector` is imported).
 
 Why a probe: "never slower" and "same answers" are properties of the machine and the model, not
 of a CPU flag alone. The speed margin keeps the choice stable from one run to the next (a model
@@ -26,15 +24,14 @@ about a second at load. Fidelity is also printed by `scripts/bench_scan.py`.
 from __future__ import annotations
 
 import copy
-import ctypes
 import logging
-import sys
 import time
 from collections.abc import Callable
 
 import torch
 from PIL import Image
 
+from detector.allocator import keep_freed_memory
 from detector.errors import ConfigError
 
 __all__ = ["BF16_MIN_SPEEDUP", "MIN_FIDELITY", "PRECISIONS", "bf16_native", "choose_dtype", "fold_batchnorm",
@@ -48,27 +45,6 @@ BF16_MIN_SPEEDUP = 1.3
 #: ... and every probe embedding keeps at least this cosine similarity to float32.
 MIN_FIDELITY = 0.995
 _NAMES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
-
-
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
-_allocator_tuned = False
-
-
-def keep_freed_memory() -> bool:
-    """Ask glibc to keep freed blocks (up to 1 GiB each) for reuse instead of unmapping them.
-
-    Peak memory is unchanged (the same blocks are reused); resident memory stays at the peak
-    instead of shrinking between passes. A no-op, returning False, outside Linux/glibc.
-    """
-    global _allocator_tuned
-    if _allocator_tuned or not sys.platform.startswith("linux"):
-        return _allocator_tuned
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        _allocator_tuned = bool(libc.mallopt(_M_MMAP_THRESHOLD, 1 << 30)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, 1 << 30))
-    except (OSError, AttributeError):  # not glibc
-        _allocator_tuned = False
-    return _allocator_tuned
 
 
 def dtype_name(dtype: torch.dtype) -> str:

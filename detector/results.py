@@ -1,7 +1,7 @@
 """Result objects: what a scan, `score`, the HTTP reply and the Python API return.
 
 `Result.to_dict()` is the result schema of DESIGN.md, extended (never renamed) with `kind`,
-`warnings`, `sha256` (of the input, in batch scans), and per segment `reference_id`, `similarity`, `box` and `frames`.
+`warnings`, `sha256` (of the input, in batch scans), `timeline` (score over time), and per segment `reference_id`, `similarity`, `box` and `frames`.
 """
 
 from __future__ import annotations
@@ -57,6 +57,8 @@ class Result:
     kind: str = ""
     warnings: tuple[str, ...] = field(default_factory=tuple)
     sha256: str | None = None  # of the input file (batch scans record it for --resume)
+    #: (time, best calibrated frame score) per sampled frame, at most TIMELINE_POINTS (`detector.scoring.timeline`)
+    timeline: tuple[tuple[float, float], ...] = ()
 
     @classmethod
     def failed(cls, path: str, exc: BaseException) -> Result:
@@ -74,6 +76,7 @@ class Result:
                     s[k] = round(s[k], 4)
                 s["box"] = list(s["box"])
         d["warnings"] = list(self.warnings)
+        d["timeline"] = [[round(t, 3), round(v, 3)] for t, v in self.timeline]
         if self.duration is not None:
             d["duration"] = round(self.duration, 3)
         return d

@@ -31,7 +31,7 @@ from index.calibrate import BG_K, calibrated_score, normalise
 from index.nearcopy import PDQ_BYTES, nearcopy_score
 from index.store import IndexStore, Reference
 
-__all__ = ["GAP_FRAMES", "SUPPORT_FRAMES", "TOP_K", "CharacterHit", "FrameEvidence", "aggregate",
+__all__ = ["GAP_FRAMES", "SUPPORT_FRAMES", "TIMELINE_POINTS", "TOP_K", "CharacterHit", "FrameEvidence", "aggregate",
            "frame_evidence", "verdict_for"]
 
 #: Nearest reference vectors looked up per region.
@@ -42,6 +42,8 @@ GAP_FRAMES = 1
 SUPPORT_FRAMES = 2
 #: Normalised similarity of a frame with no evidence for a character (below any real match).
 MISSING_N = -1.0
+#: at most this many points in a result's `timeline`
+TIMELINE_POINTS = 120
 
 
 @dataclass(frozen=True)
@@ -173,4 +175,16 @@ def aggregate(store: IndexStore, path: str, evidence: Sequence[FrameEvidence], *
             characters.append(CharacterResult(c, info.franchise, info.rights_holder, score, tuple(segments)))
     characters.sort(key=lambda cr: (-cr.score, cr.character))
     return Result(path=path, verdict=verdict_for(top, flag, review), score=top, frames=len(evidence),
-                  duration=duration, characters=tuple(characters), kind=kind, warnings=tuple(warnings))
+                  duration=duration, characters=tuple(characters), kind=kind, warnings=tuple(warnings),
+                  timeline=timeline(evidence))
+
+
+def timeline(evidence: Sequence[FrameEvidence], points: int = TIMELINE_POINTS) -> tuple[tuple[float, float], ...]:
+    """(time, best calibrated frame score over all characters) per sampled frame, for the review
+    report's score-over-time chart. Longer videos are cut into `points` equal runs of frames, each
+    given by its first time and its highest score (so a short peak is never averaged away)."""
+    best = [(ev.time, max((h.score for h in ev.hits.values()), default=0.0)) for ev in evidence]
+    if len(best) <= points:
+        return tuple(best)
+    edges = np.linspace(0, len(best), points + 1).astype(int)
+    return tuple((best[a][0], max(s for _, s in best[a:b])) for a, b in zip(edges[:-1], edges[1:]))

@@ -46,6 +46,8 @@ __all__ = [
     "Reference",
     "index_lock",
     "project",
+    "restore_snapshot",
+    "snapshot",
     "write_index",
 ]
 
@@ -212,6 +214,45 @@ def write_index(path: str | Path, data: IndexData) -> None:
     os.replace(tmp_json, path / "index.json")
     _fsync_path(path)
     _sweep(path, keep={gen, _previous_generation(path, gen)})
+
+
+def snapshot(path: str | Path) -> dict[str, bytes]:
+    """The current generation's files and `index.json`, as {relative path: bytes}, to ship an index
+    to another machine (the Ray engine); `restore_snapshot` writes them back out.
+
+    Generations are never modified, so the copy is consistent; if a writer commits and sweeps the
+    generation while it is read, the read is retried on the new one.
+
+    Raises:
+        IndexNotFoundError / CorruptIndexError: as `IndexStore.open`.
+    """
+    path = Path(path)
+    for _ in range(3):
+        if not (path / "index.json").is_file():
+            raise IndexNotFoundError(f"{path}: no mamori index here; build one with `mamori index build`")
+        manifest_bytes = (path / "index.json").read_bytes()
+        try:
+            gen = str(json.loads(manifest_bytes)["generation"])
+        except (KeyError, ValueError) as exc:
+            raise CorruptIndexError(f"{path}: index.json is unreadable ({exc})") from exc
+        try:
+            files = {f"{gen}/{f.name}": f.read_bytes() for f in sorted((path / gen).iterdir()) if f.is_file()}
+        except FileNotFoundError:
+            continue  # swept by a writer that committed meanwhile: read the new generation
+        return {"index.json": manifest_bytes, **files}
+    raise CorruptIndexError(f"{path}: the index kept changing while it was read; try again")
+
+
+def restore_snapshot(files: dict[str, bytes], dest: str | Path) -> Path:
+    """Write a `snapshot` into the empty or new folder `dest` (an index that `IndexStore.open` reads)."""
+    dest = Path(dest)
+    for name, data in files.items():
+        target = (dest / name).resolve()
+        if not target.is_relative_to(dest.resolve()):
+            raise CorruptIndexError(f"index snapshot names a file outside the index: {name!r}")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+    return dest
 
 
 def _previous_generation(path: Path, current: str) -> str:

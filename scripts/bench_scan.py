@@ -174,7 +174,8 @@ def measure_naive(index: str, precision: str, clips: list[str], fps: float) -> d
     from detector.regions import frame_regions
     from index import IndexStore
 
-    # the model as timm / open_clip build it, the allocator as Python leaves it
+    # the model as timm / open_clip build it, the allocator as Python leaves it (run_child sets
+    # MAMORI_SYSTEM_ALLOCATOR for this child, so `import detector` leaves malloc alone)
     backbones.fold_batchnorm = lambda model, size: model  # type: ignore[assignment]
     inference.keep_freed_memory = lambda: False  # type: ignore[assignment]
     backbones.keep_freed_memory = inference.keep_freed_memory  # type: ignore[assignment]
@@ -241,8 +242,9 @@ def child(argv: list[str]) -> None:
 
 
 def run_child(kind: str, **payload: object) -> dict[str, float]:
+    env = {**os.environ, **({"MAMORI_SYSTEM_ALLOCATOR": "1"} if kind == "naive" else {})}
     proc = subprocess.run([sys.executable, __file__, "--child", kind, json.dumps(payload)],
-                          capture_output=True, text=True, cwd=ROOT)
+                          capture_output=True, text=True, cwd=ROOT, env=env, check=False)
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
     if proc.returncode != 0 or line is None:
         sys.exit(f"{kind} failed:\n{proc.stderr[-3000:]}")

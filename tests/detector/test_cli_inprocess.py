@@ -31,7 +31,13 @@ def test_unexpected_failure_on_one_file_does_not_end_the_scan(
     assert lines[1]["verdict"] == "pass"
 
 
-def test_out_in_missing_folder_is_a_clear_error(index_dir: Path, clips: dict[str, Path], tmp_path: Path,
-                                                capsys: pytest.CaptureFixture[str]) -> None:
-    code = cli.main(["scan", str(clips["negative"]), "--index", str(index_dir), "--out", str(tmp_path / "no" / "r.jsonl")])
-    assert code == 2 and capsys.readouterr().err.startswith("FileNotFoundError:")
+def test_out_folder_is_made_and_a_bad_out_is_a_clear_error(index_dir: Path, clips: dict[str, Path], tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "new" / "r.jsonl"
+    assert cli.main(["scan", str(clips["negative"]), "--index", str(index_dir), "--out", str(out), "-q"]) == 0
+    assert len(out.read_text().splitlines()) == 1
+    capsys.readouterr()
+    (tmp_path / "file").write_text("x")
+    code = cli.main(["scan", str(clips["negative"]), "--index", str(index_dir), "--out", str(tmp_path / "file" / "r.jsonl")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith(("FileExistsError:", "NotADirectoryError:")), err
