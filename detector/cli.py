@@ -546,8 +546,8 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--queue", type=int, default=8, help="requests waiting beyond the workers before 503 "
                                                           "(default %(default)s)")
     sv.add_argument("--batching", choices=("auto", "on", "off"), default="auto",
-                    help="merge concurrent requests' forward passes: auto = on for a GPU, off on a CPU, where "
-                         "it measured slower (default %(default)s)")
+                    help="merge concurrent requests' forward passes in one model thread: auto = on (measured "
+                         "faster under concurrency on CPU; default %(default)s)")
     model_options(sv)
     sv.set_defaults(func=cmd_serve)
 

@@ -8,8 +8,9 @@ order; the caller (`mamori scan`) writes and fsyncs each line, so `--resume` wor
   (cores // N each), so N videos are decoded and scored side by side.
 - `scan_ray` (`--engine ray`): N Ray actors, each loading the Detector once. The index is read
   once (`index.store.snapshot`) and put in Ray's object store: it travels to each node once and
-  the actors on that node read the same copy. Inputs are sent by path, so on a cluster they must
-  be on storage every node sees at the same path. A crashed actor is restarted and its input
+  the actors on that node read the same copy. Inputs are sent by path (relative paths are taken
+  from the driver's working folder, which actors enter when it exists on their node), so on a
+  cluster they must be on storage every node sees at the same path. A crashed actor is restarted and its input
   retried once; after that the input is an `error` result, like any unreadable file.
 """
 
@@ -105,10 +106,12 @@ def _import_ray() -> Any:
 class _ScanWorker:
     """A Ray actor's state: one Detector on a private copy of the index."""
 
-    def __init__(self, index_files: dict[str, bytes], options: dict[str, Any], threads: int) -> None:
+    def __init__(self, index_files: dict[str, bytes], options: dict[str, Any], threads: int, cwd: str) -> None:
         from detector.api import Detector
         from index.store import restore_snapshot
 
+        if os.path.isdir(cwd):  # relative input paths mean the same files as on the driver
+            os.chdir(cwd)
         torch.set_num_threads(threads)
         self._dir = tempfile.TemporaryDirectory(prefix="mamori-index-")
         self.det = Detector.open(restore_snapshot(index_files, self._dir.name), **options)
@@ -153,7 +156,7 @@ def scan_ray(index: str | Path, options: dict[str, Any], jobs: Iterable[Job], wo
         del files
         actor_cls = ray.remote(num_cpus=cpus_per_worker, max_restarts=2, max_task_retries=1)(_ScanWorker)
         threads = max(1, int(cpus_per_worker))
-        actors = [actor_cls.remote(files_ref, options, threads) for _ in range(workers)]
+        actors = [actor_cls.remote(files_ref, options, threads, os.getcwd()) for _ in range(workers)]
         try:
             ray.get([a.ready.remote() for a in actors])  # a model or index that fails to load stops here
         except ray.exceptions.RayError as exc:

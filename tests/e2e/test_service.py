@@ -46,7 +46,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, index_dir: Path) -> Iterato
         [*MAMORI, "serve", "--index", str(index), "--port", str(port), "--tokens", str(tokens),
          "--max-upload-mb", "2", "--max-duration", "30", "--max-frames-total", "1500", "--max-pixels", "4000000",
          "--max-frames", "40", "--request-timeout", str(TIMEOUT), "--workers", "2", "--queue", "1", "--fps", "1",
-         "--batching", "on"],  # the merged path (auto leaves it off on a CPU)
+         "--batching", "on"],  # the merged path (what auto picks), named so the test does not depend on it
         stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1", "TMPDIR": str(root / "tmp")},
     )
     base = f"http://127.0.0.1:{port}"
