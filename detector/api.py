@@ -21,7 +21,7 @@ from detector.errors import MediaError, MediaLimitError, UnreadableMediaError
 from detector.frames import DEFAULT_FPS, DEFAULT_MAX_FRAMES, Frame, MediaReader
 from detector.pipeline import BLANK_KEYS, prefetch, prepare_frames
 from detector.results import Result
-from detector.scoring import FrameEvidence, aggregate, frame_evidence
+from detector.scoring import FrameEvidence, aggregate, frame_evidence, verify_frame
 from index.build import check_identity
 from index.errors import ImageTooLargeError, IncompatibleIndexError, ReferenceImageError
 from index.images import DEFAULT_MAX_PIXELS, open_image
@@ -40,7 +40,7 @@ class Detector:
     def __init__(self, store: IndexStore, backbone: Backbone, *, fps: float = DEFAULT_FPS,
                  max_frames: int = DEFAULT_MAX_FRAMES, max_pixels: int = DEFAULT_MAX_PIXELS,
                  skip_repeats: bool = True, max_duration: float | None = None,
-                 max_frames_total: int | None = None):
+                 max_frames_total: int | None = None, verify: bool = True):
         check_identity(store.backbone, backbone, str(store.path))
         self.store = store
         self.backbone = backbone
@@ -58,6 +58,8 @@ class Detector:
         #: PDQ-hash every region for the near-copy channel (~0.5 ms per region); off when the
         #: index has no usable reference hash
         self.nearcopy = store.has_pdq
+        #: geometric verification of each frame's strongest candidates (`detector.scoring.verify_frame`)
+        self.verify = verify
 
     @classmethod
     def open(cls, index: str | Path, *, backbone: str | None = None, precision: str = "auto",
@@ -68,7 +70,7 @@ class Detector:
             index: the index folder.
             backbone: expected backbone name; an index built with another one is refused.
             precision, device: how the backbone runs (`detector.inference`: auto, fp32, bf16).
-            options: `fps`, `max_frames`, `max_pixels`, `skip_repeats`, `max_duration`,
+            options: `fps`, `max_frames`, `max_pixels`, `skip_repeats`, `verify`, `max_duration`,
                 `max_frames_total` for this detector (see `__init__`).
 
         Raises:
@@ -106,6 +108,8 @@ class Detector:
                     (round(x0 * p.frame.scale), round(y0 * p.frame.scale), round(x1 * p.frame.scale),
                      round(y1 * p.frame.scale)) for x0, y0, x1, y1 in p.boxes]  # in the source's pixels
                 ev = frame_evidence(self.store, p.frame.time, self.embed_pixels(p.pixels), boxes, p.hashes)
+                if self.verify:
+                    ev = verify_frame(self.store, p.frame.image, ev, p.frame.scale)
                 if p.kind == "new":
                     last = ev
                 elif p.key is not None and len(blanks) < BLANK_KEYS:

@@ -64,7 +64,7 @@ def _embedder(backbone: str, a: argparse.Namespace) -> Any:
 
 
 def _detector_options(a: argparse.Namespace) -> dict[str, Any]:
-    return {"fps": a.fps, "max_frames": a.max_frames, "skip_repeats": not a.no_skip}
+    return {"fps": a.fps, "max_frames": a.max_frames, "skip_repeats": not a.no_skip, "verify": not a.no_verify}
 
 
 def _print_report(report: Any, out: TextIO = sys.stderr) -> None:
@@ -123,10 +123,12 @@ def cmd_index_info(a: argparse.Namespace) -> int:
     print(f"contents   {counts['references']} references, {counts['characters']} characters, "
           f"{counts['background_images']} background images; updated {info['updated']}")
     print(f"rule       {info['thresholds'].get('rule', '')}")
-    print(f"{'character':28} {'refs':>4} {'franchise':20} {'flag_sim':>8} {'review_sim':>10} calibration")
+    print(f"{'character':28} {'refs':>4} {'franchise':20} {'flag_sim':>8} {'review_sim':>10} {'verify':6} calibration")
     for name, c in info["characters"].items():
         print(f"{name[:28]:28} {c['references']:4d} {c['franchise'][:20]:20} {c['flag_sim']:8.3f} "
-              f"{c['review_sim']:10.3f} {c['source']} (n={c['n_background']})")
+              f"{c['review_sim']:10.3f} {'yes' if c['verifiable'] else 'weak':6} {c['source']} (n={c['n_background']})")
+    print("verify     yes: reference art detailed enough for geometric verification (a failed check lowers "
+          "the score); weak: only a successful check counts")
     print(f"verdicts   flag >= {info['thresholds'].get('score_flag')}, review >= "
           f"{info['thresholds'].get('score_review')} (calibrated score)")
     q = info["quarantined"]
@@ -475,6 +477,8 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--backbone", help="refuse to run unless the index uses this backbone")
         sp.add_argument("--no-skip", action="store_true",
                         help="embed every sampled frame (default: skip blank frames, reuse repeated ones)")
+        sp.add_argument("--no-verify", action="store_true",
+                        help="no geometric verification (SIFT + RANSAC) of candidates: faster, less precise")
         model_options(sp)
 
     s = sub.add_parser("scan", parents=[common], help="scan videos/images, one JSON line per input",

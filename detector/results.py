@@ -1,7 +1,8 @@
 """Result objects: what a scan, `score`, the HTTP reply and the Python API return.
 
 `Result.to_dict()` is the result schema of DESIGN.md, extended (never renamed) with `kind`,
-`warnings`, `sha256` (of the input, in batch scans), `timeline` (score over time), and per segment `reference_id`, `similarity`, `box` and `frames`.
+`warnings`, `sha256` (of the input, in batch scans), `timeline` (score over time), per character `inliers`, and per segment `reference_id`, `similarity`,
+`box`, `frames`, `channel` and `inliers`.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ class Segment:
     box: tuple[int, int, int, int]
     frames: int
     channel: str = "embedding"
+    #: best geometric-verification inlier count in the segment (None: never checked)
+    inliers: int | None = None
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,9 @@ class CharacterResult:
     rights_holder: str
     score: float
     segments: tuple[Segment, ...]
+    #: best geometric-verification inlier count over the video (None: never checked); a match
+    #: is verified at >= `detector.scoring.MIN_INLIERS`
+    inliers: int | None = None
 
 
 @dataclass(frozen=True)

@@ -7,11 +7,30 @@ Steps:
        box, and the calibrated score. Near-copy channel: a region whose PDQ hash is within the
        standard distance of a reference hash (`index.nearcopy`) is a hit with `channel:
        "nearcopy"` when it scores higher than the embedding evidence.
+    1b. `verify_frame`, geometric verification (`index.local`): the VERIFY_TOP strongest candidate
+       characters of the frame (calibrated score >= VERIFY_MIN_SCORE) are checked with SIFT +
+       RANSAC in the region the embedding matched, against every view of the character's
+       references; the hit records the inlier count (`inliers`). A check means nothing, and
+       `inliers` stays None unless it succeeded, when the region has fewer than
+       MIN_REGION_FEATURES keypoints (a flat or tiny region) or when none of the character's
+       references passed the index's self-check (flat, simple art: `index.local`). A frame with >= MIN_INLIERS inliers is *verified*: its frame score becomes
+       sigmoid(max(logit(score), 0) + log(inliers / MIN_INLIERS)), so at least 0.5.
     2. `aggregate`, temporal evidence: a character's video score is the calibrated score of the
        mean of its SUPPORT_FRAMES best frame-level normalised similarities (one frame for a still
        image), so one lucky frame does not flag a video; a near-copy hit counts on its own (a PDQ
        match is near-exact evidence). Measured on the dev set: at the calibrated threshold, the
        false-positive rate fell from 0.31 (best frame) to 0.19 for the same recall.
+       Verification then moves that score in logit space, with the same temporal support: V is
+       the mean inlier count of the character's SUPPORT_FRAMES best frames (frames not checked
+       count 0). V >= MIN_INLIERS: the character is verified and scores
+       sigmoid(max(logit(e), 0) + log(V / MIN_INLIERS)) (flagged at the default thresholds, ranked
+       by how much artwork the frames share with a reference). Checked but no frame ever reached
+       MIN_INLIERS: sigmoid(logit(e) - UNVERIFIED_PENALTY), so embedding evidence alone still
+       flags, but only when strong (e >= 0.82 at the defaults). Never checked, or verified in one
+       frame only: e unchanged. Why: a generic backbone
+       finds many characters of the same drawing style alike; shared artwork is what tells one
+       character from another. Measured on the dev set (effnet): AP 0.960 -> 0.986, false-positive
+       rate 0.31 -> 0.04, character accuracy 0.91 -> 1.0, recall 0.94 -> 0.91.
     3. A *segment* is a run of sampled frames whose frame score is at least the review threshold,
        allowing GAP_FRAMES unsupported frames inside it; it reports start, end, the peak frame and
        its reference, region box and channel. Verdict: `flag` if the video score >= the index's
@@ -20,19 +39,22 @@ Steps:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
+from PIL import Image
 
 from detector.regions import Box
 from detector.results import CharacterResult, Result, Segment
 from index.calibrate import BG_K, calibrated_score, normalise
+from index.local import LocalFeatures, count_inliers, describe, padded
 from index.nearcopy import PDQ_BYTES, nearcopy_score
 from index.store import IndexStore, Reference
 
-__all__ = ["GAP_FRAMES", "SUPPORT_FRAMES", "TIMELINE_POINTS", "TOP_K", "CharacterHit", "FrameEvidence", "aggregate",
-           "frame_evidence", "verdict_for"]
+__all__ = ["GAP_FRAMES", "MIN_INLIERS", "SUPPORT_FRAMES", "TIMELINE_POINTS", "TOP_K", "UNVERIFIED_PENALTY",
+           "VERIFY_TOP", "CharacterHit", "FrameEvidence", "aggregate", "frame_evidence", "verdict_for", "verify_frame"]
 
 #: Nearest reference vectors looked up per region.
 TOP_K = 32
@@ -44,6 +66,17 @@ SUPPORT_FRAMES = 2
 MISSING_N = -1.0
 #: at most this many points in a result's `timeline`
 TIMELINE_POINTS = 120
+#: candidate characters verified per frame, and the least calibrated frame score to be one
+VERIFY_TOP = 6
+VERIFY_MIN_SCORE = 0.05
+#: RANSAC inliers that make a match verified. On the dev set no negative clip reached 11 and
+#: every verified positive had at least 21 (`scripts/` has no separate sweep: 12, 15 and 20
+#: gave the same results there)
+MIN_INLIERS = 15
+#: a region with fewer SIFT keypoints cannot be verified (no penalty for failing)
+MIN_REGION_FEATURES = 2 * MIN_INLIERS
+#: logit units taken from a character that was checked and never verified
+UNVERIFIED_PENALTY = 1.5
 
 
 @dataclass(frozen=True)
@@ -56,6 +89,7 @@ class CharacterHit:
     reference: Reference
     box: Box
     channel: str = "embedding"
+    inliers: int | None = None  # geometric verification (step 1b); None = not checked
 
 
 @dataclass(frozen=True)
@@ -113,6 +147,48 @@ def frame_evidence(store: IndexStore, time: float, vectors: np.ndarray, boxes: S
     return FrameEvidence(time, hits)
 
 
+def _logit(p: float) -> float:
+    p = min(max(p, 1e-9), 1 - 1e-9)
+    return math.log(p / (1 - p))
+
+
+def _sigmoid(z: float) -> float:
+    return 1.0 / (1.0 + math.exp(-min(max(z, -60.0), 60.0)))
+
+
+def verified_score(score: float, inliers: float) -> float:
+    """The score of evidence verified with `inliers` >= MIN_INLIERS (steps 1b and 2): >= 0.5."""
+    return _sigmoid(max(_logit(score), 0.0) + math.log(inliers / MIN_INLIERS))
+
+
+def verify_frame(store: IndexStore, image: Image.Image, ev: FrameEvidence, scale: float = 1.0) -> FrameEvidence:
+    """Step 1b: geometric verification of a frame's strongest candidates.
+
+    Args:
+        image: the sampled frame; hit boxes are in the source's pixels, `scale` source pixels per
+            pixel of `image` (`detector.frames.Frame.scale`).
+    """
+    cands = sorted(((c, h) for c, h in ev.hits.items() if h.score >= VERIFY_MIN_SCORE and store.local_features(c)),
+                   key=lambda ch: (-ch[1].score, ch[0]))[:VERIFY_TOP]
+    if not cands:
+        return ev
+    regions: dict[Box, LocalFeatures] = {}
+    hits = dict(ev.hits)
+    for c, h in cands:
+        box = padded(tuple(round(v / scale) for v in h.box), *image.size)
+        if box not in regions:
+            regions[box] = describe(image.crop(box))
+        feats = regions[box]
+        if len(feats) < MIN_REGION_FEATURES:
+            continue
+        n = max(count_inliers(feats, f) for _, f in store.local_features(c))
+        if n >= MIN_INLIERS:
+            hits[c] = replace(h, inliers=n, score=verified_score(h.score, n))
+        elif store.verifiable(c):  # a failed check only counts for art detailed enough to verify
+            hits[c] = replace(h, inliers=n)
+    return FrameEvidence(ev.time, hits)
+
+
 def verdict_for(score: float, flag: float, review: float) -> str:
     return "flag" if score >= flag else "review" if score >= review else "pass"
 
@@ -129,6 +205,7 @@ def _segments(track: list[tuple[float, CharacterHit | None]], review: float) -> 
                 start=run[0][0], end=run[-1][0], peak_time=t_peak, peak_score=peak.score,
                 reference=peak.reference.source_path, reference_id=peak.reference.id,
                 similarity=peak.similarity, box=peak.box, frames=len(run), channel=peak.channel,
+                inliers=max((h.inliers for _, h in run if h.inliers is not None), default=None),
             ))
 
     for t, hit in track:
@@ -146,7 +223,8 @@ def _segments(track: list[tuple[float, CharacterHit | None]], review: float) -> 
 
 def character_score(store: IndexStore, character: str, hits: Sequence[CharacterHit], n_frames: int) -> float:
     """Temporal evidence (step 2): calibrated mean of the best SUPPORT_FRAMES normalised similarities
-    over `n_frames` sampled frames, or the best near-copy frame score if higher.
+    over `n_frames` sampled frames, moved by geometric verification, or the best near-copy frame
+    score if higher.
 
     A frame without embedding evidence for the character counts as MISSING_N: one strong frame
     among several sampled ones is averaged with it, not with itself.
@@ -155,6 +233,14 @@ def character_score(store: IndexStore, character: str, hits: Sequence[CharacterH
     n = sorted((h.normalised for h in hits if np.isfinite(h.normalised)), reverse=True)[:SUPPORT_FRAMES]
     n += [MISSING_N] * (min(SUPPORT_FRAMES, n_frames) - len(n))
     emb = float(calibrated_score(float(np.mean(n)), info.flag_sim, info.sigma)) if n else 0.0
+    checked = sorted((h.inliers for h in hits if h.inliers is not None), reverse=True)
+    if checked:
+        k = min(SUPPORT_FRAMES, n_frames)
+        support = float(np.mean((checked + [0] * k)[:k]))  # like n: unchecked frames count 0
+        if support >= MIN_INLIERS:
+            emb = verified_score(emb, support)
+        elif checked[0] < MIN_INLIERS:  # checked and never verified (verified once: no change)
+            emb = _sigmoid(_logit(emb) - UNVERIFIED_PENALTY)
     near = max((h.score for h in hits if h.channel == "nearcopy"), default=0.0)
     return max(emb, near)
 
@@ -172,7 +258,8 @@ def aggregate(store: IndexStore, path: str, evidence: Sequence[FrameEvidence], *
         segments = _segments(track, review)
         if segments and score >= review:
             info = store.characters[c]
-            characters.append(CharacterResult(c, info.franchise, info.rights_holder, score, tuple(segments)))
+            inliers = max((h.inliers for _, h in track if h is not None and h.inliers is not None), default=None)
+            characters.append(CharacterResult(c, info.franchise, info.rights_holder, score, tuple(segments), inliers))
     characters.sort(key=lambda cr: (-cr.score, cr.character))
     return Result(path=path, verdict=verdict_for(top, flag, review), score=top, frames=len(evidence),
                   duration=duration, characters=tuple(characters), kind=kind, warnings=tuple(warnings),

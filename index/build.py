@@ -5,6 +5,8 @@ Steps of `build_index`:
     2. embed the references in batches with the caller's `Embedder` (the backbone lives in `detector`)
     3. embed the background images as queries; their mean is the centre all vectors are projected
        with (`index.store.project`); calibrate each character against them (`index.calibrate`)
+    (with the embeddings: PDQ hashes for the near-copy channel, SIFT features for geometric
+    verification, `index.nearcopy` / `index.local`)
     4. write a new generation and commit it (`index.store.write_index`)
 
 `add_references` and `remove_references` load the current generation, change it in memory,
@@ -30,6 +32,7 @@ from index.errors import (
     ReferenceNotFoundError,
 )
 from index.images import IMAGE_SUFFIXES, file_sha256, open_image
+from index.local import LocalFeatures, reference_features, self_check
 from index.manifest import ReferenceEntry
 from index.nearcopy import pdq_dihedral
 from index.store import CharacterInfo, IndexData, IndexStore, Reference, _now, index_lock, project, write_index
@@ -95,8 +98,11 @@ def _embed_entries(
     known_sha: dict[str, Reference],
     report: BuildReport,
     progress: Progress,
-) -> tuple[list[Reference], list[np.ndarray], list[str], list[str], list[tuple[str, np.ndarray, np.ndarray]]]:
+) -> tuple[list[Reference], list[np.ndarray], list[str], list[str], list[tuple[str, np.ndarray, np.ndarray]],
+           dict[str, dict[str, LocalFeatures]], dict[str, int]]:
     refs, vecs, vec_refs, views = [], [], [], []
+    local: dict[str, dict[str, LocalFeatures]] = {}
+    checks: dict[str, int] = {}
     hashes: list[tuple[str, np.ndarray, np.ndarray]] = []
     seen = dict(known_sha)
     done = 0
@@ -122,6 +128,8 @@ def _embed_entries(
             imgs.append(img)
             kept.append(ref)
             hashes.append((ref.id, *pdq_dihedral(img)))
+            local[ref.id] = reference_features(img)
+            checks[ref.id] = self_check(img, local[ref.id]["full"])
         for ref, (v, names) in zip(kept, embedder.embed_references(imgs) if imgs else [], strict=True):
             refs.append(ref)
             vecs.append(v)
@@ -129,7 +137,7 @@ def _embed_entries(
             views += names
         done += len(batch)
         progress("references", done, len(entries))
-    return refs, vecs, vec_refs, views, hashes
+    return refs, vecs, vec_refs, views, hashes, local, checks
 
 
 def _add_hashes(data: IndexData, hashes: list[tuple[str, np.ndarray, np.ndarray]]) -> None:
@@ -231,7 +239,7 @@ def build_index(
         raise IndexStoreError(f"{out}: an index already exists here (use --force to replace it, or `mamori index add`)")
     report = BuildReport()
     with index_lock(out):
-        refs, vecs, vec_refs, views, hashes = _embed_entries(entries, embedder, {}, report, progress)
+        refs, vecs, vec_refs, views, hashes, local, checks = _embed_entries(entries, embedder, {}, report, progress)
         if not refs:
             raise IndexStoreError(f"no reference image could be read ({len(report.skipped)} skipped); nothing to index")
         dim = int(embedder.identity["dim"])
@@ -244,7 +252,8 @@ def build_index(
         data = IndexData(
             backbone=dict(embedder.identity), references={r.id: r for r in refs},
             vectors=project(np.concatenate(vecs), centre), vector_refs=vec_refs, vector_views=views,
-            characters={}, background=bg, background_groups=groups, thresholds=rule(), centre=centre,
+            characters={}, background=bg, background_groups=groups, thresholds=rule(), centre=centre, local=local,
+            local_check=checks,
         )
         _add_hashes(data, hashes)
         report.quarantined = _quarantine(data, {r.id for r in refs}, keep_generic)
@@ -265,8 +274,10 @@ def add_references(
         data = IndexStore.open(path).data
         check_identity(data.backbone, embedder, str(path))
         known = {r.sha256: r for r in data.references.values()}
-        refs, vecs, vec_refs, views, hashes = _embed_entries(entries, embedder, known, report, progress)
+        refs, vecs, vec_refs, views, hashes, local, checks = _embed_entries(entries, embedder, known, report, progress)
         if refs:
+            data.local.update(local)
+            data.local_check.update(checks)
             data.references.update({r.id: r for r in refs})
             data.vectors = np.concatenate([data.vectors, project(np.concatenate(vecs), data.centre)])
             data.vector_refs += vec_refs
@@ -311,6 +322,8 @@ def remove_references(
         data.pdq_hashes, data.pdq_quality = data.pdq_hashes[keep_h], data.pdq_quality[keep_h]
         data.pdq_refs = [data.pdq_refs[i] for i in keep_h]
         data.pdq_views = [data.pdq_views[i] for i in keep_h]
+        data.local = {k: v for k, v in data.local.items() if k not in ids}
+        data.local_check = {k: v for k, v in data.local_check.items() if k not in ids}
         data.characters = _characters(data)
         write_index(path, data)
     return gone

@@ -7,6 +7,7 @@ Layout of an index folder:
     INDEX/gen-<id>/vectors.faiss    exact inner-product FAISS index (rows = vectors table)
     INDEX/gen-<id>/meta.sqlite      refs, vectors and characters tables
     INDEX/gen-<id>/background.npz   background query embeddings kept for re-calibration
+    INDEX/gen-<id>/local.npz        SIFT features of each reference view (`index.local`)
     INDEX/.lock               held (flock) by a writer
 
 Why generations: every change (build, add, remove) writes a complete new generation folder,
@@ -36,6 +37,7 @@ import numpy as np
 
 from index.calibrate import SCORE_FLAG, SCORE_REVIEW
 from index.errors import CorruptIndexError, IncompatibleIndexError, IndexLockedError, IndexNotFoundError
+from index.local import VERIFIABLE, LocalFeatures
 from index.nearcopy import PDQ_BYTES, PdqMatcher
 
 __all__ = [
@@ -51,7 +53,7 @@ __all__ = [
     "write_index",
 ]
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 _SCHEMA = """
 CREATE TABLE refs (
     id TEXT PRIMARY KEY, sha256 TEXT UNIQUE NOT NULL, character TEXT NOT NULL,
@@ -123,6 +125,10 @@ class IndexData:
     pdq_quality: np.ndarray | None = None  # (H,) their quality
     pdq_refs: list[str] = field(default_factory=list)  # reference id of each hash
     pdq_views: list[str] = field(default_factory=list)
+    #: reference id -> view name -> SIFT features (geometric verification, `index.local`)
+    local: dict[str, dict[str, LocalFeatures]] = field(default_factory=dict)
+    #: reference id -> self-check inliers (`index.local.self_check`)
+    local_check: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.centre is None:
@@ -305,10 +311,36 @@ def _write_generation(gen: Path, data: IndexData) -> None:
     with open(gen / "background.npz", "wb") as f:
         np.savez(f, vectors=data.background.astype(np.float32), groups=data.background_groups,
                  centre=np.asarray(data.centre, np.float32))
+    with open(gen / "local.npz", "wb") as f:
+        np.savez(f, **_pack_local(data.local, data.local_check))
     for p in gen.iterdir():
         with open(p, "rb") as fh:
             os.fsync(fh.fileno())
     _fsync_path(gen)
+
+
+def _pack_local(local: dict[str, dict[str, LocalFeatures]], checks: dict[str, int]) -> dict[str, np.ndarray]:
+    rows = [(ref, view, f) for ref, views in local.items() for view, f in views.items()]
+    sizes = [len(f) for *_, f in rows]
+    return {
+        "checks": np.array([checks.get(r, 0) for r, *_ in rows], np.int32),
+        "refs": np.array([r for r, *_ in rows], dtype=str).reshape(-1),
+        "views": np.array([v for _, v, _ in rows], dtype=str).reshape(-1),
+        "offsets": np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64),
+        "points": np.concatenate([f.points for *_, f in rows]) if rows else np.zeros((0, 2), np.float32),
+        "descriptors": np.concatenate([f.descriptors for *_, f in rows]) if rows else np.zeros((0, 128), np.uint8),
+    }
+
+
+def _unpack_local(z: Any) -> tuple[dict[str, dict[str, LocalFeatures]], dict[str, int]]:
+    out: dict[str, dict[str, LocalFeatures]] = {}
+    checks = dict(zip(z["refs"].tolist(), z["checks"].tolist(), strict=True))
+    off, pts, desc = z["offsets"], z["points"].astype(np.float32), z["descriptors"].astype(np.uint8)
+    if len(off) != len(z["refs"]) + 1 or (len(off) and off[-1] != len(pts)) or len(pts) != len(desc):
+        raise ValueError("local.npz: feature offsets and arrays disagree")
+    for i, (ref, view) in enumerate(zip(z["refs"].tolist(), z["views"].tolist(), strict=True)):
+        out.setdefault(ref, {})[view] = LocalFeatures(pts[off[i] : off[i + 1]], desc[off[i] : off[i + 1]])
+    return out, checks
 
 
 class IndexStore:
@@ -337,6 +369,16 @@ class IndexStore:
         pdq_active = np.array([not data.references[r].quarantine for r in data.pdq_refs], bool)
         self._pdq_refs = [data.references[r] for r in data.pdq_refs]
         self._pdq = PdqMatcher(data.pdq_hashes, np.where(pdq_active, data.pdq_quality, -1))
+        #: character -> SIFT features of its active reference views, with the reference of each
+        self._local: dict[str, list[tuple[Reference, LocalFeatures]]] = {}
+        #: characters with at least one active reference that passes the self-check
+        self._verifiable: set[str] = set()
+        for ref_id, views in data.local.items():
+            ref = data.references.get(ref_id)
+            if ref is not None and not ref.quarantine:
+                self._local.setdefault(ref.character, []).extend((ref, f) for f in views.values() if len(f))
+                if data.local_check.get(ref_id, 0) >= VERIFIABLE:
+                    self._verifiable.add(ref.character)
         self._background = faiss.IndexFlatIP(faiss_index.d)
         if len(data.background):
             self._background.add(np.ascontiguousarray(project(data.background, data.centre)))
@@ -403,6 +445,15 @@ class IndexStore:
         """Whether any active reference has a usable PDQ hash (the near-copy channel is on)."""
         return len(self._pdq) > 0
 
+    def local_features(self, character: str) -> list[tuple[Reference, LocalFeatures]]:
+        """SIFT features of the character's active reference views (geometric verification)."""
+        return self._local.get(character, [])
+
+    def verifiable(self, character: str) -> bool:
+        """Whether the character has reference art detailed enough that a genuine appearance is
+        expected to verify (`index.local.self_check`)."""
+        return character in self._verifiable
+
     def background_similarity(self, queries: np.ndarray, k: int) -> np.ndarray:
         """(N,) mean cosine of each raw query to its k nearest background regions (0 without background).
 
@@ -429,7 +480,8 @@ class IndexStore:
         out["path"] = str(self.path)
         out["characters"] = {
             name: {"references": per_char.get(name, 0),
-                   **{k: (None if isinstance(v, float) and v != v else v) for k, v in asdict(c).items()}}
+                   **{k: (None if isinstance(v, float) and v != v else v) for k, v in asdict(c).items()},
+                   "verifiable": self.verifiable(name)}
             for name, c in sorted(self.characters.items())
         }
         out["quarantined"] = [
@@ -450,7 +502,7 @@ def _read_generation(gen: Path, manifest: dict[str, Any]) -> tuple[IndexData, An
     if version < FORMAT_VERSION:
         raise IncompatibleIndexError(
             f"index format version {version} was written by an older mamori (this one reads {FORMAT_VERSION}: "
-            "reference views, near-copy hashes, quarantine); rebuild it with `mamori index build`"
+            "reference views, near-copy hashes, quarantine, local features); rebuild it with `mamori index build`"
         )
     db = sqlite3.connect(f"file:{gen / 'meta.sqlite'}?mode=ro", uri=True)
     try:
@@ -465,6 +517,8 @@ def _read_generation(gen: Path, manifest: dict[str, Any]) -> tuple[IndexData, An
         db.close()
     with np.load(gen / "background.npz") as bg:
         background, groups, centre = bg["vectors"], bg["groups"], bg["centre"]
+    with np.load(gen / "local.npz") as z:
+        local, local_check = _unpack_local(z)
     flat = faiss.read_index(str(gen / "vectors.faiss"))
     vectors = flat.reconstruct_n(0, flat.ntotal) if flat.ntotal else np.zeros((0, flat.d), np.float32)
     data = IndexData(
@@ -483,5 +537,7 @@ def _read_generation(gen: Path, manifest: dict[str, Any]) -> tuple[IndexData, An
         pdq_quality=np.array([q for _, _, q, _ in pdq_rows], np.int32),
         pdq_refs=[r for r, *_ in pdq_rows],
         pdq_views=[v for _, v, *_ in pdq_rows],
+        local=local,
+        local_check=local_check,
     )
     return data, flat

@@ -4,6 +4,7 @@ Measures, each in its own subprocess (so peak memory is per measurement):
     (a) ceiling   the bare backbone forward pass on ready tensors: one frame = its regions
                   (47 crops of a 16:9 frame) as one batch, already resized and normalised
     (b) mamori    `Detector.score_video` end to end: decode, sample, crop, model, search, scoring
+    (b') the same with --no-verify (no geometric verification: what verification costs)
     (c) naive     a baseline scanner written here: decode and convert *every* frame with PyAV,
                   PIL crop + resize + normalise per region, one forward pass per sampled frame,
                   FAISS search (same regions, same weights, same sampled frames as mamori), with
@@ -67,9 +68,16 @@ def make_index(backbone: str, work: Path) -> Path:
     from index import build_index
     from index.manifest import ReferenceEntry
 
+    from index import IndexStore
+    from index.errors import IndexStoreError
+
     out = work / "index"
     if (out / "index.json").exists():
-        return out
+        try:
+            IndexStore.open(out)
+            return out
+        except IndexStoreError:  # written by an older mamori: build it again
+            pass
     refs = work / "refs"
     entries = []
     for c in range(6):
@@ -150,12 +158,12 @@ def measure_ceiling(backbone: str, precision: str, frames: int) -> dict[str, flo
     return {"frames": frames, "seconds": dt, "precision": bb.precision, "scan_mb": rss.peak}
 
 
-def measure_mamori(index: str, precision: str, clips: list[str], fps: float) -> dict[str, float]:
+def measure_mamori(index: str, precision: str, clips: list[str], fps: float, verify: bool = True) -> dict[str, float]:
     from PIL import Image
 
     from detector import Detector
 
-    det = Detector.open(index, precision=precision, fps=fps)
+    det = Detector.open(index, precision=precision, fps=fps, verify=verify)
     det.score_image(Image.new("RGB", (64, 36), "white").resize((1280, 720)))  # warm-up, like a running scanner
     with _RssSampler() as rss:
         t = time.perf_counter()
@@ -258,13 +266,16 @@ def speed_table(backbone: str, index: str, short: str, a: argparse.Namespace) ->
         rows["ceiling", prec] = run_child("ceiling", backbone=backbone, precision=prec, frames=n_frames)
         rows["mamori", prec] = run_child("mamori", index=index, precision=prec, clips=[short], fps=a.fps)
         rows["naive", prec] = run_child("naive", index=index, precision=prec, clips=[short], fps=a.fps)
-        for k in ("ceiling", "mamori", "naive"):
+        rows["noverify", prec] = run_child("mamori", index=index, precision=prec, clips=[short], fps=a.fps,
+                                           verify=False)
+        for k in ("ceiling", "mamori", "naive", "noverify"):
             r = rows[k, prec]
             print(f"  {k:8s} {prec}: {r['frames']} frames in {r['seconds']:.1f}s", flush=True)
     fps_of = {k: r["frames"] / r["seconds"] for k, r in rows.items()}
 
     print(f"\n{'':28s}{'fp32':>10s}{'bf16':>10s}   frames/s (peak RSS while scanning, MB: fp32 / bf16)")
-    names = {"ceiling": "(a) backbone on tensors", "mamori": "(b) mamori scan", "naive": "(c) naive scanner"}
+    names = {"ceiling": "(a) backbone on tensors", "mamori": "(b) mamori scan", "naive": "(c) naive scanner",
+             "noverify": "    mamori scan --no-verify"}
     for k, label in names.items():
         cells = "".join(f"{fps_of[k, p]:>10.2f}" for p in ("fp32", "bf16"))
         mem = " / ".join(f"{rows[k, p]['scan_mb']:.0f}" for p in ("fp32", "bf16"))

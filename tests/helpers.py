@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import io
 import os
+import random
 import subprocess
 import sys
 from pathlib import Path
 
-from PIL import Image
+from PIL import Image, ImageDraw, ImageOps
 
-from detector.synth import draw_character
+from detector.synth import draw_character, draw_scene
 
 PROTECTED = ["akane", "benkei", "chiyo"]
 _SCRIPT = Path(sys.executable).with_name("mamori")  # the installed console script, as a user runs it
@@ -31,3 +33,35 @@ def reference_art(name: str, pose: int = 0) -> Image.Image:
     panel = Image.new("RGB", (256, 256), (236, 228, 210))
     panel.paste(fig, (0, 0), fig)
     return panel
+
+
+def detailed_art(seed: str, size: int = 256) -> Image.Image:
+    """Art with plenty of corners and small details (like painted character art), on a plain panel."""
+    r = random.Random(seed)
+    im = Image.new("RGB", (size, size), (236, 228, 210))
+    d = ImageDraw.Draw(im)
+    for _ in range(160):
+        x, y, s = r.uniform(20, size - 20), r.uniform(20, size - 20), r.uniform(4, 22)
+        pts = [(x + r.uniform(-s, s), y + r.uniform(-s, s)) for _ in range(r.randint(3, 5))]
+        d.polygon(pts, fill=tuple(r.randrange(256) for _ in range(3)), outline=(20, 20, 20))
+    return im
+
+
+def jpeg(img: Image.Image, quality: int = 70) -> Image.Image:
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=quality)
+    buf.seek(0)
+    return Image.open(buf).convert("RGB")
+
+
+def pasted(art: Image.Image, *, height_frac: float = 0.3, angle: float = 8.0,
+           mirror: bool = False) -> tuple[Image.Image, tuple[int, int, int, int]]:
+    """The art rotated, scaled to `height_frac` of a cluttered 640x360 scene, pasted, JPEG'd."""
+    scene = draw_scene("verify-clutter")
+    fig = ImageOps.mirror(art) if mirror else art
+    fig = fig.convert("RGBA").rotate(angle, resample=Image.BICUBIC, expand=True)
+    h = round(scene.height * height_frac)
+    fig = fig.resize((round(fig.width * h / fig.height), h), Image.LANCZOS)
+    x0, y0 = 380, 120
+    scene.paste(fig, (x0, y0), fig)
+    return jpeg(scene), (x0, y0, x0 + fig.width, y0 + fig.height)

@@ -6,18 +6,25 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import detailed_art, pasted, reference_art
 from PIL import Image
 
 from detector.scoring import (
+    MIN_INLIERS,
     SUPPORT_FRAMES,
+    UNVERIFIED_PENALTY,
     CharacterHit,
     FrameEvidence,
     _segments,
     aggregate,
+    character_score,
     frame_evidence,
     verdict_for,
+    verified_score,
+    verify_frame,
 )
 from detector.synth import draw_scene
+from index.local import reference_features, self_check
 from index.nearcopy import pdq_dihedral, region_hashes
 from index.store import CharacterInfo, IndexData, IndexStore, Reference, write_index
 
@@ -60,7 +67,7 @@ E = np.eye(4, dtype=np.float32)
 
 
 def _store(tmp_path: Path, refs: dict[str, tuple[str, np.ndarray]], background: np.ndarray | None = None,
-           hashes: dict[str, np.ndarray] | None = None) -> IndexStore:
+           hashes: dict[str, np.ndarray] | None = None, art: dict[str, Image.Image] | None = None) -> IndexStore:
     references = {rid: Reference(id=rid, sha256=rid * 8, character=c, source_path=f"{rid}.png")
                   for rid, (c, _) in refs.items()}
     chars = sorted({c for c, _ in refs.values()})
@@ -71,6 +78,9 @@ def _store(tmp_path: Path, refs: dict[str, tuple[str, np.ndarray]], background: 
         vectors=np.stack([v for _, v in refs.values()]), vector_refs=list(refs), vector_views=["full"] * len(refs),
         characters=info, background=bg, background_groups=np.arange(len(bg), dtype=np.int32), thresholds={},
     )
+    for rid, img in (art or {}).items():
+        data.local[rid] = reference_features(img)
+        data.local_check[rid] = self_check(img, data.local[rid]["full"])
     for rid, h in (hashes or {}).items():
         data.pdq_hashes = np.concatenate([data.pdq_hashes, h])
         data.pdq_quality = np.concatenate([data.pdq_quality, np.full(len(h), 100, np.int32)])
@@ -138,3 +148,53 @@ def test_one_lucky_frame_does_not_flag_but_sustained_evidence_does(tmp_path: Pat
     # a still image has one frame: that frame is all the support there is
     still = aggregate(store, "still", [FrameEvidence(0.0, {"a": strong})], kind="image", duration=0.0)
     assert still.verdict == "flag"
+
+
+# --- geometric verification (step 1b) and its effect on the video score -----------------------
+
+
+def test_verify_frame_confirms_the_pasted_art_and_checks_the_others(tmp_path: Path) -> None:
+    hero, other = detailed_art("hero"), detailed_art("someone-else")
+    store = _store(tmp_path, {"ra": ("hero", E[0]), "rb": ("other", E[1])}, art={"ra": hero, "rb": other})
+    frame, box = pasted(hero)
+    # both characters matched the art's region by embedding, at a modest score; frame at half size
+    half = frame.resize((320, 180))
+    ev = FrameEvidence(1.0, {c: CharacterHit(0.5, 0.1, 0.3, store.references[r], box)
+                             for c, r in (("hero", "ra"), ("other", "rb"))})
+    out = verify_frame(store, half, ev, scale=2.0)
+    h, o = out.hits["hero"], out.hits["other"]
+    assert h.inliers is not None and h.inliers >= MIN_INLIERS and h.score == pytest.approx(verified_score(0.3, h.inliers))
+    assert h.score >= 0.5 and h.box == box and h.normalised == 0.1  # the embedding evidence is kept
+    assert o.inliers is not None and o.inliers < MIN_INLIERS and o.score == 0.3  # checked, failed: frame score kept
+
+
+def test_flat_art_is_never_penalised_for_failing_verification(tmp_path: Path) -> None:
+    flat = reference_art("akane")
+    store = _store(tmp_path, {"ra": ("akane", E[0])}, art={"ra": flat})
+    frame = draw_scene("verify-flat")
+    ev = FrameEvidence(0.0, {"akane": CharacterHit(0.5, 0.1, 0.3, store.references["ra"], (300, 100, 500, 300))})
+    assert verify_frame(store, frame, ev).hits["akane"].inliers is None  # flat art: a failed check means nothing
+
+
+def test_video_score_rules_for_verified_unverified_and_unchecked(tmp_path: Path) -> None:
+    store = _store(tmp_path, {"ra": ("a", E[0])})
+    ref = store.references["ra"]
+
+    def hits(inliers: int | None) -> list[CharacterHit]:
+        return [CharacterHit(0.5, 0.3, 0.5, ref, (0, 0, 1, 1), inliers=inliers) for _ in range(2)]
+
+    unchecked = character_score(store, "a", hits(None), 2)
+    assert unchecked == pytest.approx(0.5)  # n at the threshold: 0.5
+    z = np.log(unchecked / (1 - unchecked))
+    assert character_score(store, "a", hits(3), 2) == pytest.approx(1 / (1 + np.exp(-(z - UNVERIFIED_PENALTY))))
+    v15, v60 = character_score(store, "a", hits(MIN_INLIERS), 2), character_score(store, "a", hits(4 * MIN_INLIERS), 2)
+    assert v15 == pytest.approx(0.5) and v60 == pytest.approx(1 / (1 + 1 / 4)) and v60 > v15
+    # temporal support: the mean of the two best frames' counts (31 here) decides
+    mixed = [CharacterHit(0.5, 0.3, 0.5, ref, (0, 0, 1, 1), inliers=n) for n in (2, 4 * MIN_INLIERS)]
+    support = (2 + 4 * MIN_INLIERS) / 2
+    assert character_score(store, "a", mixed, 2) == pytest.approx(support / (support + MIN_INLIERS))
+    res = aggregate(store, "v", [FrameEvidence(t, {"a": h}) for t, h in enumerate(mixed)], kind="video", duration=2.0)
+    assert res.characters[0].inliers == 4 * MIN_INLIERS and res.characters[0].segments[0].inliers == 4 * MIN_INLIERS
+    # one verified frame among unverified ones is not sustained: neither boost nor penalty
+    once = [CharacterHit(0.5, 0.3, 0.5, ref, (0, 0, 1, 1), inliers=n) for n in (MIN_INLIERS + 5, None, None)]
+    assert character_score(store, "a", once, 3) == pytest.approx(unchecked)

@@ -1,0 +1,81 @@
+"""`index.local`: SIFT + RANSAC geometric verification, reference self-check, and storage in the index."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import detailed_art, pasted, reference_art
+from PIL import Image
+
+from detector.scoring import MIN_INLIERS
+from detector.synth import draw_scene
+from index.local import VERIFIABLE, count_inliers, describe, padded, reference_features, self_check
+from index.store import IndexData, IndexStore, Reference, write_index
+
+
+def test_a_transformed_copy_in_clutter_verifies_and_other_art_does_not() -> None:
+    art, other = detailed_art("hero"), detailed_art("someone-else")
+    frame, box = pasted(art)
+    region = describe(frame.crop(padded(box, *frame.size)))
+    assert len(region) >= 2 * MIN_INLIERS
+    assert count_inliers(region, reference_features(art)["full"]) >= MIN_INLIERS
+    assert max(count_inliers(region, f) for f in reference_features(other).values()) < MIN_INLIERS
+    # the scene around the art alone does not verify it
+    empty = describe(draw_scene("verify-clutter").crop(padded(box, 640, 360)))
+    assert count_inliers(empty, reference_features(art)["full"]) < MIN_INLIERS
+
+
+def test_a_mirrored_copy_verifies_through_the_mirror_view() -> None:
+    art = detailed_art("hero")
+    frame, box = pasted(art, mirror=True, angle=-5.0)
+    region = describe(frame.crop(padded(box, *frame.size)))
+    views = reference_features(art)
+    assert count_inliers(region, views["mirror"]) >= MIN_INLIERS
+    assert count_inliers(region, views["mirror"]) > count_inliers(region, views["full"])
+
+
+def test_self_check_tells_detailed_art_from_flat_art() -> None:
+    art = detailed_art("hero")
+    assert self_check(art, reference_features(art)["full"]) >= VERIFIABLE
+    flat = reference_art("akane")  # a few flat shapes: too few corners to expect verification
+    assert self_check(flat, reference_features(flat)["full"]) < VERIFIABLE
+
+
+def test_features_are_bounded_and_flat_images_have_none() -> None:
+    f = describe(detailed_art("hero", 512))
+    assert 0 < len(f) <= 500 and f.descriptors.dtype == np.uint8 and f.points.max() <= 320
+    assert len(describe(Image.new("RGB", (300, 200), (40, 90, 200)))) == 0
+    assert count_inliers(describe(Image.new("RGB", (50, 50))), f) == 0
+
+
+def test_padded_box_is_clipped() -> None:
+    assert padded((10, 10, 110, 50), 120, 60) == (0, 0, 120, 60)
+    assert padded((40, 20, 80, 40), 640, 360) == (30, 15, 90, 45)
+
+
+@pytest.mark.parametrize("quarantined", [False, True])
+def test_local_features_round_trip_through_the_index(tmp_path: Path, quarantined: bool) -> None:
+    art, flat = detailed_art("hero"), reference_art("akane")
+    refs = {
+        "ra": Reference(id="ra", sha256="a" * 64, character="hero", quarantine="generic" if quarantined else ""),
+        "rb": Reference(id="rb", sha256="b" * 64, character="plain"),
+    }
+    local = {"ra": reference_features(art), "rb": reference_features(flat)}
+    data = IndexData(
+        backbone={"name": "test", "dim": 4}, references=refs, vectors=np.eye(4, dtype=np.float32)[:2],
+        vector_refs=["ra", "rb"], vector_views=["full", "full"], characters={},
+        background=np.zeros((0, 4), np.float32), background_groups=np.zeros(0, np.int32), thresholds={},
+        local=local, local_check={"ra": self_check(art, local["ra"]["full"]), "rb": self_check(flat, local["rb"]["full"])},
+    )
+    write_index(tmp_path / "idx", data)
+    store = IndexStore.open(tmp_path / "idx")
+    got = store.data.local["ra"]["mirror"]
+    assert np.array_equal(got.descriptors, local["ra"]["mirror"].descriptors)
+    assert np.allclose(got.points, local["ra"]["mirror"].points)
+    assert store.data.local_check == data.local_check
+    # quarantined references are never matched, locally either
+    assert len(store.local_features("hero")) == (0 if quarantined else 2)
+    assert store.verifiable("hero") is not quarantined
+    assert len(store.local_features("plain")) == 2 and not store.verifiable("plain")
