@@ -2,8 +2,8 @@
 
 Columns: the input, its verdict and score, and the evidence a reviewer filters on first: the top
 character with its franchise and rights holder, that character's strongest segment (start, end,
-peak time and score, reference, channel, box), the other characters found, the error, and the
-input's sha256. Written with the csv module (quoting, UTF-8), via a temporary file renamed into
+peak time and score, reference, channel, box), its geometric-verification inliers, the other
+characters found, the error, and the input's sha256. Written with the csv module (quoting, UTF-8), via a temporary file renamed into
 place, so a crash never leaves half a spreadsheet.
 """
 
@@ -21,7 +21,7 @@ from detector.errors import ConfigError
 __all__ = ["CSV_COLUMNS", "read_results", "write_csv"]
 
 CSV_COLUMNS = ("path", "verdict", "score", "frames", "duration", "character", "franchise", "rights_holder",
-               "start", "end", "peak_time", "peak_score", "reference", "channel", "box", "other_characters",
+               "start", "end", "peak_time", "peak_score", "reference", "channel", "inliers", "box", "other_characters",
                "error", "sha256")
 
 
@@ -60,6 +60,7 @@ def _row(rec: dict[str, Any]) -> dict[str, Any]:
         "character": top.get("character", ""), "franchise": top.get("franchise", ""),
         "rights_holder": top.get("rights_holder", ""),
         **{k: seg.get(k, "") for k in ("start", "end", "peak_time", "peak_score", "reference", "channel")},
+        "inliers": "" if top.get("inliers") is None else top["inliers"],
         "box": " ".join(map(str, seg.get("box") or [])),
         "other_characters": "; ".join(f"{c['character']} ({c['score']:.2f})" for c in chars[1:]),
         "error": rec.get("error") or "", "sha256": rec.get("sha256") or "",

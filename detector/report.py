@@ -36,6 +36,7 @@ from urllib.parse import quote
 from PIL import Image, ImageDraw
 
 from detector.errors import MediaError
+from detector.scoring import MIN_INLIERS
 from index.errors import IndexStoreError
 
 __all__ = ["MAX_CHARACTERS", "MAX_SEGMENTS", "PAGE_SIZE", "THUMB_SIDE", "report_data", "write_report"]
@@ -139,7 +140,8 @@ def report_data(results: Sequence[dict[str, Any]], files: Path | None, base: Pat
     "v": verdict, "s": score, "d": duration, "n": frames sampled, "t": timeline times (a list, or
     {"a": first, "d": step} when evenly spaced), "y":
     timeline scores in percent, "c": [[character#, score, [[start, end, peak_time, peak_score,
-    reference#, channel, frame thumbnail or "", why-missing# or -1], ...]], ...]}; `characters[#]` =
+    reference#, channel, frame thumbnail or "", why-missing# or -1], ...](, inliers when checked)], ...]};
+    `characters[#]` =
     [name, franchise, rights holder], `references[#]` = [path, thumbnail or "", why missing],
     `why[#]` = a reason text.
     """
@@ -170,7 +172,7 @@ def report_data(results: Sequence[dict[str, Any]], files: Path | None, base: Pat
                               s.get("channel") or "embedding", "" if missing else frame,
                               why(missing) if missing else -1])
             who = characters([c.get("character") or "", c.get("franchise") or "", c.get("rights_holder") or ""])
-            chars.append([who, c.get("score"), shown])
+            chars.append([who, c.get("score"), shown] + ([c["inliers"]] if c.get("inliers") is not None else []))
         tl = r.get("timeline") or []
         rows.append({"p": r["path"], "h": _link(r["path"], base), "v": r["verdict"], "s": r.get("score"),
                      "d": r.get("duration"), "n": r.get("frames"), "t": _times([t for t, _ in tl]),
@@ -204,7 +206,7 @@ def write_report(results: Sequence[dict[str, Any]], out: str | Path, *, index: s
     counts: dict[str, int] = {}
     for r in results:
         counts[str(r.get("verdict"))] = counts.get(str(r.get("verdict")), 0) + 1
-    data.update({"thresholds": thresholds, "counts": counts, "page_size": PAGE_SIZE,
+    data.update({"thresholds": thresholds, "counts": counts, "page_size": PAGE_SIZE, "min_inliers": MIN_INLIERS,
                  "files": quote(files.name) + "/" if files is not None else "",
                  "generated": time.strftime("%Y-%m-%d %H:%M:%S %Z")})
     # JSON inside <script>: escape '<' so no string can close the element
@@ -301,10 +303,11 @@ function row(r) {
   tr.appendChild(td1);
   const td2 = el("td"); td2.appendChild(chart(r.t, r.y, r.d)); tr.appendChild(td2);
   const td3 = el("td");
-  for (const [who, score, segs] of r.c) {
+  for (const [who, score, segs, inliers] of r.c) {
     const [name, franchise, rights] = D.characters[who];
     td3.appendChild(el("div", {}, name + " (" + (franchise || "?") + "; rights: " + (rights || "?") + "): " +
-      fmt(score, 3)));
+      fmt(score, 3) + (inliers === undefined ? "" : "; geometric check: " + inliers + " matching keypoints" +
+      (inliers >= D.min_inliers ? " (verified)" : " (not verified)"))));
     for (const [start, end, peak, peakScore, ref, channel, frame, why] of segs) {
       const [refPath, refImg, refWhy] = D.references[ref];
       const d = el("div", {class: "seg"});

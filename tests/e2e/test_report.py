@@ -19,7 +19,7 @@ import pytest
 from helpers import reference_art, run_cli
 from PIL import Image
 
-from detector.report import write_report
+from detector.report import report_data, write_report
 from detector.synth import make_clip
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -67,7 +67,8 @@ def test_report_lists_flagged_videos_with_thumbnails(report: dict[str, Path]) ->
     files = report["html"].parent / "report_files"
     wide = next(r for r in results if r["path"].endswith("wide.mp4"))
     row = next(r for r in data["rows"] if r["p"] == wide["path"])
-    who, _, segs = row["c"][0]
+    who, _, segs, *checked = row["c"][0]
+    assert checked == ([] if wide["characters"][0].get("inliers") is None else [wide["characters"][0]["inliers"]])
     assert data["characters"][who][0] == wide["characters"][0]["character"] == "benkei"
     frame_img, ref = segs[0][6], data["references"][segs[0][4]]
     assert ref[0] == wide["characters"][0]["segments"][0]["reference"] and frame_img and ref[1]
@@ -132,7 +133,8 @@ def _fake_results(n: int, video: str, reference: str) -> list[dict[str, object]]
                   "segments": [{"start": 1.0 * s, "end": 1.0 * s + 2, "peak_time": 1.0 * s + 1,
                                 "peak_score": 0.9, "reference": reference, "reference_id": "0123456789abcdef",
                                 "similarity": 0.8, "box": [10, 20, 200, 300], "frames": 3,
-                                "channel": "embedding"} for s in range(3)]} for c in range(3)]
+                                "channel": "embedding", "inliers": 157} for s in range(3)],
+                  "inliers": 157} for c in range(3)]
         rows.append({"path": f"{video}/day-2026-11-24/batch-{i // 1000:03d}/clip-{i:06d}.mp4", "verdict": "flag",
                      "score": chars[0]["score"], "frames": 120, "duration": 60.0, "characters": chars,
                      "error": None, "sha256": f"{i:064x}",
@@ -156,3 +158,17 @@ def test_a_10000_video_report_stays_small_and_opens(tmp_path: Path) -> None:
     dom = _chromium((tmp_path / "big.html").as_uri(), "--dump-dom")
     assert 'data-rendered="50"' in dom and "page 1 of 200 (10000 videos)" in dom
     assert "video file not found" in dom
+
+
+def test_rows_carry_the_geometric_check(tmp_path: Path) -> None:
+    ref = tmp_path / "ref.png"
+    reference_art("akane", 0).save(ref)
+    [checked] = _fake_results(1, str(tmp_path / "gone"), str(ref))
+    unchecked = json.loads(json.dumps(checked))
+    unchecked["path"] = "other.mp4"
+    for c in unchecked["characters"]:
+        del c["inliers"]
+    data = report_data([checked, unchecked], None, tmp_path)
+    by_path = {r["p"]: r for r in data["rows"]}
+    assert [c[3] for c in by_path[checked["path"]]["c"]] == [157, 157, 157]
+    assert all(len(c) == 3 for c in by_path["other.mp4"]["c"])  # no check: nothing added to the row
