@@ -13,8 +13,10 @@ Steps:
        references; the hit records the inlier count (`inliers`). A check means nothing, and
        `inliers` stays None unless it succeeded, when the region has fewer than
        MIN_REGION_FEATURES keypoints (a flat or tiny region) or when none of the character's
-       references passed the index's self-check (flat, simple art: `index.local`). A frame with >= MIN_INLIERS inliers is *verified*: its frame score becomes
-       sigmoid(max(logit(score), 0) + log(inliers / MIN_INLIERS)), so at least 0.5.
+       references passed the index's self-check (flat, simple art: `index.local`). A frame with
+       >= MIN_INLIERS inliers is *verified*: its frame score becomes
+       sigmoid(max(logit(score), 0) + log(inliers / MIN_INLIERS)), so at least 0.5, and its
+       reference becomes the one that verified it.
     2. `aggregate`, temporal evidence: a character's video score is the calibrated score of the
        mean of its SUPPORT_FRAMES best frame-level normalised similarities (one frame for a still
        image), so one lucky frame does not flag a video; a near-copy hit counts on its own (a PDQ
@@ -27,10 +29,10 @@ Steps:
        by how much artwork the frames share with a reference). Checked but no frame ever reached
        MIN_INLIERS: sigmoid(logit(e) - UNVERIFIED_PENALTY), so embedding evidence alone still
        flags, but only when strong (e >= 0.82 at the defaults). Never checked, or verified in one
-       frame only: e unchanged. Why: a generic backbone
-       finds many characters of the same drawing style alike; shared artwork is what tells one
-       character from another. Measured on the dev set (effnet): AP 0.960 -> 0.986, false-positive
-       rate 0.31 -> 0.04, character accuracy 0.91 -> 1.0, recall 0.94 -> 0.91.
+       frame only: e unchanged. Why: a generic backbone finds many characters of the same drawing
+       style alike; shared artwork is what tells one character from another. Measured on the dev
+       set (effnet, `evaluate.py`): AP 0.960 -> 0.984, false-positive rate 0.31 -> 0.00,
+       character accuracy 0.91 -> 0.97, recall 0.94 -> 0.91.
     3. A *segment* is a run of sampled frames whose frame score is at least the review threshold,
        allowing GAP_FRAMES unsupported frames inside it; it reports start, end, the peak frame and
        its reference, region box and channel. Verdict: `flag` if the video score >= the index's
@@ -69,9 +71,9 @@ TIMELINE_POINTS = 120
 #: candidate characters verified per frame, and the least calibrated frame score to be one
 VERIFY_TOP = 6
 VERIFY_MIN_SCORE = 0.05
-#: RANSAC inliers that make a match verified. On the dev set no negative clip reached 11 and
-#: every verified positive had at least 21 (`scripts/` has no separate sweep: 12, 15 and 20
-#: gave the same results there)
+#: RANSAC inliers that make a match verified. On the dev set no negative clip's candidate reached
+#: 11 and every verified positive had at least 21; an offline sweep there gave the same metrics
+#: for 12, 15 and 20
 MIN_INLIERS = 15
 #: a region with fewer SIFT keypoints cannot be verified (no penalty for failing)
 MIN_REGION_FEATURES = 2 * MIN_INLIERS
@@ -181,9 +183,9 @@ def verify_frame(store: IndexStore, image: Image.Image, ev: FrameEvidence, scale
         feats = regions[box]
         if len(feats) < MIN_REGION_FEATURES:
             continue
-        n = max(count_inliers(feats, f) for _, f in store.local_features(c))
+        n, ref = max(((count_inliers(feats, f), r) for r, f in store.local_features(c)), key=lambda nr: nr[0])
         if n >= MIN_INLIERS:
-            hits[c] = replace(h, inliers=n, score=verified_score(h.score, n))
+            hits[c] = replace(h, inliers=n, score=verified_score(h.score, n), reference=ref)
         elif store.verifiable(c):  # a failed check only counts for art detailed enough to verify
             hits[c] = replace(h, inliers=n)
     return FrameEvidence(ev.time, hits)

@@ -34,6 +34,7 @@ references keep at most MAX_FEATURES keypoints: (MAX_FEATURES x 128) uint8 + coo
 from __future__ import annotations
 
 import io
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -56,14 +57,15 @@ VERIFIABLE = 60
 _SAME_PLACE = 2.0  # pixels (SIDE scale): keypoints closer than this are one place
 
 cv2.setNumThreads(1)  # the model owns the cores; one SIFT call is small
-_sift = None
+_local = threading.local()
 
 
 def _detector() -> cv2.SIFT:
-    global _sift
-    if _sift is None:
-        _sift = cv2.SIFT_create(nfeatures=MAX_FEATURES)
-    return _sift
+    """One SIFT object per thread (scan workers and the HTTP service call this concurrently)."""
+    sift = getattr(_local, "sift", None)
+    if sift is None:
+        sift = _local.sift = cv2.SIFT_create(nfeatures=MAX_FEATURES)
+    return sift
 
 
 @dataclass(frozen=True)
@@ -89,7 +91,6 @@ def describe(img: Image.Image) -> LocalFeatures:
     s = SIDE / max(w, h)
     size = (max(1, round(w * s)), max(1, round(h * s)))
     grey = np.asarray(img.convert("L").resize(size, Image.BICUBIC if s > 1 else Image.BOX), dtype=np.uint8)
-    # OpenCV's SIFT thread pool is process-wide; concurrent callers are safe (detect is reentrant)
     kps, desc = _detector().detectAndCompute(np.ascontiguousarray(grey), None)
     if desc is None or not kps:
         return LocalFeatures.empty()
