@@ -14,9 +14,9 @@ Steps (OpenCV, `opencv-python-headless`):
     2. `count_inliers`: each reference keypoint's two nearest region descriptors (L2); Lowe's ratio
        test (RATIO) keeps unambiguous matches; `cv2.estimateAffinePartial2D` with RANSAC
        (RANSAC_PX reprojection error on the SIDE-pixel scale) fits one similarity transform; the
-       count of matches that agree with it, as distinct places in both images (SIFT puts one keypoint
-       per dominant orientation, so one corner can give several), is the evidence. A transform that shrinks or grows
-       the reference by more than MAX_SCALE, or is degenerate, counts 0.
+       count of matches that agree with it, as distinct places in both images (SIFT puts one
+       keypoint per dominant orientation, so one corner can give several), is the evidence. A
+       transform that shrinks or grows the reference by more than MAX_SCALE counts 0.
     3. `self_check`, at index time: the reference shrunk to a third of its size and JPEG-compressed
        (a character at ~40% of a 360p frame) is matched back to the reference. Art that keeps at
        least VERIFIABLE inliers is detailed enough that a genuine appearance is expected to verify;
@@ -26,8 +26,9 @@ Steps (OpenCV, `opencv-python-headless`):
        in the region the embedding matched (enlarged by PAD on each side, so a box that cuts the
        character still holds it), and turns the best inlier count of a character into evidence.
 
-Cost: SIFT on a 320-pixel region ~5 ms, one match ~1 ms per reference view (2 cores);
-references keep at most MAX_FEATURES keypoints: (MAX_FEATURES x 128) uint8 + coordinates, about
+Cost (one thread, this 2-core machine): SIFT on a region resized to 320 pixels 10-35 ms, one
+match 1-3 ms per reference view; `scripts/bench_scan.py` measures the whole (`--no-verify` row).
+References keep at most MAX_FEATURES keypoints: (MAX_FEATURES x 128) uint8 + coordinates, about
 70 KB per view.
 """
 

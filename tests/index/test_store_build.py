@@ -203,6 +203,12 @@ def test_pdq_hashes_stored_and_removed_with_their_reference(tmp_path: Path, refs
     data = IndexStore.open(tmp_path / "idx").data
     assert data.pdq_hashes.shape == (2 * 8, 32)
     assert {data.references[r].character for r in data.pdq_refs} == {"green", "blue"}
+    # SIFT features (geometric verification) follow their references too
+    assert set(data.local) == set(data.local_check) == set(data.references)
+    add_references(tmp_path / "idx", read_folder(refs), FakeEmbedder())
+    data = IndexStore.open(tmp_path / "idx").data
+    assert set(data.local) == set(data.references) and len(data.references) == 4
+    assert all(set(views) == {"full", "mirror"} for views in data.local.values())
 
 
 def test_thresholds_set_and_kept_across_changes(tmp_path: Path, refs: Path) -> None:
