@@ -104,12 +104,10 @@ class Detector:
                 raise MediaLimitError(f"scoring did not finish within request_timeout ({p.frame.index} frames done)",
                                       limit="request_timeout")
             if p.pixels is not None:  # a new frame, or the first flat frame of its key
-                boxes = p.boxes if p.frame.scale == 1.0 else [
-                    (round(x0 * p.frame.scale), round(y0 * p.frame.scale), round(x1 * p.frame.scale),
-                     round(y1 * p.frame.scale)) for x0, y0, x1, y1 in p.boxes]  # in the source's pixels
-                ev = frame_evidence(self.store, p.frame.time, self.embed_pixels(p.pixels), boxes, p.hashes)
+                ev = frame_evidence(self.store, p.frame.time, self.embed_pixels(p.pixels), p.boxes, p.hashes)
                 if self.verify:
-                    ev = verify_frame(self.store, p.frame.image, ev, p.frame.scale)
+                    ev = verify_frame(self.store, p.frame.image, ev)
+                ev = ev.scaled(p.frame.scale)  # boxes in the source's pixels
                 if p.kind == "new":
                     last = ev
                 elif p.key is not None and len(blanks) < BLANK_KEYS:

@@ -130,7 +130,8 @@ def scan_ray(index: str | Path, options: dict[str, Any], jobs: Iterable[Job], wo
     Args:
         options: keyword arguments of `Detector.open` (backbone, precision, device, fps, ...).
         address: an existing cluster (`ray://host:10001` or `host:6379`); None starts a private
-            local Ray on this machine, bound to the loopback interface, and stops it afterwards.
+            local Ray on this machine (node address 127.0.0.1; Ray's own servers still listen on
+            all interfaces, with its token authentication) and stops it afterwards.
         cpus_per_worker: CPUs each actor reserves (and its PyTorch threads).
 
     Raises:

@@ -72,6 +72,11 @@ def prepare_frames(frames: Iterator[Frame], embedder: RegionEmbedder, *, nearcop
     """Step 2 of the module docstring for each frame; `skip=False` embeds every frame."""
     last: np.ndarray | None = None
     blanks: set[tuple[int, ...]] = set()
+
+    def embedded(fr: Frame, kind: str, key: tuple[int, ...] | None = None) -> PreparedFrame:
+        pixels, boxes = embedder.prepare_frame(fr.image)
+        return PreparedFrame(fr, kind, boxes, pixels, region_hashes(fr.image, boxes) if nearcopy else None, key)
+
     for fr in frames:
         if skip:
             sig = signature(fr.image)
@@ -83,9 +88,7 @@ def prepare_frames(frames: Iterator[Frame], embedder: RegionEmbedder, *, nearcop
                     continue
                 if len(blanks) < BLANK_KEYS:
                     blanks.add(key)
-                pixels, boxes = embedder.prepare_frame(fr.image)
-                hashes = region_hashes(fr.image, boxes) if nearcopy else None
-                yield PreparedFrame(fr, "blank", boxes, pixels, hashes, key=key)
+                yield embedded(fr, "blank", key)
                 continue
             if last is not None:
                 diff = np.abs(sig - last)
@@ -93,9 +96,7 @@ def prepare_frames(frames: Iterator[Frame], embedder: RegionEmbedder, *, nearcop
                     yield PreparedFrame(fr, "repeat", [])
                     continue
             last = sig
-        pixels, boxes = embedder.prepare_frame(fr.image)
-        hashes = region_hashes(fr.image, boxes) if nearcopy else None
-        yield PreparedFrame(fr, "new", boxes, pixels, hashes)
+        yield embedded(fr, "new")
 
 
 class _Done:

@@ -138,12 +138,11 @@ def report_data(results: Sequence[dict[str, Any]], files: Path | None, base: Pat
 
     Encoding (compact, because a report may hold 10,000+ rows): `rows[i]` = {"p": path, "h": link,
     "v": verdict, "s": score, "d": duration, "n": frames sampled, "t": timeline times (a list, or
-    {"a": first, "d": step} when evenly spaced), "y":
-    timeline scores in percent, "c": [[character#, score, [[start, end, peak_time, peak_score,
-    reference#, channel, frame thumbnail or "", why-missing# or -1], ...](, inliers when checked)], ...]};
-    `characters[#]` =
-    [name, franchise, rights holder], `references[#]` = [path, thumbnail or "", why missing],
-    `why[#]` = a reason text.
+    {"a": first, "d": step} when evenly spaced), "y": timeline scores in percent, "c":
+    [[character#, score, [[start, end, peak_time, peak_score, reference#, channel, frame thumbnail
+    or "", why-missing# or -1], ...], inliers (only when checked)], ...]}; `characters[#]` = [name,
+    franchise, rights holder], `references[#]` = [path, thumbnail or "", why missing], `why[#]` = a
+    reason text.
     """
     wanted = [r for r in results if r.get("verdict") in ("flag", "review")]
     wanted.sort(key=lambda r: -float(r.get("score") or 0.0))

@@ -99,6 +99,14 @@ class FrameEvidence:
     time: float
     hits: dict[str, CharacterHit]
 
+    def scaled(self, scale: float) -> FrameEvidence:
+        """The same evidence with boxes multiplied by `scale` (sampled frame -> source pixels,
+        `detector.frames.Frame.scale`)."""
+        if scale == 1.0:
+            return self
+        return FrameEvidence(self.time, {c: replace(h, box=tuple(round(v * scale) for v in h.box))
+                                         for c, h in self.hits.items()})
+
 
 def frame_evidence(store: IndexStore, time: float, vectors: np.ndarray, boxes: Sequence[Box],
                    hashes: tuple[np.ndarray, np.ndarray] | None = None) -> FrameEvidence:
@@ -163,13 +171,8 @@ def verified_score(score: float, inliers: float) -> float:
     return _sigmoid(max(_logit(score), 0.0) + math.log(inliers / MIN_INLIERS))
 
 
-def verify_frame(store: IndexStore, image: Image.Image, ev: FrameEvidence, scale: float = 1.0) -> FrameEvidence:
-    """Step 1b: geometric verification of a frame's strongest candidates.
-
-    Args:
-        image: the sampled frame; hit boxes are in the source's pixels, `scale` source pixels per
-            pixel of `image` (`detector.frames.Frame.scale`).
-    """
+def verify_frame(store: IndexStore, image: Image.Image, ev: FrameEvidence) -> FrameEvidence:
+    """Step 1b: geometric verification of a frame's strongest candidates (boxes in `image`'s pixels)."""
     cands = sorted(((c, h) for c, h in ev.hits.items() if h.score >= VERIFY_MIN_SCORE and store.local_features(c)),
                    key=lambda ch: (-ch[1].score, ch[0]))[:VERIFY_TOP]
     if not cands:
@@ -177,7 +180,7 @@ def verify_frame(store: IndexStore, image: Image.Image, ev: FrameEvidence, scale
     regions: dict[Box, LocalFeatures] = {}
     hits = dict(ev.hits)
     for c, h in cands:
-        box = padded(tuple(round(v / scale) for v in h.box), *image.size)
+        box = padded(h.box, *image.size)
         if box not in regions:
             regions[box] = describe(image.crop(box))
         feats = regions[box]

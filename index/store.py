@@ -423,7 +423,7 @@ class IndexStore:
             manifest = json.loads(manifest_path.read_text())
             gen = path / manifest["generation"]
             data, faiss_index = _read_generation(gen, manifest)
-        except (OSError, KeyError, ValueError, sqlite3.Error, RuntimeError, zipfile.BadZipFile) as exc:
+        except (OSError, EOFError, KeyError, ValueError, sqlite3.Error, RuntimeError, zipfile.BadZipFile) as exc:
             raise CorruptIndexError(f"{path}: index files are unreadable ({exc})") from exc
         if faiss_index.ntotal != len(data.vector_refs) or faiss_index.d != int(data.backbone["dim"]):
             raise CorruptIndexError(f"{path}: FAISS vectors and metadata disagree")

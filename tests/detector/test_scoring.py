@@ -157,11 +157,10 @@ def test_verify_frame_confirms_the_pasted_art_and_checks_the_others(tmp_path: Pa
     hero, other = detailed_art("hero"), detailed_art("someone-else")
     store = _store(tmp_path, {"ra": ("hero", E[0]), "rb": ("other", E[1])}, art={"ra": hero, "rb": other})
     frame, box = pasted(hero)
-    # both characters matched the art's region by embedding, at a modest score; frame at half size
-    half = frame.resize((320, 180))
+    # both characters matched the art's region by embedding, at a modest score
     ev = FrameEvidence(1.0, {c: CharacterHit(0.5, 0.1, 0.3, store.references[r], box)
                              for c, r in (("hero", "ra"), ("other", "rb"))})
-    out = verify_frame(store, half, ev, scale=2.0)
+    out = verify_frame(store, frame, ev)
     h, o = out.hits["hero"], out.hits["other"]
     assert h.inliers is not None and h.inliers >= MIN_INLIERS and h.score == pytest.approx(verified_score(0.3, h.inliers))
     assert h.score >= 0.5 and h.box == box and h.normalised == 0.1  # the embedding evidence is kept
@@ -198,3 +197,11 @@ def test_video_score_rules_for_verified_unverified_and_unchecked(tmp_path: Path)
     # one verified frame among unverified ones is not sustained: neither boost nor penalty
     once = [CharacterHit(0.5, 0.3, 0.5, ref, (0, 0, 1, 1), inliers=n) for n in (MIN_INLIERS + 5, None, None)]
     assert character_score(store, "a", once, 3) == pytest.approx(unchecked)
+
+
+def test_evidence_boxes_scale_to_the_source_pixels() -> None:
+    hit = CharacterHit(0.5, 0.1, 0.3, REF, (10, 20, 31, 40), inliers=20)
+    ev = FrameEvidence(2.0, {"c": hit})
+    assert ev.scaled(1.0) is ev
+    big = ev.scaled(1.5)
+    assert big.hits["c"].box == (15, 30, 46, 60) and big.hits["c"].inliers == 20 and big.time == 2.0

@@ -225,13 +225,17 @@ def test_thresholds_set_and_kept_across_changes(tmp_path: Path, refs: Path) -> N
 
 
 @pytest.mark.parametrize("name", ["local.npz", "background.npz"])
-def test_damaged_feature_file_is_a_corrupt_index_error(tmp_path: Path, refs: Path, name: str) -> None:
+@pytest.mark.parametrize("damage", ["garbled", "empty", "truncated"])
+def test_damaged_feature_file_is_a_corrupt_index_error(tmp_path: Path, refs: Path, name: str, damage: str) -> None:
     from index.errors import CorruptIndexError
 
     build_index(read_folder(refs), tmp_path / "idx", FakeEmbedder())
     gen = tmp_path / "idx" / json.loads((tmp_path / "idx" / "index.json").read_text())["generation"]
     raw = bytearray((gen / name).read_bytes())
-    raw[30:90] = b"x" * 60  # inside the archive's first entry
+    if damage == "garbled":
+        raw[30:90] = b"x" * 60  # inside the archive's first entry
+    else:
+        raw = raw[: 0 if damage == "empty" else len(raw) // 2]
     (gen / name).write_bytes(bytes(raw))
     with pytest.raises(CorruptIndexError, match="unreadable"):
         IndexStore.open(tmp_path / "idx")
