@@ -19,7 +19,7 @@ from detector.backbones import Backbone, load_backbone
 from detector.embedding import RegionEmbedder
 from detector.errors import MediaError, MediaLimitError, UnreadableMediaError
 from detector.frames import DEFAULT_FPS, DEFAULT_MAX_FRAMES, Frame, MediaReader
-from detector.pipeline import BLANK_KEYS, prefetch, prepare_frames
+from detector.pipeline import BLANK_KEYS, RegionCache, prefetch, prepare_frames
 from detector.results import Result
 from detector.scoring import FrameEvidence, aggregate, frame_evidence, verify_frame
 from index.build import check_identity
@@ -96,6 +96,7 @@ class Detector:
         evidence: list[FrameEvidence] = []
         last: FrameEvidence | None = None
         blanks: dict[tuple[int, ...], FrameEvidence] = {}  # flat frames' evidence by key (pipeline)
+        regions = RegionCache(self.embed_pixels, self.backbone.dim)  # keeps unchanged regions' vectors
         prepared = prefetch(lambda: prepare_frames(frames, self.embedder, nearcopy=self.nearcopy,
                                                    skip=self.skip_repeats))
         for p in prepared:
@@ -104,7 +105,7 @@ class Detector:
                 raise MediaLimitError(f"scoring did not finish within request_timeout ({p.frame.index} frames done)",
                                       limit="request_timeout")
             if p.pixels is not None:  # a new frame, or the first flat frame of its key
-                ev = frame_evidence(self.store, p.frame.time, self.embed_pixels(p.pixels), p.boxes, p.hashes)
+                ev = frame_evidence(self.store, p.frame.time, regions.vectors_for(p), p.boxes, p.hashes)
                 if self.verify:
                     ev = verify_frame(self.store, p.frame.image, ev)
                 ev = ev.scaled(p.frame.scale)  # boxes in the source's pixels

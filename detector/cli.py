@@ -476,7 +476,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="most frames sampled per video (default %(default)s); later frames are not checked")
         sp.add_argument("--backbone", help="refuse to run unless the index uses this backbone")
         sp.add_argument("--no-skip", action="store_true",
-                        help="embed every sampled frame (default: skip blank frames, reuse repeated ones)")
+                        help="embed every region of every sampled frame (default: skip blank frames, reuse repeated "
+                             "frames and unchanged regions)")
         sp.add_argument("--no-verify", action="store_true",
                         help="no geometric verification (SIFT + RANSAC) of candidates: faster, less precise")
         model_options(sp)

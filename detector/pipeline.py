@@ -1,6 +1,6 @@
 """The scan pipeline for one input: sampled frames → prepared region batches → evidence.
 
-Steps (the first two run in a background thread, so decoding and cropping overlap the model):
+Steps (1-3 run in a background thread, so decoding and cropping overlap the model):
     1. frames come from `MediaReader` (decoded at reduced size, unsampled frames never converted)
     2. `prepare`: each frame gets a tiny signature (64x64 RGB thumbnail). A *blank* frame (one
        flat colour: in each channel, every thumbnail value within BLANK_RANGE levels) is embedded
@@ -9,13 +9,23 @@ Steps (the first two run in a background thread, so decoding and cropping overla
        last embedded one (mean absolute thumbnail difference <= REPEAT_MEAN and largest <=
        REPEAT_MAX grey levels) reuses its evidence; any other frame has its regions cropped and
        resized in one batch (and PDQ-hashed for the near-copy channel)
-    3. the caller's thread runs the model and the index search on each prepared frame
+    3. *unchanged regions*: within a new frame, each region (as resized for the model) gets its own
+       32x32 signature; a region whose signature passes the same repeat test against the last
+       *embedded* version of that region (same frame size, so the same box) keeps that version's
+       vector and PDQ hash, and only the changed regions go to the model (`PreparedFrame.fresh`).
+       A static camera with a moving character re-embeds only the windows the character touches.
+    4. the caller's thread runs the model on the fresh regions, merges in the kept vectors
+       (`RegionCache`) and searches the index for every region
 Why these skips are safe: a repeat differs from the frame whose evidence it reuses by less than
 video compression noise (a static shot, a held title card), and so does a flat frame from the flat
-frame of the same key. Blank frames keep their (weak) evidence rather than none, because a video's
-score averages a character's best frames (`detector.scoring`): dropping them would change the
-score of a clip with a single strong frame. `tests/detector/test_pipeline.py` checks that results
-match a scan without skips.
+frame of the same key, and a kept region from the pixels its vector was computed on (compared with
+the embedded version, not the previous frame, so slow changes cannot accumulate unseen). A region's
+signature cell is 1/32 of its side: for a 16:9 frame, 1/71 of the frame's height for the smallest
+windows, 1/32 of its width for the whole frame (the frame-level test's cells: 1/64 of each). Blank
+frames keep their (weak) evidence rather than none, because a video's score averages a character's
+best frames (`detector.scoring`): dropping them would change the score of a clip with a single
+strong frame.
+`tests/detector/test_pipeline.py` checks that results match a scan without skips.
 """
 
 from __future__ import annotations
@@ -35,8 +45,8 @@ from detector.frames import Frame
 from detector.regions import Box
 from index.nearcopy import region_hashes
 
-__all__ = ["BLANK_KEYS", "BLANK_RANGE", "BLANK_STEP", "REPEAT_MAX", "REPEAT_MEAN", "PreparedFrame", "prefetch",
-           "prepare_frames", "signature"]
+__all__ = ["BLANK_KEYS", "BLANK_RANGE", "BLANK_STEP", "REPEAT_MAX", "REPEAT_MEAN", "PreparedFrame", "RegionCache",
+           "prefetch", "prepare_frames", "region_signatures", "signature"]
 
 BLANK_RANGE = 6
 BLANK_STEP = 4
@@ -44,6 +54,7 @@ BLANK_KEYS = 32
 REPEAT_MEAN = 1.0
 REPEAT_MAX = 12
 _THUMB = 64
+_REGION_THUMB = 32
 
 T = TypeVar("T")
 
@@ -52,7 +63,11 @@ T = TypeVar("T")
 class PreparedFrame:
     """A sampled frame ready for the model. `kind`: "new" (pixels set), "repeat" (reuse the last
     new frame's evidence) or "blank" (a flat frame, `key` set: pixels are set the first time a key
-    is seen, and when the key could not be remembered; otherwise reuse that key's evidence)."""
+    is seen, and when the key could not be remembered; otherwise reuse that key's evidence).
+
+    `fresh` (new frames only): None when every region is in `pixels`; otherwise a bool mask over
+    `boxes`, `pixels` holds only the True regions (in order), and the others keep the vectors of
+    the last new frame (`RegionCache.vectors_for`). `hashes` always covers every region."""
 
     frame: Frame
     kind: str
@@ -60,6 +75,7 @@ class PreparedFrame:
     pixels: torch.Tensor | None = None
     hashes: tuple[np.ndarray, np.ndarray] | None = None
     key: tuple[int, ...] | None = None
+    fresh: np.ndarray | None = None
 
 
 def signature(img: Image.Image) -> np.ndarray:
@@ -67,15 +83,75 @@ def signature(img: Image.Image) -> np.ndarray:
     return np.asarray(img.convert("RGB").resize((_THUMB, _THUMB), Image.BOX), dtype=np.int16)
 
 
+def region_signatures(pixels: torch.Tensor) -> np.ndarray:
+    """Per region of a uint8 (R, 3, S, S) batch, its 32x32 RGB mean-pooled thumbnail: (R, 3072) int16."""
+    pooled = torch.nn.functional.adaptive_avg_pool2d(pixels.float(), _REGION_THUMB)
+    return pooled.round_().reshape(len(pixels), -1).numpy().astype(np.int16)
+
+
+def changed(sig: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """The repeat test, per row: True where `sig` differs from `ref` by more than compression noise."""
+    diff = np.abs(sig - ref)
+    return (diff.mean(axis=-1) > REPEAT_MEAN) | (diff.max(axis=-1) > REPEAT_MAX)
+
+
+class RegionCache:
+    """The model thread's half of step 3: the vectors of the last new frame, per region."""
+
+    def __init__(self, embed: Callable[[torch.Tensor], np.ndarray], dim: int) -> None:
+        self.embed = embed
+        self.dim = dim
+        self.vectors: np.ndarray | None = None
+
+    def vectors_for(self, p: PreparedFrame) -> np.ndarray:
+        """(R, D) vectors of every region of `p` (pixels set): its fresh regions embedded, the
+        others kept from the last new frame. Blank frames neither use nor change what is kept."""
+        assert p.pixels is not None
+        fresh = self.embed(p.pixels) if len(p.pixels) else np.zeros((0, self.dim), np.float32)
+        if p.kind != "new":
+            return fresh
+        if p.fresh is None:
+            vectors = fresh
+        else:
+            assert self.vectors is not None and len(self.vectors) == len(p.fresh)
+            vectors = self.vectors.copy()
+            vectors[p.fresh] = fresh
+        self.vectors = vectors
+        return vectors
+
+
 def prepare_frames(frames: Iterator[Frame], embedder: RegionEmbedder, *, nearcopy: bool,
                    skip: bool = True) -> Iterator[PreparedFrame]:
-    """Step 2 of the module docstring for each frame; `skip=False` embeds every frame."""
+    """Steps 2-3 of the module docstring for each frame; `skip=False` embeds every region of every frame."""
     last: np.ndarray | None = None
     blanks: set[tuple[int, ...]] = set()
+    # step 3: the last embedded version of each region of the last new frame
+    kept_boxes: list[Box] | None = None
+    kept_sigs = np.zeros((0, 0), np.int16)
+    kept_hashes: tuple[np.ndarray, np.ndarray] | None = None
 
     def embedded(fr: Frame, kind: str, key: tuple[int, ...] | None = None) -> PreparedFrame:
         pixels, boxes = embedder.prepare_frame(fr.image)
         return PreparedFrame(fr, kind, boxes, pixels, region_hashes(fr.image, boxes) if nearcopy else None, key)
+
+    def new(fr: Frame) -> PreparedFrame:
+        nonlocal kept_boxes, kept_sigs, kept_hashes
+        pixels, boxes = embedder.prepare_frame(fr.image)
+        if not skip:
+            return PreparedFrame(fr, "new", boxes, pixels, region_hashes(fr.image, boxes) if nearcopy else None)
+        sigs = region_signatures(pixels)
+        if boxes != kept_boxes:
+            kept_boxes, kept_sigs = boxes, sigs
+            kept_hashes = region_hashes(fr.image, boxes) if nearcopy else None
+            return PreparedFrame(fr, "new", boxes, pixels, kept_hashes)
+        fresh = changed(sigs, kept_sigs)
+        kept_sigs[fresh] = sigs[fresh]
+        if kept_hashes is not None:
+            idx = np.flatnonzero(fresh)
+            hashes, quality = region_hashes(fr.image, [boxes[i] for i in idx])
+            kept_hashes = (kept_hashes[0].copy(), kept_hashes[1].copy())
+            kept_hashes[0][idx], kept_hashes[1][idx] = hashes, quality
+        return PreparedFrame(fr, "new", boxes, pixels[torch.from_numpy(fresh)], kept_hashes, fresh=fresh)
 
     for fr in frames:
         if skip:
@@ -96,7 +172,7 @@ def prepare_frames(frames: Iterator[Frame], embedder: RegionEmbedder, *, nearcop
                     yield PreparedFrame(fr, "repeat", [])
                     continue
             last = sig
-        yield embedded(fr, "new")
+        yield new(fr)
 
 
 class _Done:

@@ -6,12 +6,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from helpers import reference_art
 from PIL import Image
 
 from detector import Detector
-from detector.frames import Frame
-from detector.pipeline import prefetch, prepare_frames
+from detector.frames import Frame, MediaReader
+from detector.pipeline import RegionCache, prefetch, prepare_frames
 from detector.synth import composite, draw_scene, write_video
 
 
@@ -54,9 +55,9 @@ class _NoModel:
     def __init__(self) -> None:
         self.prepared = 0
 
-    def prepare_frame(self, image: Image.Image) -> tuple[object, list[tuple[int, int, int, int]]]:
+    def prepare_frame(self, image: Image.Image) -> tuple[torch.Tensor, list[tuple[int, int, int, int]]]:
         self.prepared += 1
-        return object(), [(0, 0, image.width, image.height)]
+        return torch.zeros(1, 3, 32, 32, dtype=torch.uint8), [(0, 0, image.width, image.height)]
 
 
 def test_repeats_and_known_blank_frames_are_not_prepared() -> None:
@@ -122,3 +123,101 @@ def test_skipping_repeats_gives_the_same_result(index_dir: Path, clip: str, fram
         assert ca["score"] == pytest.approx(cb["score"], abs=0.01)
         assert [(s["start"], s["end"], s["reference"], s["channel"]) for s in ca["segments"]] == \
                [(s["start"], s["end"], s["reference"], s["channel"]) for s in cb["segments"]]
+
+
+class _Crops:
+    """Stands in for RegionEmbedder: a 2x2 grid of regions, each resized to 32x32, no model."""
+
+    def prepare_frame(self, image: Image.Image) -> tuple[torch.Tensor, list[tuple[int, int, int, int]]]:
+        w, h = image.size
+        boxes = [(x, y, x + w // 2, y + h // 2) for y in (0, h // 2) for x in (0, w // 2)]
+        crops = [torch.from_numpy(np.array(image.crop(b).resize((32, 32)))).permute(2, 0, 1) for b in boxes]
+        return torch.stack(crops), boxes
+
+
+def test_only_changed_regions_are_sent_to_the_model() -> None:
+    scene = draw_scene("walk", 320, 180)
+    first, _ = composite(scene, reference_art("akane").convert("RGBA"), height_frac=0.4, x_frac=0.25)
+    px = np.asarray(first, np.int16)
+    noisy = px + np.random.default_rng(1).integers(-2, 3, px.shape)  # compression-like noise
+    noisy[10:30, 200:220] = 0  # and a small change in the top right region
+    right = px.copy()
+    right[:, 160:] = 255 - right[:, 160:]  # something new in the right half
+    images = [px, noisy, right]
+    for i in range(10):  # then the left half brightens by one grey level per frame: however slowly
+        drift = right.copy()  # it changes, it is re-embedded at some point
+        drift[:, :160] += i + 1
+        images.append(drift)
+    frames = (Frame(i, i * 0.5, Image.fromarray(np.clip(im, 0, 255).astype(np.uint8))) for i, im in enumerate(images))
+    got = list(prepare_frames(frames, _Crops(), nearcopy=True, skip=True))  # type: ignore[arg-type]
+    assert [p.kind for p in got[:3]] == ["new", "new", "new"]
+    assert got[0].fresh is None and got[0].pixels is not None and len(got[0].pixels) == 4
+    # noise is not a change: only the top right region goes to the model
+    assert got[1].fresh is not None and got[1].pixels is not None
+    assert got[1].fresh.tolist() == [False, True, False, False] and len(got[1].pixels) == 1
+    left = np.array([True, False, True, False])
+    assert got[2].fresh is not None and got[2].pixels is not None
+    assert got[2].fresh.tolist() == (~left).tolist() and len(got[2].pixels) == 2
+    for p in got:
+        assert p.kind == "repeat" or p.hashes is not None and len(p.hashes[0]) == 4  # hashes cover every region
+    drift = [p.fresh for p in got[3:] if p.kind == "new"]
+    assert any(f is not None and f[left].all() for f in drift)  # slow drift is caught
+    assert all(f is not None and not f[~left].any() for f in drift)  # the right half never changed again
+
+
+def test_static_background_reuses_regions_with_the_same_result(index_dir: Path, tmp_path: Path) -> None:
+    """A static camera, the character walking across: fewer regions embedded, the same answer."""
+    path = tmp_path / "walk.mp4"
+    scene = draw_scene("walk", 640, 360)
+    art = reference_art("akane").convert("RGBA")
+    frames = [composite(scene, art, height_frac=0.45, x_frac=0.15 + 0.7 * i / 15)[0] for i in range(16)]
+    write_video(path, [f for f in frames for _ in range(2)], fps=8)
+    fast = Detector.open(index_dir, precision="fp32")
+    prepared = list(prepare_frames(iter(MediaReader(path, fps=4)), fast.embedder, nearcopy=False))
+    sent = sum(len(p.pixels) for p in prepared if p.pixels is not None)
+    total = sum(len(p.boxes) for p in prepared if p.kind == "new")
+    assert sent < 0.85 * total  # the background windows away from the character are kept
+    a = fast.score_video(path, fps=4).to_dict()
+    b = Detector.open(index_dir, precision="fp32", skip_repeats=False).score_video(path, fps=4).to_dict()
+    assert a["verdict"] == b["verdict"] == "flag" and a["frames"] == b["frames"] == 16
+    assert a["score"] == pytest.approx(b["score"], abs=0.01)
+    assert [c["character"] for c in a["characters"]] == [c["character"] for c in b["characters"]]
+    for ca, cb in zip(a["characters"], b["characters"]):
+        assert ca["score"] == pytest.approx(cb["score"], abs=0.01)
+        assert [(s["start"], s["end"], s["reference"]) for s in ca["segments"]] == \
+               [(s["start"], s["end"], s["reference"]) for s in cb["segments"]]
+
+
+def test_region_cache_merges_kept_and_fresh_vectors() -> None:
+    """A new frame whose every region is unchanged sends nothing to the model and keeps all vectors."""
+
+    class Coarse(_Crops):  # 8x8 crops: a 3x3 dot is below the region test, not the frame test
+        def prepare_frame(self, image: Image.Image) -> tuple[torch.Tensor, list[tuple[int, int, int, int]]]:
+            w, h = image.size
+            boxes = [(x, y, x + w // 2, y + h // 2) for y in (0, h // 2) for x in (0, w // 2)]
+            crops = [torch.from_numpy(np.array(image.crop(b).resize((8, 8), Image.BOX))).permute(2, 0, 1)
+                     for b in boxes]
+            return torch.stack(crops), boxes
+
+    px = np.asarray(draw_scene("cache", 320, 180)).copy()
+    dot = px.copy()
+    dot[40:43, 40:43] = 255 - dot[40:43, 40:43]
+    moved = px.copy()
+    moved[100:180, 200:320] = 0  # the bottom right region changes
+    frames = (Frame(i, i * 0.5, Image.fromarray(im)) for i, im in enumerate([px, dot, moved]))
+    got = list(prepare_frames(frames, Coarse(), nearcopy=False))  # type: ignore[arg-type]
+    assert [p.kind for p in got] == ["new", "new", "new"]
+    assert got[1].fresh is not None and not got[1].fresh.any()
+    assert got[2].fresh is not None and got[2].fresh.tolist() == [False, False, False, True]
+    batches: list[int] = []
+
+    def embed(pixels: torch.Tensor) -> np.ndarray:
+        assert len(pixels) > 0  # an empty batch never reaches the model
+        batches.append(len(pixels))
+        return np.full((len(pixels), 2), float(len(batches)), np.float32)
+
+    cache = RegionCache(embed, 2)
+    out = [cache.vectors_for(p) for p in got]
+    assert batches == [4, 1]
+    assert out[0][:, 0].tolist() == out[1][:, 0].tolist() == [1, 1, 1, 1]
+    assert out[2][:, 0].tolist() == [1, 1, 1, 2]
