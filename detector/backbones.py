@@ -78,13 +78,14 @@ class Backbone:
     resize in one call.
     """
 
-    #: Images per forward pass. Small fixed-size passes keep activation memory low and let the
+    #: Images per forward pass. Fixed-size passes keep activation memory bounded and let the
     #: allocator reuse the same blocks: with unchanged regions skipped (`detector.pipeline`) each
-    #: frame sends a different number of crops, and one pass per frame at 64 grew resident memory with
-    #: video length (effnet fp32: 1.95 GB after 10 s, 2.3-2.5 GB after 60 s); at 16, 1.3 GB and 1.4 GB
-    #: (1.4 GB after 180 s too). Measured speed at 16 vs 48 per pass: ViT-B-32 98%, EfficientNet
-    #: 95-109%.
-    max_batch = 16
+    #: frame sends a different number of crops, and one pass per frame (up to 64) grew resident
+    #: memory with video length (effnet fp32: 1.95 GB after 10 s, 2.3-2.5 GB after 60 s). At 24
+    #: (a 47-crop frame = 24 + 23): 1.52 / 1.61 GB panning, 1.46 / 1.46 GB static camera; at 16:
+    #: 1.3 / 1.4 GB (1.4 GB after 180 s) but ViT-B-32 bf16 scans ran ~7% slower. Forward speed per
+    #: crop at 24 vs 48: ViT-B-32 99-100%, EfficientNet 99-108%.
+    max_batch = 24
 
     def __init__(self, name: str, module: torch.nn.Module, dim: int, preprocess: Preprocess,
                  weights_sha256: str, *, channels_last: bool = False):

@@ -2,9 +2,11 @@
 
 Each request's scan thread hands its prepared region batch (uint8 pixels, `Backbone.resize`) to
 the `Batcher` and waits; one model thread takes everything queued (up to `max_crops`, waiting at
-most `wait_s` for more once one batch is there), runs one forward pass and hands each caller its
-rows. Why one model thread: on a CPU, several requests running the model at once fight over the
-same cores (and each pass is smaller); one pass over their union keeps the cores on the model.
+most `wait_s` for more once one batch is there), runs the model on their union (in passes of
+`Backbone.max_batch` crops) and hands each caller its rows. Why one model thread: on a CPU,
+several requests running the model at once fight over the same cores; one model thread keeps the
+cores on the model, and crops of several requests fill passes that one request's few changed
+regions would leave short.
 If a forward pass fails, every caller in it gets the exception.
 """
 
