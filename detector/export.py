@@ -3,8 +3,8 @@
 Columns: the input, its verdict and score, and the evidence a reviewer filters on first: the top
 character with its franchise and rights holder, that character's strongest segment (start, end,
 peak time and score, reference, channel, box), its geometric-verification inliers, the other
-characters found, the error, and the input's sha256. Written with the csv module (quoting, UTF-8), via a temporary file renamed into
-place, so a crash never leaves half a spreadsheet.
+characters found, the error, and the input's sha256. Written with the csv module (quoting, UTF-8),
+via a temporary file renamed into place, so a crash never leaves half a spreadsheet.
 """
 
 from __future__ import annotations

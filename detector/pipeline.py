@@ -136,9 +136,9 @@ def prepare_frames(frames: Iterator[Frame], embedder: RegionEmbedder, *, nearcop
 
     def new(fr: Frame) -> PreparedFrame:
         nonlocal kept_boxes, kept_sigs, kept_hashes
-        pixels, boxes = embedder.prepare_frame(fr.image)
         if not skip:
-            return PreparedFrame(fr, "new", boxes, pixels, region_hashes(fr.image, boxes) if nearcopy else None)
+            return embedded(fr, "new")
+        pixels, boxes = embedder.prepare_frame(fr.image)
         sigs = region_signatures(pixels)
         if boxes != kept_boxes:
             kept_boxes, kept_sigs = boxes, sigs

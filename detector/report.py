@@ -305,8 +305,8 @@ function row(r) {
   for (const [who, score, segs, inliers] of r.c) {
     const [name, franchise, rights] = D.characters[who];
     td3.appendChild(el("div", {}, name + " (" + (franchise || "?") + "; rights: " + (rights || "?") + "): " +
-      fmt(score, 3) + (inliers === undefined ? "" : "; geometric check: " + inliers + " matching keypoints" +
-      (inliers >= D.min_inliers ? " (verified)" : " (not verified)"))));
+      fmt(score, 3) + (inliers === undefined ? "" : "; geometric check: best frame " + inliers +
+      " matching keypoints" + (inliers >= D.min_inliers ? " (frame verified)" : " (not verified)"))));
     for (const [start, end, peak, peakScore, ref, channel, frame, why] of segs) {
       const [refPath, refImg, refWhy] = D.references[ref];
       const d = el("div", {class: "seg"});

@@ -1,8 +1,8 @@
 """Result objects: what a scan, `score`, the HTTP reply and the Python API return.
 
 `Result.to_dict()` is the result schema of DESIGN.md, extended (never renamed) with `kind`,
-`warnings`, `sha256` (of the input, in batch scans), `timeline` (score over time), per character `inliers`, and per segment `reference_id`, `similarity`,
-`box`, `frames`, `channel` and `inliers`.
+`warnings`, `sha256` (of the input, in batch scans), `timeline` (score over time), per character
+`inliers`, and per segment `reference_id`, `similarity`, `box`, `frames`, `channel` and `inliers`.
 """
 
 from __future__ import annotations

@@ -221,3 +221,15 @@ def test_region_cache_merges_kept_and_fresh_vectors() -> None:
     assert batches == [4, 1]
     assert out[0][:, 0].tolist() == out[1][:, 0].tolist() == [1, 1, 1, 1]
     assert out[2][:, 0].tolist() == [1, 1, 1, 2]
+
+
+def test_a_frame_of_another_size_is_embedded_whole() -> None:
+    """Regions are matched by box: when the frame size changes (an animated GIF, a resolution switch
+    mid-stream) nothing is kept, and later frames compare with the new size's regions."""
+    small = draw_scene("sizes", 320, 180)
+    big = small.resize((640, 360))
+    frames = (Frame(i, i * 0.5, im) for i, im in enumerate([small, big, big.copy(), small]))
+    got = list(prepare_frames(frames, _Crops(), nearcopy=True))  # type: ignore[arg-type]
+    assert [p.kind for p in got] == ["new", "new", "repeat", "new"]
+    assert got[1].fresh is None and got[1].pixels is not None and len(got[1].pixels) == 4
+    assert got[3].fresh is None and got[3].hashes is not None and len(got[3].hashes[0]) == 4
