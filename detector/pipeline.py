@@ -1,7 +1,7 @@
 """The scan pipeline for one input: sampled frames → prepared region batches → evidence.
 
 Steps (1-3 run in a background thread, so decoding and cropping overlap the model):
-    1. frames come from `MediaReader` (decoded at reduced size, unsampled frames never converted)
+    1. frames come from `MediaReader` (converted at reduced size; unsampled frames never converted)
     2. `prepare`: each frame gets a tiny signature (64x64 RGB thumbnail). A *blank* frame (one
        flat colour: in each channel, every thumbnail value within BLANK_RANGE levels) is embedded
        once per (size, colour rounded to BLANK_STEP levels) and later ones with the same key reuse

@@ -1,12 +1,14 @@
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
+import av
 import pytest
 from PIL import Image
 
 from detector.errors import ConfigError, MediaLimitError, UnreadableMediaError
-from detector.frames import MediaReader
+from detector.frames import MediaReader, _frame_image
 from detector.regions import count_windows, frame_regions, pad_square, reference_views, square_windows
 from detector.synth import draw_scene, write_video
 
@@ -39,6 +41,25 @@ def test_max_frames_caps_and_warns(tmp_path: Path) -> None:
 def test_other_containers(tmp_path: Path, suffix: str, codec: str) -> None:
     frames = list(MediaReader(_video(tmp_path / f"a{suffix}", 1.0, 10, codec=codec), fps=4.0))
     assert len(frames) == 4 and frames[0].image.size == (160, 96)
+
+
+@pytest.mark.parametrize(("suffix", "codec"), [(".mp4", "libx264"), (".webm", "libvpx-vp9")])
+def test_unsampled_frames_are_not_decoded_and_sampled_frames_unchanged(tmp_path: Path, suffix: str, codec: str) -> None:
+    """A panning clip at 24 fps sampled at 2 fps: the same frames, bit for bit, as decoding every
+    frame; H.264's unsampled B-frames are dropped undecoded (VP9's decoder decodes all)."""
+    scene = draw_scene("pan", 320 + 2 * 72, 180)
+    path = tmp_path / f"pan{suffix}"
+    write_video(path, (scene.crop((2 * i, 0, 2 * i + 320, 180)) for i in range(72)), fps=24, codec=codec)
+    reader = MediaReader(path, fps=2.0)
+    got = [(f.time, f.image.tobytes()) for f in reader]
+    want, next_t = [], -1.0
+    with av.open(str(path)) as container:
+        for frame in container.decode(video=0):  # every frame decoded, the same sampling rule
+            if frame.time >= next_t - 1e-6:
+                want.append((frame.time, _frame_image(frame).tobytes()))
+                next_t = (math.floor(frame.time * 2.0 + 1e-6) + 1) / 2.0
+    assert len(got) == 6 and got == want
+    assert reader.decoded < 0.8 * 72 if codec == "libx264" else reader.decoded == 72
 
 
 def test_animated_gif(tmp_path: Path) -> None:
