@@ -8,8 +8,8 @@ FFmpeg reads):
        converted to RGB, and unsampled non-reference frames (most B-frames of H.264 and HEVC) are
        not even decoded. Decoding at reduced resolution is not used: H.264, HEVC, VP9 and AV1
        cannot, and FFmpeg's `lowres` for MPEG-1/2/4 Part 2 smears moving content (its motion
-       compensation drifts until the next keyframe; measured here: mean error growing to 7-9
-       levels over 10 s); frames are shrunk while converting to RGB instead
+       compensation drifts until the next keyframe; `scripts/bench_decode.py`: mean error growing
+       from 1 to 11 grey levels over 10 s); frames are shrunk while converting to RGB instead
     3. sampled frames are converted at reduced size (longer side <= MAX_SIDE) and yielded one by
        one, so memory does not grow with the video's length; sampling stops at max_frames
 A still image is one frame at t=0. Every failure becomes an `UnreadableMediaError` or
