@@ -167,7 +167,7 @@ class MediaReader:
             n = 0
             last_t = 0.0
 
-            def decoded() -> Iterator[av.VideoFrame]:
+            def decode() -> Iterator[av.VideoFrame]:
                 codec, packets = stream.codec_context, 0
                 for packet in container.demux(stream):
                     at = None if packet.pts is None or not tb else float(packet.pts * tb) - start
@@ -183,7 +183,7 @@ class MediaReader:
                     yield from packet.decode()
 
             try:
-                for frame in decoded():
+                for frame in decode():
                     self.decoded += 1
                     t = frame.time
                     t = last_t if t is None else max(0.0, float(t) - start)

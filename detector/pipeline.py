@@ -146,7 +146,7 @@ def prepare_frames(frames: Iterator[Frame], embedder: RegionEmbedder, *, nearcop
             return PreparedFrame(fr, "new", boxes, pixels, kept_hashes)
         fresh = changed(sigs, kept_sigs)
         kept_sigs[fresh] = sigs[fresh]
-        if kept_hashes is not None:
+        if kept_hashes is not None and fresh.any():  # copied: earlier frames hold the old arrays
             idx = np.flatnonzero(fresh)
             hashes, quality = region_hashes(fr.image, [boxes[i] for i in idx])
             kept_hashes = (kept_hashes[0].copy(), kept_hashes[1].copy())
