@@ -152,7 +152,7 @@ class Detector:
         """
         reader = MediaReader(path, fps=fps or self.fps, max_frames=max_frames or self.max_frames,
                              max_pixels=self.max_pixels, max_duration=self.max_duration,
-                             max_stream_frames=self.max_frames_total)
+                             max_stream_frames=self.max_frames_total, deadline=deadline)
         evidence = self._evidence(iter(reader), deadline)
         return aggregate(self.store, name or str(path), evidence, kind=reader.kind, duration=reader.duration,
                          warnings=reader.warnings)

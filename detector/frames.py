@@ -20,6 +20,8 @@ those frames and records a warning.
 from __future__ import annotations
 
 import math
+import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,7 +47,15 @@ DEFAULT_FPS = 2.0
 DEFAULT_MAX_FRAMES = 600
 #: Sampled frames are converted with their longer side at most this many pixels.
 MAX_SIDE = 960
-VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".webm", ".mov", ".mkv", ".avi", ".gif", ".mpg", ".mpeg", ".ts"})
+#: Containers and elementary streams a folder scan picks up (a file named explicitly is always
+#: tried, whatever its suffix): what video generators, platforms, cameras and screen recorders write.
+VIDEO_SUFFIXES = frozenset({
+    ".mp4", ".m4v", ".mov", ".qt", ".webm", ".mkv", ".mk3d", ".avi", ".gif", ".apng", ".mpg", ".mpeg",
+    ".m2v", ".vob", ".ts", ".m2ts", ".mts", ".flv", ".f4v", ".3gp", ".3g2", ".ogv", ".wmv", ".asf", ".mxf",
+    ".nut", ".ivf", ".y4m", ".h264", ".264", ".avc", ".h265", ".265", ".hevc", ".obu", ".mjpeg", ".mjpg",
+})
+#: Frame rate assumed when a stream with unusable timestamps declares none.
+FALLBACK_RATE = 25.0
 MEDIA_SUFFIXES = VIDEO_SUFFIXES | IMAGE_SUFFIXES
 
 
@@ -79,6 +89,8 @@ class MediaReader:
     #: refuse videos longer than this many seconds / with more frames than this (None: no limit)
     max_duration: float | None = None
     max_stream_frames: int | None = None
+    #: `time.monotonic()` value past which decoding stops with MediaLimitError("request_timeout")
+    deadline: float | None = None
     kind: str = ""
     duration: float | None = None
     #: frames the decoder returned so far (unsampled non-reference frames are dropped undecoded)
@@ -105,11 +117,17 @@ class MediaReader:
 
     @staticmethod
     def _is_still(p: Path) -> bool:
-        """A single-frame image Pillow recognises (header only); animated images go to PyAV."""
+        """A single-frame image Pillow recognises from its header, whatever the suffix; animated
+        images go to PyAV. An image whose header claims a decompression bomb's size is refused here
+        as a limit (it must not fall through to the video decoder)."""
         try:
-            with Image.open(p) as im:
-                return getattr(im, "n_frames", 1) == 1
-        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                with Image.open(p) as im:
+                    return getattr(im, "n_frames", 1) == 1
+        except Image.DecompressionBombError as exc:
+            raise MediaLimitError(f"{p}: image refused from its header: {exc}", limit="max_pixels") from exc
+        except (OSError, SyntaxError, ValueError):
             return False
 
     def __iter__(self) -> Iterator[Frame]:
@@ -137,59 +155,50 @@ class MediaReader:
         return container
 
     def _check_limits(self, frames: int | None, seconds: float | None) -> None:
-        """Header values first (before decoding), then the running counts while decoding."""
+        """Header values first (before decoding), then the running counts and the deadline on
+        every packet and every decoded frame, sampled or not."""
         if self.max_stream_frames is not None and frames and frames > self.max_stream_frames:
             raise MediaLimitError(f"{self.path}: more than max_frames_total={self.max_stream_frames} frames in the "
                                   "video", limit="max_frames_total")
         if self.max_duration is not None and seconds and seconds > self.max_duration:
             raise MediaLimitError(f"{self.path}: longer than max_duration={self.max_duration:g}s ({seconds:.1f}s)",
                                   limit="max_duration")
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            raise MediaLimitError(f"{self.path}: decoding did not finish within request_timeout",
+                                  limit="request_timeout")
+
+    def _stream_info(self, stream: av.video.stream.VideoStream, container: av.container.InputContainer) -> float:
+        """Check the header against the limits, fill in `duration`; return the stream's start time."""
+        w, h = stream.codec_context.width, stream.codec_context.height
+        if w * h > self.max_pixels:
+            raise MediaLimitError(f"{self.path}: {w}x{h} video frames exceed the limit of {self.max_pixels:,} pixels")
+        tb = stream.time_base
+        if stream.duration is not None and tb:
+            self.duration = float(stream.duration * tb)
+        elif container.duration is not None:
+            self.duration = container.duration / av.time_base
+        self._check_limits(stream.frames, self.duration)
+        return float(stream.start_time * tb) if stream.start_time is not None and tb else 0.0
 
     def _video_frames(self) -> Iterator[Frame]:
         container = self._open()
         try:
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
-            w, h = stream.codec_context.width, stream.codec_context.height
-            if w * h > self.max_pixels:
-                raise MediaLimitError(
-                    f"{self.path}: {w}x{h} video frames exceed the limit of {self.max_pixels:,} pixels"
-                )
-            tb = stream.time_base
-            start = float(stream.start_time * tb) if stream.start_time is not None and tb else 0.0
-            if stream.duration is not None and tb:
-                self.duration = float(stream.duration * tb)
-            elif container.duration is not None:
-                self.duration = container.duration / av.time_base
-            self._check_limits(stream.frames, self.duration)
+            clock = _Clock(self._stream_info(stream, container), _declared_rate(stream))
             step = 1.0 / self.fps
-            next_t: float | None = None
             n = 0
-            last_t = 0.0
-
-            def decode() -> Iterator[av.VideoFrame]:
-                codec, packets = stream.codec_context, 0
-                for packet in container.demux(stream):
-                    at = None if packet.pts is None or not tb else float(packet.pts * tb) - start
-                    if packet.size:
-                        packets += 1
-                        self._check_limits(packets, at)
-                    # a frame that no other frame is predicted from, due before the next sampled
-                    # time, would never be sampled: the decoder may drop it undecoded (measured for
-                    # H.264 and HEVC; VP9 and AV1 decode every frame). Sampled frames are unchanged.
-                    skip = "NONREF" if next_t is not None and at is not None and at < next_t - 1e-6 else "DEFAULT"
-                    if codec.skip_frame != skip:
-                        codec.skip_frame = skip
-                    yield from packet.decode()
-
             try:
-                for frame in decode():
+                for frame in self._decode(container, stream, clock):
+                    t = clock.time(frame)
+                    if clock.counted and not clock.warned:
+                        clock.warned = True
+                        self.warnings.append(
+                            f"the stream's timestamps are {clock.why} from t={t:.2f}s: times from there on are "
+                            f"counted in frames at {clock.rate:g} fps (the stream's declared or average rate)")
                     self.decoded += 1
-                    t = frame.time
-                    t = last_t if t is None else max(0.0, float(t) - start)
-                    last_t = t
-                    self._check_limits(None, t)
-                    if next_t is not None and t < next_t - 1e-6:
+                    self._check_limits(self.decoded, t)
+                    if clock.due is not None and t < clock.due - 1e-6:
                         continue  # not sampled: never converted
                     if n >= self.max_frames:
                         self.warnings.append(
@@ -199,17 +208,92 @@ class MediaReader:
                     img = _frame_image(frame)
                     yield Frame(n, t, img, frame.width / img.width)
                     n += 1
-                    next_t = (math.floor(t / step + 1e-6) + 1) * step
+                    clock.due = (math.floor(t / step + 1e-6) + 1) * step
             except (av.FFmpegError, ValueError, MemoryError) as exc:
                 if n == 0:
                     raise UnreadableMediaError(f"{self.path}: cannot decode video ({_reason(exc)})") from exc
-                self.warnings.append(f"decoding stopped at t={last_t:.2f}s: {_reason(exc)}; frames after it were not checked")
+                self.warnings.append(f"decoding stopped at t={clock.last_time:.2f}s: {_reason(exc)}; "
+                                     "frames after it were not checked")
             if n == 0:
                 raise UnreadableMediaError(f"{self.path}: the video has no decodable frames")
-            if self.duration is None or self.duration <= 0:
-                self.duration = last_t
+            if clock.counted or self.duration is None or self.duration <= 0:
+                self.duration = clock.last_time + (1.0 / clock.rate if clock.counted else 0.0)
         finally:
             container.close()
+
+    def _decode(self, container: av.container.InputContainer, stream: av.video.stream.VideoStream,
+                clock: _Clock) -> Iterator[av.VideoFrame]:
+        """Demux and decode `stream`, checking the limits on every packet. A frame that no other
+        frame is predicted from, due before the next sampled time, would never be sampled: the
+        decoder may drop it undecoded (measured for H.264 and HEVC; VP9 and AV1 decode every
+        frame). Sampled frames are unchanged. Never while the clock counts frames: then every
+        frame must be seen to be counted."""
+        codec, packets, tb = stream.codec_context, 0, stream.time_base
+        for packet in container.demux(stream):
+            at = None if packet.pts is None or not tb else float(packet.pts * tb) - clock.start
+            if packet.size:
+                packets += 1
+                self._check_limits(packets, clock.packet_time(at, packets))
+            due_early = not clock.counted and clock.due is not None and at is not None and at < clock.due - 1e-6
+            skip = "NONREF" if due_early else "DEFAULT"
+            if codec.skip_frame != skip:
+                codec.skip_frame = skip
+            yield from packet.decode()
+
+
+@dataclass
+class _Clock:
+    """A decoded frame's time in seconds: from the stream's timestamps while they are present and
+    increasing; once one is missing, equal to the last or earlier (a raw `.h264` stream has none;
+    an edited or hostile container may repeat or rewind them), from the frame count at `rate`
+    after the last good timestamp. Frames leave the decoder in display order, so a good stream's
+    timestamps always increase; trusting bad ones would sample a single frame, and the rest of
+    the video would go unseen."""
+
+    start: float
+    rate: float
+    #: the next sampled time (None: the next frame is sampled)
+    due: float | None = None
+    counted: bool = False
+    warned: bool = False
+    why: str = ""
+    last_time: float = 0.0
+    _raw: float | None = None  # last good timestamp, before clamping at 0
+    _anchor: tuple[float, int] = (0.0, 0)  # (time, frame number) that counted times start from
+    _frames: int = 0
+
+    def time(self, frame: av.VideoFrame) -> float:
+        k = self._frames
+        self._frames += 1
+        if not self.counted:
+            t = None if frame.time is None else float(frame.time) - self.start
+            if t is not None and math.isfinite(t) and (self._raw is None or t > self._raw + 1e-9):
+                self._raw = t
+                self._anchor = (max(0.0, t), k)
+                self.last_time = max(0.0, t)
+                return self.last_time
+            self.counted = True
+            self.why = "missing" if t is None else "not increasing"
+        t0, k0 = self._anchor
+        self.last_time = t0 + (k - k0) / self.rate
+        return self.last_time
+
+    def packet_time(self, at: float | None, packets: int) -> float | None:
+        """A packet's time for the duration limit: its timestamp, or its count once counting."""
+        return packets / self.rate if self.counted else at
+
+
+def _declared_rate(stream: av.video.stream.VideoStream) -> float:
+    """Frames per second for counting: the rate the bitstream declares (H.264/HEVC timing info),
+    else the container's average or base rate, else FALLBACK_RATE."""
+    for rate in (stream.codec_context.framerate, stream.average_rate, stream.base_rate):
+        try:
+            r = float(rate) if rate else 0.0
+        except (TypeError, ValueError, ZeroDivisionError):
+            r = 0.0
+        if 1.0 <= r <= 1000.0:
+            return r
+    return FALLBACK_RATE
 
 
 def frame_at(path: str | Path, time: float, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:

@@ -28,6 +28,8 @@ Box = tuple[int, int, int, int]  # x0, y0, x1, y1 in pixels, x1/y1 exclusive
 #: Window sides as fractions of the frame's shorter side.
 DEFAULT_SCALES: tuple[float, ...] = (1.0, 0.6, 0.45)
 OVERLAP = 0.5
+#: windows along the longer side are at least its length / MAX_STEPS (bounds the crops per frame)
+MAX_STEPS = 8
 _MATTE = (128, 128, 128)
 
 
@@ -47,8 +49,11 @@ def square_windows(width: int, height: int, scales: Sequence[float] = DEFAULT_SC
     """
     boxes: list[Box] = []
     short = min(width, height)
+    # an extreme aspect ratio (a 4000x1 strip, a banner) would need thousands of tiny windows:
+    # no window is narrower than 1/MAX_STEPS of the longer side (frames up to ~3.6:1 unaffected)
+    least = math.ceil(max(width, height) / MAX_STEPS)
     for s in sorted(scales, reverse=True):
-        side = max(1, round(s * short))
+        side = max(1, round(s * short), least)
         for y in _starts(height, side, overlap):
             for x in _starts(width, side, overlap):
                 boxes.append((x, y, min(x + side, width), min(y + side, height)))

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 
 import av
@@ -8,7 +9,8 @@ import pytest
 from PIL import Image
 
 from detector.errors import ConfigError, MediaLimitError, UnreadableMediaError
-from detector.frames import MediaReader, _frame_image
+from detector.frames import VIDEO_SUFFIXES, MediaReader, _frame_image
+from detector.hostile import remux, retime_flv
 from detector.regions import count_windows, frame_regions, pad_square, reference_views, square_windows
 from detector.synth import draw_scene, write_video
 
@@ -160,3 +162,88 @@ def test_reference_views_full_and_mirror() -> None:
     assert list(views) == ["full", "mirror"]
     assert views["full"].size == views["mirror"].size == (100, 100)
     assert views["full"].getpixel((2, 50)) == (255, 0, 0) and views["mirror"].getpixel((97, 50)) == (255, 0, 0)
+
+
+# --- hostile timing, containers and headers (issue 16) ---
+
+def _pan(path: Path, seconds: float = 4.0, fps: int = 12) -> Path:
+    """A panning clip: every frame differs, so the sampled times are visible in the pixels."""
+    scene = draw_scene("pan-ts", 320 + 4 * round(seconds * fps), 180)
+    write_video(path, (scene.crop((4 * i, 0, 4 * i + 320, 180)) for i in range(round(seconds * fps))), fps=fps)
+    return path
+
+
+def test_raw_h264_stream_is_sampled_by_frame_count(tmp_path: Path) -> None:
+    """The same bitstream as a raw .h264 (no timestamps at all) gives the same sampled frames
+    at the same times as the .mp4, with a warning, instead of one frame at t = 0."""
+    mp4 = _pan(tmp_path / "a.mp4")
+    raw = remux(mp4, tmp_path / "a.h264")
+    want = [(f.time, f.image.tobytes()) for f in MediaReader(mp4, fps=2.0)]
+    reader = MediaReader(raw, fps=2.0)
+    got = [(f.time, f.image.tobytes()) for f in reader]
+    assert [t for t, _ in got] == pytest.approx([t for t, _ in want]) and len(got) == 8
+    assert [b for _, b in got] == [b for _, b in want]
+    assert any("timestamps are missing" in w and "12 fps" in w for w in reader.warnings)
+    assert reader.duration == pytest.approx(4.0)
+
+
+@pytest.mark.parametrize("edit", ["constant", "backwards"])
+def test_constant_or_backwards_timestamps_are_counted(tmp_path: Path, edit: str) -> None:
+    flv = remux(_pan(tmp_path / "a.mp4"), tmp_path / "a.flv")
+    new = (lambda i, ms: 0) if edit == "constant" else (lambda i, ms: max(0, 4000 - ms))
+    bad = tmp_path / f"{edit}.flv"
+    bad.write_bytes(retime_flv(flv.read_bytes(), new, zero_cts=True))
+    reader = MediaReader(bad, fps=2.0)
+    times = [f.time for f in reader]
+    assert len(times) >= 7 and times == sorted(times) and times[-1] >= 3.0
+    assert any("timestamps are not increasing" in w for w in reader.warnings)
+
+
+def test_good_timestamps_give_no_warning(tmp_path: Path) -> None:
+    for p in (_pan(tmp_path / "a.mp4", 1.0), remux(_pan(tmp_path / "b.mp4", 1.0), tmp_path / "b.ts")):
+        reader = MediaReader(p, fps=2.0)
+        assert len(list(reader)) == 2 and reader.warnings == []
+
+
+def test_folder_scans_pick_up_stream_and_broadcast_containers() -> None:
+    for suffix in (".h264", ".264", ".h265", ".hevc", ".ts", ".m2ts", ".mkv", ".flv", ".3gp", ".ogv"):
+        assert suffix in VIDEO_SUFFIXES
+
+
+@pytest.mark.parametrize("name", ["bomb.png", "bomb.mp4", "bomb"])
+def test_image_bomb_refused_from_its_header_whatever_the_suffix(tmp_path: Path, name: str) -> None:
+    """A 20000x20000 PNG of a few hundred KB: a limit error, never handed to the video decoder."""
+    Image.new("1", (20000, 20000)).save(tmp_path / name, format="PNG")
+    assert (tmp_path / name).stat().st_size < 1_000_000
+    with pytest.raises(MediaLimitError, match="refused") as info:
+        list(MediaReader(tmp_path / name))
+    assert info.value.limit == "max_pixels"
+    Image.new("1", (8000, 8000)).save(tmp_path / "big.gif", format="GIF")  # over 40 MP, under Pillow's bomb size
+    with pytest.raises(MediaLimitError) as info:
+        list(MediaReader(tmp_path / "big.gif"))
+    assert info.value.limit == "max_pixels"
+
+
+def test_deadline_checked_while_decoding_unsampled_frames(tmp_path: Path) -> None:
+    """At 0.01 fps only the first frame is sampled; the deadline still stops the decoding."""
+    reader = MediaReader(_pan(tmp_path / "a.mp4"), fps=0.01)
+    frames = iter(reader)
+    next(frames)
+    reader.deadline = time.monotonic() - 1.0
+    with pytest.raises(MediaLimitError) as info:
+        next(frames)
+    assert info.value.limit == "request_timeout" and reader.decoded <= 2
+
+
+def test_frame_limit_checked_on_unsampled_frames(tmp_path: Path) -> None:
+    reader = MediaReader(_pan(tmp_path / "a.mp4"), fps=0.01, max_stream_frames=20)
+    with pytest.raises(MediaLimitError) as info:
+        list(reader)
+    assert info.value.limit == "max_frames_total"
+
+
+@pytest.mark.parametrize(("w", "h"), [(1, 960), (960, 1), (4000, 3), (2, 3)])
+def test_extreme_aspect_ratios_cost_a_bounded_number_of_crops(w: int, h: int) -> None:
+    """A 1x4000 strip used to cost one 1x1 window per pixel (thousands of crops: a hang)."""
+    assert count_windows(w, h) <= 60
+    assert count_windows(640, 360) == 47  # ordinary frames unchanged
