@@ -25,6 +25,7 @@ from detector.scoring import FrameEvidence, aggregate, frame_evidence, verify_fr
 from index.build import check_identity
 from index.errors import ImageTooLargeError, IncompatibleIndexError, ReferenceImageError
 from index.images import DEFAULT_MAX_PIXELS, open_image
+from index.precision import check_precision
 from index.store import IndexStore
 
 __all__ = ["Detector"]
@@ -60,6 +61,11 @@ class Detector:
         self.nearcopy = store.has_pdq
         #: geometric verification of each frame's strongest candidates (`detector.scoring.verify_frame`)
         self.verify = verify
+        #: the index's precision probe re-embedded here when the precisions differ (`index.precision`);
+        #: a drift past the calibration margin becomes a warning in every result
+        self.precision_check = check_precision(store, self.embedder)
+        check = self.precision_check
+        self.warnings = [check.warning] if check is not None and not check.ok else []
 
     @classmethod
     def open(cls, index: str | Path, *, backbone: str | None = None, precision: str = "auto",
@@ -137,7 +143,7 @@ class Detector:
             raise UnreadableMediaError(str(exc)) from exc
         name = path or (str(image) if isinstance(image, (str, Path)) else "<image>")
         evidence = self._evidence(iter([Frame(0, 0.0, img)]), deadline)
-        return aggregate(self.store, name, evidence, kind="image", duration=0.0)
+        return aggregate(self.store, name, evidence, kind="image", duration=0.0, warnings=self.warnings)
 
     def score_video(self, path: str | Path, *, fps: float | None = None, max_frames: int | None = None,
                     deadline: float | None = None, name: str | None = None) -> Result:
@@ -155,7 +161,7 @@ class Detector:
                              max_stream_frames=self.max_frames_total, deadline=deadline)
         evidence = self._evidence(iter(reader), deadline)
         return aggregate(self.store, name or str(path), evidence, kind=reader.kind, duration=reader.duration,
-                         warnings=reader.warnings)
+                         warnings=[*self.warnings, *reader.warnings])
 
     def score_file(self, path: str | Path, **kw: float) -> Result:
         """Like `score_video`, but an unusable file gives a Result with verdict `error`."""

@@ -67,7 +67,7 @@ class Batcher:
             try:
                 vecs = self.backbone.embed_pixels(torch.cat([p for p, _ in items]))
                 self.passes += 1
-            except BaseException as exc:  # every waiting caller gets the error
+            except BaseException as exc:  # noqa: BLE001  (every waiting caller gets the error)
                 for _, fut in items:
                     fut.set_exception(exc)
                 continue

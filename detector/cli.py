@@ -5,33 +5,37 @@
     mamori index remove INDEX (--character NAME | --reference ID)
     mamori index info INDEX
     mamori scan PATH... --index INDEX [--out RESULTS.jsonl] [--report REPORT.html] [--fps F] [--max-frames N]
-                [--from-list FILE] [--resume] [--csv FILE] [--workers N] [--engine local|ray] [--ray-address A]
+                [--from-list FILE] [--resume [--retry-errors]] [--csv FILE] [--workers N] [--engine local|ray]
+                [--ray-address A]
     mamori report RESULTS.jsonl [-o REPORT.html] [--csv FILE] [--index INDEX]
     mamori score IMAGE_OR_VIDEO --index INDEX
     mamori index thresholds INDEX [--flag SCORE] [--review SCORE]
     mamori evaluate VIDEOS... --index INDEX --labels LABELS.json [--target-fpr F] [--results R.jsonl]
     mamori demo [--out DIR]
 
-Exit status (`ExitCode`): 0 nothing flagged, 1 something flagged (scan/score), 2 usage or fatal
-error, 130 interrupted. User mistakes print one line `ErrorType: message` on stderr; `--debug`
-adds the traceback.
+Exit status (`ExitCode`): 0 nothing flagged, 1 something flagged (scan/score) and nothing else, 2
+usage or fatal error (any exception outside one input's scoring, bugs included), 130 interrupted.
+Fatal errors print one line `ErrorType: message` on stderr; `--debug` adds the traceback. A
+failure while scoring one input is that input's `error` result line, and the batch goes on.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import enum
 import json
 import os
+import signal
 import sys
+import threading
 import time
 import traceback
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from detector.errors import ConfigError, DetectorError
-from index.errors import IndexStoreError
+from detector.errors import ConfigError
 
 __all__ = ["ExitCode", "main"]
 
@@ -107,6 +111,8 @@ def cmd_index_remove(a: argparse.Namespace) -> int:
     gone = remove_references(a.index, character=a.character, reference=a.reference)
     for r in gone:
         print(f"removed {r.id} {r.character} {r.source_path}", file=sys.stderr)
+    for f in gone.deleted_files:
+        print(f"deleted {f} (uploaded art no remaining reference uses)", file=sys.stderr)
     return ExitCode.OK
 
 
@@ -119,7 +125,8 @@ def cmd_index_info(a: argparse.Namespace) -> int:
         return ExitCode.OK
     bb, counts = info["backbone"], info["counts"]
     print(f"index      {info['path']}  (format {info['format_version']}, generation {info['generation']})")
-    print(f"backbone   {bb['name']}  dim={bb['dim']}  weights sha256={bb['weights_sha256'][:16]}…")
+    print(f"backbone   {bb['name']}  dim={bb['dim']}  weights sha256={bb['weights_sha256'][:16]}…  "
+          f"precision {info.get('precision') or 'unknown'}")
     print(f"contents   {counts['references']} references, {counts['characters']} characters, "
           f"{counts['background_images']} background images; updated {info['updated']}")
     print(f"rule       {info['thresholds'].get('rule', '')}")
@@ -166,68 +173,87 @@ def _open_out(path: str | None) -> TextIO:
     return open(path, "w", encoding="utf-8") if path else sys.stdout
 
 
+@contextlib.contextmanager
+def _interrupt_deferred() -> Iterator[None]:
+    """Ctrl-C waits until the block is done (in the main thread): a line is written whole or not
+    at all, not cut in half by a KeyboardInterrupt."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    old = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+        if caught and callable(old):
+            old(signal.SIGINT, None)  # the default handler raises KeyboardInterrupt
+
+
 def _write_line(out: TextIO, record: dict[str, Any]) -> None:
-    """One JSON line, flushed, and fsynced when `out` is a file: a crash loses at most this line."""
-    out.write(json.dumps(record) + "\n")
-    out.flush()
-    if out is not sys.stdout:
-        os.fsync(out.fileno())
+    """One JSON line (valid UTF-8: `Result.to_dict` has made its strings valid text), flushed, and
+    fsynced when `out` is a file: a crash or Ctrl-C loses at most this line, never half of it."""
+    line = json.dumps(record) + "\n"
+    with _interrupt_deferred():
+        out.write(line)
+        out.flush()
+        if out is not sys.stdout:
+            os.fsync(out.fileno())
 
 
 def _jobs(inputs: Sequence[Path], done: dict[tuple[str, str], str] | None, skipped: list[Path]) -> Iterator[Any]:
     """(path, sha256 or None) of each input still to scan; with `done` (a resumed scan,
-    `detector.batch`), inputs whose (path, sha256) already has a line go to `skipped` instead."""
-    from index.images import file_sha256
+    `detector.batch`), inputs whose (path, sha256) already has a line go to `skipped` instead.
+    Only regular files are hashed (`input_sha` checks the type first: a FIFO must not block)."""
+    from detector.batch import input_sha
 
     for path in inputs:
-        sha = None
-        if done:
-            try:
-                sha = file_sha256(path)
-            except OSError:
-                sha = None  # unreadable: its error result says why
-            if sha is not None and (str(path), sha) in done:
-                skipped.append(path)
-                continue
+        sha = input_sha(path) if done else None
+        if sha is not None and done is not None and (str(path), sha) in done:
+            skipped.append(path)
+            continue
         yield path, sha
 
 
-def cmd_scan(a: argparse.Namespace) -> int:
-    from detector.batch import completed, read_list, unique
+def _scan_inputs(a: argparse.Namespace) -> list[Path]:
+    """Files and searched folders from the command line, then --from-list's paths as listed (a
+    folder there is an input like any other, and gets an `error` result: a list names files)."""
+    from detector.batch import read_list, unique
 
     if a.resume and not a.out:
         raise ConfigError("--resume needs --out: the results file to resume")
+    if a.retry_errors and not a.resume:
+        raise ConfigError("--retry-errors needs --resume: it scans again errors already in --out")
     if a.ray_address and a.engine != "ray":
         raise ConfigError("--ray-address needs --engine ray")
     if a.report and not a.out:
         raise ConfigError("--report needs --out: the report is made from the results file")
-    listed = [str(p) for p in read_list(a.from_list)] if a.from_list else []
-    inputs = list(unique([*iter_inputs(a.paths), *iter_inputs(listed)]))
-    if not inputs:
-        print("scan: no input files found (give paths or --from-list)", file=sys.stderr)
-        return ExitCode.ERROR
-    if a.out:
-        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    done = completed(a.out) if a.resume else None
-    skipped: list[Path] = []
-    jobs = _jobs(inputs, done, skipped)
+    listed = read_list(a.from_list) if a.from_list else []
+    return list(unique([*iter_inputs(a.paths), *listed]))
+
+
+def _scan_results(a: argparse.Namespace, jobs: Iterator[Any]) -> Generator[dict[str, Any], None, None]:
     options = {"backbone": a.backbone, "precision": a.precision, "device": a.device, **_detector_options(a)}
     if a.engine == "ray":
         from detector.engines import scan_ray
 
-        results = scan_ray(a.index, options, jobs, a.workers, a.ray_address)
-    else:
-        from detector.api import Detector
-        from detector.engines import scan_threads
+        return scan_ray(a.index, options, jobs, a.workers, a.ray_address)
+    from detector.api import Detector
+    from detector.engines import scan_threads
 
-        results = scan_threads(Detector.open(a.index, **options), jobs, a.workers)
+    return scan_threads(Detector.open(a.index, **options), jobs, a.workers)
+
+
+def _write_results(a: argparse.Namespace, results: Generator[dict[str, Any], None, None], first: int, total: int,
+                   this_run: list[dict[str, Any]]) -> tuple[dict[str, int], int]:
+    """Write each result line as it comes (progress on stderr); (counts per verdict, frames)."""
     counts = {"flag": 0, "review": 0, "pass": 0, "error": 0}
     frames = 0
-    t0 = t1 = time.monotonic()
-    out = open(a.out, "a" if a.resume else "w", encoding="utf-8") if a.out else sys.stdout
-    this_run: list[dict[str, Any]] = []
-    try:
-        for i, result in enumerate(results, 1):
+    t1 = time.monotonic()
+    with contextlib.ExitStack() as stack:
+        out = stack.enter_context(open(a.out, "a" if a.resume else "w", encoding="utf-8")) if a.out else sys.stdout
+        stack.enter_context(contextlib.closing(results))  # stops the engine (Ctrl-C: pending inputs cancelled)
+        for i, result in enumerate(results, first):
             _write_line(out, result)
             if a.csv and not a.out:
                 this_run.append(result)
@@ -236,29 +262,48 @@ def cmd_scan(a: argparse.Namespace) -> int:
             if not a.quiet:
                 top = result["characters"][0]["character"] if result["characters"] else ""
                 detail = result["error"] or f"{result['score']:.2f} {top}".strip()
-                print(f"[{i + len(skipped)}/{len(inputs)}] {result['path']}: {result['verdict']} {detail} "
+                print(f"[{i}/{total}] {result['path']}: {result['verdict']} {detail} "
                       f"({time.monotonic() - t1:.1f}s)", file=sys.stderr, flush=True)
             t1 = time.monotonic()
-    finally:
-        if out is not sys.stdout:
-            out.close()
-    dt = time.monotonic() - t0
+    return counts, frames
+
+
+def _write_exports(a: argparse.Namespace, this_run: list[dict[str, Any]]) -> None:
+    from detector.export import read_results, write_csv
+
+    rows = read_results(a.out) if a.out else this_run  # with --resume: earlier runs' lines too
+    if a.csv:
+        print(f"wrote {write_csv(rows, a.csv)} row(s) to {a.csv}", file=sys.stderr)
+    if a.report:
+        from detector.report import write_report
+
+        n = write_report(rows, a.report, index=a.index, progress=_progress_printer(a.quiet))
+        print(f"wrote a review report of {n} video(s) to {a.report}", file=sys.stderr)
+
+
+def cmd_scan(a: argparse.Namespace) -> int:
+    from detector.batch import completed
+
+    inputs = _scan_inputs(a)
+    if not inputs:
+        print("scan: no input files found (give paths or --from-list)", file=sys.stderr)
+        return ExitCode.ERROR
+    if a.out:
+        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    done = completed(a.out, retry_errors=a.retry_errors) if a.resume else None
+    skipped: list[Path] = []
+    this_run: list[dict[str, Any]] = []
+    t0 = time.monotonic()
+    results = _scan_results(a, _jobs(inputs, done, skipped))
+    counts, frames = _write_results(a, results, len(skipped) + 1, len(inputs), this_run)
+    dt, n = time.monotonic() - t0, len(inputs) - len(skipped)
     summary = ", ".join(f"{v} {k}" for k, v in counts.items())
     where = f"; results in {a.out}" if a.out else ""
     resumed = f"; {len(skipped)} already in {a.out}, skipped" if skipped else ""
-    print(f"scanned {len(inputs) - len(skipped)} file(s) in {dt:.1f}s ({frames / max(dt, 1e-9):.1f} frames/s, "
-          f"{(len(inputs) - len(skipped)) / max(dt, 1e-9):.2f} files/s): {summary}{resumed}{where}", file=sys.stderr)
+    print(f"scanned {n} file(s) in {dt:.1f}s ({frames / max(dt, 1e-9):.1f} frames/s, {n / max(dt, 1e-9):.2f} "
+          f"files/s): {summary}{resumed}{where}", file=sys.stderr)
     if a.csv or a.report:
-        from detector.export import read_results, write_csv
-
-        rows = read_results(a.out) if a.out else this_run  # with --resume: earlier runs' lines too
-        if a.csv:
-            print(f"wrote {write_csv(rows, a.csv)} row(s) to {a.csv}", file=sys.stderr)
-        if a.report:
-            from detector.report import write_report
-
-            n = write_report(rows, a.report, index=a.index, progress=_progress_printer(a.quiet))
-            print(f"wrote a review report of {n} video(s) to {a.report}", file=sys.stderr)
+        _write_exports(a, this_run)
     names = {str(x) for x in inputs}
     flagged_before = done is not None and any(v == "flag" for (p, _), v in done.items() if p in names)
     return ExitCode.FLAGGED if counts["flag"] or flagged_before else ExitCode.OK
@@ -266,14 +311,15 @@ def cmd_scan(a: argparse.Namespace) -> int:
 
 def cmd_score(a: argparse.Namespace) -> int:
     from detector.api import Detector
+    from detector.engines import score_one
 
     det = Detector.open(a.index, backbone=a.backbone, precision=a.precision, device=a.device,
                         **_detector_options(a))
-    result = det.score_file(a.path)
-    print(json.dumps(result.to_dict(), indent=1))
-    if result.verdict == "error":
+    result = score_one(det, Path(a.path))  # any failure on the file is its `error` result
+    print(json.dumps(result, indent=1))
+    if result["verdict"] == "error":
         return ExitCode.ERROR
-    return ExitCode.FLAGGED if result.verdict == "flag" else ExitCode.OK
+    return ExitCode.FLAGGED if result["verdict"] == "flag" else ExitCode.OK
 
 
 def _read_results(path: str) -> dict[str, dict[str, Any]]:
@@ -492,6 +538,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--from-list", metavar="FILE", help="also scan the paths listed in FILE (one per line, # comments)")
     s.add_argument("--resume", action="store_true",
                    help="append to --out, skipping inputs it already has a result for (same path and sha256)")
+    s.add_argument("--retry-errors", action="store_true",
+                   help="with --resume: also scan again inputs whose last result is an error not caused by the "
+                        "file itself (a worker that died, an internal failure, a file that changed meanwhile)")
     s.add_argument("--csv", metavar="FILE", help="also write a spreadsheet, one row per input (of all of --out)")
     s.add_argument("--report", metavar="FILE", help="also write an HTML review report of all of --out "
                    "(thumbnails in FILE's sibling folder FILE_files/)")
@@ -575,6 +624,17 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _exit_now_if_threads_linger(code: int) -> None:
+    """After Ctrl-C, scoring threads abandoned mid-input (`scan_threads`) would keep the interpreter
+    from exiting until their inputs are done: flush and leave without waiting for them (every
+    result line is already written and fsynced)."""
+    if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(OSError, ValueError):
+                stream.flush()
+        os._exit(code)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     a = parser.parse_args(argv)
@@ -582,18 +642,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(a.func(a))
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
+        _exit_now_if_threads_linger(ExitCode.INTERRUPTED)
         return ExitCode.INTERRUPTED
-    except (DetectorError, IndexStoreError) as exc:
-        if a.debug:
-            traceback.print_exc()
-        print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
-        return ExitCode.ERROR
     except BrokenPipeError:
         return ExitCode.OK
-    except OSError as exc:  # e.g. --out in a missing folder, a full disk
+    except Exception as exc:  # noqa: BLE001 - a user mistake (DetectorError, IndexStoreError), an OSError
+        # (--out in a missing folder, a full disk) or a bug: exit 2 with one line, never 1 ("flagged")
         if a.debug:
             traceback.print_exc()
-        print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"{type(exc).__name__}: {' '.join(str(exc).splitlines())}", file=sys.stderr)
         return ExitCode.ERROR
 
 

@@ -7,19 +7,31 @@
 
 Uploads stream from disk (the file is never read whole into memory). Every non-2xx reply raises
 `ServiceError` with the HTTP status, the error name, the message and, for a refused limit, its
-name; a 503 carries `retry_after` (seconds) when the server sent one.
+name; a 503 carries `retry_after` (seconds) when the server sent one. Character names and
+reference paths travel percent-encoded in the URL path (`_segment`), so `/`, `?`, `#`, `%`,
+spaces and non-ASCII reach the server as given.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Self
+from urllib.parse import quote
 
 import httpx
 
 from detector.errors import DetectorError
 
 __all__ = ["MamoriClient", "ServiceError"]
+
+
+def _segment(value: str) -> str:
+    """`value` as one URL path segment: every reserved character percent-encoded, dots too when
+    the whole value is `.` or `..` (which a URL would otherwise resolve away)."""
+    if not value:
+        raise ValueError("an empty name cannot be sent in a URL path")
+    seg = quote(value, safe="")
+    return seg.replace(".", "%2E") if seg in (".", "..") else seg
 
 
 class ServiceError(DetectorError):
@@ -36,7 +48,7 @@ class MamoriClient:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._http = httpx.Client(base_url=base_url, headers=headers, timeout=timeout)
 
-    def __enter__(self) -> MamoriClient:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -83,10 +95,10 @@ class MamoriClient:
                                                files={"file": (Path(image).name, fh)}))
 
     def remove_reference(self, reference: str) -> dict[str, Any]:
-        return self._check(self._http.delete(f"/v1/admin/references/{reference}"))  # type: ignore[no-any-return]
+        return self._check(self._http.delete(f"/v1/admin/references/{_segment(reference)}"))  # type: ignore[no-any-return]
 
     def remove_character(self, character: str) -> dict[str, Any]:
-        return self._check(self._http.delete(f"/v1/admin/characters/{character}"))  # type: ignore[no-any-return]
+        return self._check(self._http.delete(f"/v1/admin/characters/{_segment(character)}"))  # type: ignore[no-any-return]
 
     def reload(self) -> dict[str, Any]:
         return self._check(self._http.post("/v1/admin/reload"))  # type: ignore[no-any-return]

@@ -32,6 +32,11 @@ class RegionEmbedder:
     def identity(self) -> dict[str, Any]:
         return self.backbone.identity
 
+    @property
+    def precision(self) -> str:
+        """The backbone's precision (fp32, bf16, fp16): recorded by a build (`index.precision`)."""
+        return self.backbone.precision
+
     def _embed_many(self, crops: list[Image.Image]) -> np.ndarray:
         parts = [self.backbone.embed(crops[i : i + self.batch_size]) for i in range(0, len(crops), self.batch_size)]
         return np.concatenate(parts) if parts else np.zeros((0, self.backbone.dim), np.float32)

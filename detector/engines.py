@@ -10,8 +10,10 @@ order; the caller (`mamori scan`) writes and fsyncs each line, so `--resume` wor
   once (`index.store.snapshot`) and put in Ray's object store: it travels to each node once and
   the actors on that node read the same copy. Inputs are sent by path (relative paths are taken
   from the driver's working folder, which actors enter when it exists on their node), so on a
-  cluster they must be on storage every node sees at the same path. A crashed actor is restarted and its input
-  retried once; after that the input is an `error` result, like any unreadable file.
+  cluster they must be on storage every node sees at the same path. An actor whose process dies
+  is replaced by a new one (or leaves the pool if none can start) and its input is retried once,
+  on the next free actor; if that one dies too, the input's result is an `error` of kind
+  `worker`, which `scan --resume --retry-errors` scans again.
 """
 
 from __future__ import annotations
@@ -21,78 +23,94 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections import deque
+from collections.abc import Generator, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from detector.errors import ConfigError, DetectorError
+from detector.batch import FileChangedError, hash_file, input_sha, stamp
+from detector.errors import ConfigError, DetectorError, UnreadableMediaError
 from detector.results import Result
-from index.errors import IndexStoreError
-from index.images import file_sha256
 
 __all__ = ["Job", "scan_ray", "scan_threads", "score_one"]
 
 log = logging.getLogger("mamori.engines")
 
-#: (path, sha256 of its content or None to compute it)
+#: (path, its sha256 when the caller already has it, else None). Workers hash each input
+#: themselves (`score_one`); the caller's hash goes into the result of an input whose worker died.
 Job = tuple[Path, str | None]
 
-#: failures that make one input's `error` result instead of stopping the batch
-_INPUT_ERRORS = (DetectorError, IndexStoreError, RuntimeError, OSError, ValueError, MemoryError)
 
-
-def score_one(det: Any, path: Path, sha: str | None = None) -> dict[str, Any]:
-    """Score one input as a batch scan does: its result dict, with the input's sha256 recorded.
-
-    An unexpected failure on this input (a decoder or model error) becomes its `error` result.
-    """
-    if sha is None:
-        try:
-            sha = file_sha256(path)
-        except OSError:
-            sha = None  # unreadable: score_file reports why
+def _score_stamped(det: Any, path: Path) -> Result | None:
+    """The input's result with the sha256 of the bytes scored, or None when the file changed
+    between its stamp (taken before hashing) and the end of scoring (`detector.batch`)."""
+    try:
+        sha, before = hash_file(path)
+    except FileChangedError:
+        return None
+    except Exception as exc:  # noqa: BLE001 - an input's failure is its result, whatever it is
+        return Result.failed(str(path), exc)
     try:
         result = det.score_file(path)
-    except _INPUT_ERRORS as exc:
+    except Exception as exc:  # noqa: BLE001
         result = Result.failed(str(path), exc)
-    return dataclasses.replace(result, sha256=sha).to_dict()
+    try:
+        after = stamp(path)
+    except UnreadableMediaError:
+        return None
+    return dataclasses.replace(result, sha256=sha) if after == before else None
+
+
+def score_one(det: Any, path: Path) -> dict[str, Any]:
+    """Score one input as a batch scan does: its result dict, with the sha256 of the bytes scored.
+
+    Never raises for the input: any failure on it (unreadable media, a decoder or model error, a
+    bug) becomes its `error` result, with `error_kind` saying which. A file that changes while it
+    is scored is scored again, once.
+    """
+    for _ in range(2):
+        result = _score_stamped(det, path)
+        if result is not None:
+            return result.to_dict()
+    exc = FileChangedError(f"{path}: changed while it was scanned, twice; scan it again when it is complete")
+    return Result.failed(str(path), exc, kind="changed").to_dict()
 
 
 def _threads_per_worker(workers: int) -> int:
     return max(1, torch.get_num_threads() // workers)
 
 
-def scan_threads(det: Any, jobs: Iterable[Job], workers: int = 1) -> Iterator[dict[str, Any]]:
+def scan_threads(det: Any, jobs: Iterable[Job], workers: int = 1) -> Generator[dict[str, Any], None, None]:
     """Score `jobs` with `workers` threads sharing `det`; results in completion order.
 
-    At most 2 x workers inputs are in flight, so a list of millions of paths is read lazily.
+    At most 2 x workers inputs are in flight, so a list of millions of paths is read lazily. When
+    the caller stops early (Ctrl-C raises KeyboardInterrupt here or in the caller, which closes
+    this generator), inputs not started are cancelled and running ones are abandoned, not waited
+    for: their threads finish in the background (`mamori scan` then exits without joining them).
     """
     if workers == 1:
-        for path, sha in jobs:
-            yield score_one(det, path, sha)
+        for path, _ in jobs:
+            yield score_one(det, path)
         return
     # PyTorch's CPU thread count is per calling thread (OpenMP): set it in each worker thread, or
     # every worker runs as many threads as there are cores and they fight over them
-    per_worker = _threads_per_worker(workers)
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mamori-scan",
+                              initializer=torch.set_num_threads, initargs=(_threads_per_worker(workers),))
     pending: set[Future[dict[str, Any]]] = set()
-    it = iter(jobs)
     try:
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mamori-scan",
-                                initializer=torch.set_num_threads, initargs=(per_worker,)) as pool:
-            for path, sha in it:
-                pending.add(pool.submit(score_one, det, path, sha))
-                if len(pending) >= 2 * workers:
-                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                    yield from (f.result() for f in done)
-            while pending:
+        for path, _ in jobs:
+            pending.add(pool.submit(score_one, det, path))
+            if len(pending) >= 2 * workers:
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)
                 yield from (f.result() for f in done)
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            yield from (f.result() for f in done)
     finally:
-        for f in pending:
-            f.cancel()
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _import_ray() -> Any:
@@ -119,12 +137,125 @@ class _ScanWorker:
     def ready(self) -> bool:
         return True
 
-    def score(self, path: str, sha: str | None) -> dict[str, Any]:
-        return score_one(self.det, Path(path), sha)
+    def score(self, path: str) -> dict[str, Any]:
+        return score_one(self.det, Path(path))
+
+
+class _RayPool:
+    """The actors of a Ray scan and their running tasks.
+
+    Why not Ray's own restarts: an actor that had died past `max_restarts` stayed in the pool and
+    failed every input sent to it. Here an actor whose process dies is killed for good and a new
+    one started in its place (its `ready` call is a task like the others); one that cannot start
+    leaves the pool.
+    """
+
+    def __init__(self, ray: Any, make: Any, actors: list[Any]) -> None:
+        self.ray, self._make = ray, make
+        self.idle = list(actors)
+        #: task -> (actor, job with its attempt number, or None for a new actor's `ready` call)
+        self._tasks: dict[Any, tuple[Any, tuple[Job, int] | None]] = {}
+
+    def busy(self) -> bool:
+        return bool(self._tasks)
+
+    def submit(self, job: Job, attempt: int) -> None:
+        actor = self.idle.pop()
+        self._tasks[actor.score.remote(str(job[0]))] = (actor, (job, attempt))
+
+    def _replace(self, dead: Any) -> None:
+        self.ray.kill(dead, no_restart=True)
+        new = self._make()
+        self._tasks[new.ready.remote()] = (new, None)
+
+    def next_done(self) -> tuple[Job, int, Any, bool] | None:
+        """Wait for a task: (job, attempt, result dict or exception, whether its worker died), or
+        None when the task was a new actor's `ready` (it joins the pool, or leaves it if it failed)."""
+        ref = self.ray.wait(list(self._tasks), num_returns=1)[0][0]
+        actor, task = self._tasks.pop(ref)
+        try:
+            value, died = self.ray.get(ref), False
+        except self.ray.exceptions.RayTaskError as exc:  # raised by our code: the actor is fine
+            value, died = exc, False
+        except self.ray.exceptions.RayError as exc:  # the actor's process (or its node) died
+            value, died = exc, True
+        if task is None:
+            if isinstance(value, BaseException):
+                log.warning("a replacement Ray worker could not start: %s", _first_line(value))
+                self.ray.kill(actor, no_restart=True)
+            else:
+                self.idle.append(actor)
+            return None
+        if died:
+            log.warning("a Ray worker died scoring %s: %s; starting another", task[0][0], _first_line(value))
+            self._replace(actor)
+        else:
+            self.idle.append(actor)
+        return task[0], task[1], value, died
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
+
+
+def _worker_failure(job: Job, exc: BaseException, died: bool) -> dict[str, Any]:
+    """The `error` result of an input whose worker died on it twice (or whose task failed in Ray)."""
+    path, sha = job
+    cause = exc if died else (getattr(exc, "cause", None) or exc)
+    result = Result.failed(str(path), cause, kind="worker" if died else "internal")
+    why = "the Ray worker scoring it died, on two workers" if died else _first_line(cause)
+    return dataclasses.replace(result, error=f"{type(cause).__name__}: {why}",
+                               sha256=sha or input_sha(path)).to_dict()
+
+
+def _ray_results(pool: _RayPool, jobs: Iterable[Job]) -> Iterator[dict[str, Any]]:
+    """Results of `jobs` on `pool`; the input of a worker that died is retried once, on the next
+    free actor (the dead one's replacement is not free until it has loaded the model)."""
+    it = iter(jobs)
+    retry: deque[tuple[Job, int]] = deque()
+    exhausted = False
+    while True:
+        while pool.idle and (retry or not exhausted):
+            if retry:
+                pool.submit(*retry.popleft())
+            elif (job := next(it, None)) is None:
+                exhausted = True
+            else:
+                pool.submit(job, 1)
+        if not pool.busy():
+            if retry or not exhausted:
+                raise DetectorError("every Ray worker died and none could be started again")
+            return
+        done = pool.next_done()
+        if done is None:
+            continue
+        job, attempt, value, died = done
+        if isinstance(value, dict):
+            yield value
+        elif died and attempt == 1:
+            retry.append((job, 2))
+        else:
+            yield _worker_failure(job, value, died)
+
+
+def _start_ray(ray: Any, address: str | None, cpus: int) -> bool:
+    """Connect to `address` or start a private local Ray; whether this call started it."""
+    if ray.is_initialized():
+        return False
+    try:
+        if address:
+            ray.init(address=address, log_to_driver=False)
+        else:
+            ray.init(num_cpus=max(os.cpu_count() or 1, cpus), include_dashboard=False, log_to_driver=False,
+                     _node_ip_address="127.0.0.1")
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise ConfigError(f"cannot start or reach Ray ({address or 'local'}): {exc}") from exc
+    return True
 
 
 def scan_ray(index: str | Path, options: dict[str, Any], jobs: Iterable[Job], workers: int,
-             address: str | None = None, cpus_per_worker: float = 1.0) -> Iterator[dict[str, Any]]:
+             address: str | None = None, cpus_per_worker: float = 1.0) -> Generator[dict[str, Any], None, None]:
     """Score `jobs` on `workers` Ray actors; results in completion order.
 
     Args:
@@ -135,58 +266,33 @@ def scan_ray(index: str | Path, options: dict[str, Any], jobs: Iterable[Job], wo
         cpus_per_worker: CPUs each actor reserves (and its PyTorch threads).
 
     Raises:
-        ConfigError: Ray is not installed or the cluster cannot be reached.
+        ConfigError: Ray is not installed, the cluster cannot be reached, or the workers cannot
+            load the detector.
+        DetectorError: every worker died and none could be started again.
     """
     ray = _import_ray()
     from index.store import snapshot
 
     t0 = time.monotonic()
     files = snapshot(index)  # read before starting Ray: a bad index fails fast
-    started = not ray.is_initialized()
-    if started:
-        try:
-            if address:
-                ray.init(address=address, log_to_driver=False)
-            else:
-                ray.init(num_cpus=max(os.cpu_count() or 1, int(workers * cpus_per_worker)),
-                         include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")
-        except (ConnectionError, RuntimeError, ValueError) as exc:
-            raise ConfigError(f"cannot start or reach Ray ({address or 'local'}): {exc}") from exc
+    started = _start_ray(ray, address, int(workers * cpus_per_worker))
     try:
         files_ref = ray.put(files)
         del files
-        actor_cls = ray.remote(num_cpus=cpus_per_worker, max_restarts=2, max_task_retries=1)(_ScanWorker)
-        threads = max(1, int(cpus_per_worker))
-        actors = [actor_cls.remote(files_ref, options, threads, os.getcwd()) for _ in range(workers)]
+        actor_cls = ray.remote(num_cpus=cpus_per_worker, max_restarts=0, max_task_retries=0)(_ScanWorker)
+        threads, cwd = max(1, int(cpus_per_worker)), os.getcwd()
+
+        def make() -> Any:
+            return actor_cls.remote(files_ref, options, threads, cwd)
+
+        actors = [make() for _ in range(workers)]
         try:
             ray.get([a.ready.remote() for a in actors])  # a model or index that fails to load stops here
         except ray.exceptions.RayError as exc:
             cause = getattr(exc, "cause", None) or exc
             raise ConfigError(f"Ray workers could not load the detector: {type(cause).__name__}: {cause}") from exc
         log.info("%d Ray workers ready in %.1fs", workers, time.monotonic() - t0)
-        idle = list(actors)
-        running: dict[Any, tuple[Any, Job]] = {}
-        it = iter(jobs)
-        exhausted = False
-        while True:
-            while idle and not exhausted:
-                job = next(it, None)
-                if job is None:
-                    exhausted = True
-                    break
-                actor = idle.pop()
-                running[actor.score.remote(str(job[0]), job[1])] = (actor, job)
-            if not running:
-                return
-            ready, _ = ray.wait(list(running), num_returns=1)
-            actor, (path, sha) = running.pop(ready[0])
-            idle.append(actor)
-            try:
-                result = ray.get(ready[0])
-            except ray.exceptions.RayError as exc:  # the actor died on this input, and again on the retry
-                cause = getattr(exc, "cause", None) or exc
-                result = dataclasses.replace(Result.failed(str(path), cause), sha256=sha).to_dict()
-            yield result
+        yield from _ray_results(_RayPool(ray, make, actors), jobs)
     finally:
         if started:
             ray.shutdown()

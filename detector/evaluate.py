@@ -140,15 +140,15 @@ class Report:
         for name, t in sorted(self.tracks.items()):
             out.append(f"{name:12} {t['n']:6d} {t['flag']:7d} {t['review']:6d} {t['median_score']:12.3f}")
         out += [
-            f"videos: {self.n_positive} positive, {self.n_negative} negative; "
-            f"{len(self.missing)} without a result, {len(self.errors)} unreadable",
+            (f"videos: {self.n_positive} positive, {self.n_negative} negative; "
+             f"{len(self.missing)} without a result, {len(self.errors)} unreadable"),
             f"at the index's thresholds (flag >= {self.flag_score:.3f}, review >= {self.review_score:.3f}):",
-            f"  AP={self.ap:.3f} recall={self.recall:.3f} FPR={self.fpr:.3f} "
-            f"character_accuracy={self.char_acc:.3f} segment_IoU={self.segment_iou:.3f} "
-            f"segment_accuracy={self.segment_acc:.3f}",
-            f"suggested for FPR <= {self.target_fpr:g}: flag >= {self.suggested_flag:.4f} "
-            f"(recall {self.recall_at_suggested:.3f}, FPR {self.fpr_at_suggested:.3f}), "
-            f"review >= {self.suggested_review:.4f}",
+            (f"  AP={self.ap:.3f} recall={self.recall:.3f} FPR={self.fpr:.3f} "
+             f"character_accuracy={self.char_acc:.3f} segment_IoU={self.segment_iou:.3f} "
+             f"segment_accuracy={self.segment_acc:.3f}"),
+            (f"suggested for FPR <= {self.target_fpr:g}: flag >= {self.suggested_flag:.4f} "
+             f"(recall {self.recall_at_suggested:.3f}, FPR {self.fpr_at_suggested:.3f}), "
+             f"review >= {self.suggested_review:.4f}"),
         ]
         return out
 

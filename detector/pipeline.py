@@ -209,7 +209,7 @@ def prefetch(make: Callable[[], Iterator[T]], depth: int = 2) -> Generator[T, No
                 if not put(item):
                     return
             put(_Done())
-        except BaseException as exc:  # handed to the consumer, which re-raises it
+        except BaseException as exc:  # noqa: BLE001  (handed to the consumer, which re-raises it)
             put(_Failed(exc))
         finally:
             close = getattr(items, "close", None)

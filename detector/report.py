@@ -36,6 +36,7 @@ from urllib.parse import quote
 from PIL import Image, ImageDraw
 
 from detector.errors import MediaError
+from detector.results import path_of
 from detector.scoring import MIN_INLIERS
 from index.errors import IndexStoreError
 
@@ -51,13 +52,14 @@ Progress = Callable[[str, int, int], None]
 
 
 def _link(target: str, base: Path) -> str:
-    """A percent-encoded link to `target` relative to the report's folder (absolute if that fails)."""
+    """A percent-encoded link to `target` relative to the report's folder (absolute if that fails);
+    the bytes of a non-UTF-8 file name are percent-encoded as they are."""
     p = Path(target)
     try:
         rel = os.path.relpath(p.resolve(), base.resolve())
     except ValueError:
         rel = str(p.resolve())
-    return quote(Path(rel).as_posix(), safe="/")
+    return quote(os.fsencode(Path(rel).as_posix()), safe="/")
 
 
 def _thumb_name(kind: str, *parts: object) -> str:
@@ -166,14 +168,14 @@ def report_data(results: Sequence[dict[str, Any]], files: Path | None, base: Pat
                 if files is not None:
                     box = s.get("box") or [0, 0, 0, 0]
                     frame = _thumb_name("f", r["path"], r.get("sha256"), s.get("peak_time"), box)
-                    missing = _frame_thumb(r["path"], float(s.get("peak_time") or 0.0), box, files / frame)
+                    missing = _frame_thumb(path_of(r), float(s.get("peak_time") or 0.0), box, files / frame)
                 shown.append([s.get("start"), s.get("end"), s.get("peak_time"), s.get("peak_score"), ref_index[ref],
                               s.get("channel") or "embedding", "" if missing else frame,
                               why(missing) if missing else -1])
             who = characters([c.get("character") or "", c.get("franchise") or "", c.get("rights_holder") or ""])
             chars.append([who, c.get("score"), shown] + ([c["inliers"]] if c.get("inliers") is not None else []))
         tl = r.get("timeline") or []
-        rows.append({"p": r["path"], "h": _link(r["path"], base), "v": r["verdict"], "s": r.get("score"),
+        rows.append({"p": r["path"], "h": _link(path_of(r), base), "v": r["verdict"], "s": r.get("score"),
                      "d": r.get("duration"), "n": r.get("frames"), "t": _times([t for t, _ in tl]),
                      "y": [round(100 * v) for _, v in tl], "c": chars})
         if progress is not None:

@@ -1,18 +1,36 @@
 """Result objects: what a scan, `score`, the HTTP reply and the Python API return.
 
 `Result.to_dict()` is the result schema of DESIGN.md, extended (never renamed) with `kind`,
-`warnings`, `sha256` (of the input, in batch scans), `timeline` (score over time), per character
-`inliers`, and per segment `reference_id`, `similarity`, `box`, `frames`, `channel` and `inliers`.
+`warnings`, `sha256` (of the input, in batch scans), `timeline` (score over time), `error_kind`,
+`path_bytes`, per character `inliers`, and per segment `reference_id`, `similarity`, `box`,
+`frames`, `channel` and `inliers`.
+
+File names that are not UTF-8 (bytes on Linux; Python holds them as surrogate escapes) cannot be
+written as JSON text that every reader accepts. So `to_dict()` writes every string as valid
+Unicode, each undecodable byte shown as the four characters `\\xNN`, and, when that changed the
+path, the path's exact bytes in `path_bytes` (base64; null otherwise). `path_of(record)` gives
+back the path as Python names the file.
 """
 
 from __future__ import annotations
 
+import base64
+import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["VERDICTS", "CharacterResult", "Result", "Segment"]
+from detector.errors import MediaError, MediaLimitError
+
+__all__ = ["ERROR_KINDS", "RETRY_KINDS", "VERDICTS", "CharacterResult", "Result", "Segment", "error_kind_of",
+           "path_of"]
 
 VERDICTS = ("flag", "review", "pass", "error")
+#: why an input's verdict is `error`: media (unreadable, or not a regular file), limit (over a
+#: limit), changed (the file changed while it was scanned), worker (the process scoring it died),
+#: internal (any other failure, e.g. a bug)
+ERROR_KINDS = ("media", "limit", "changed", "worker", "internal")
+#: error kinds that `scan --resume --retry-errors` scans again: the file itself is not to blame
+RETRY_KINDS = ("changed", "worker", "internal")
 
 
 @dataclass(frozen=True)
@@ -66,14 +84,23 @@ class Result:
     #: (time, best calibrated frame score) per sampled frame, at most TIMELINE_POINTS (`detector.scoring.timeline`)
     timeline: tuple[tuple[float, float], ...] = ()
 
+    #: one of ERROR_KINDS when `verdict` is `error`, else None
+    error_kind: str | None = None
+
     @classmethod
-    def failed(cls, path: str, exc: BaseException) -> Result:
-        """The result of an input that could not be read: verdict `error`, the reason in `error`."""
+    def failed(cls, path: str, exc: BaseException, kind: str | None = None) -> Result:
+        """The result of an input that could not be scored: verdict `error`, the reason in `error`,
+        `error_kind` as given or else from the exception (MediaLimitError: limit, MediaError:
+        media, anything else: internal)."""
+        if kind is None:
+            kind = "internal"
+            if isinstance(exc, MediaError):
+                kind = "limit" if isinstance(exc, MediaLimitError) else "media"
         return cls(path=path, verdict="error", score=0.0, frames=0, duration=None,
-                   error=f"{type(exc).__name__}: {exc}")
+                   error=f"{type(exc).__name__}: {exc}", error_kind=kind)
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
+        d = _valid_text(asdict(self))
         d["score"] = round(self.score, 4)
         for c in d["characters"]:
             c["score"] = round(c["score"], 4)
@@ -81,8 +108,58 @@ class Result:
                 for k in ("start", "end", "peak_time", "peak_score", "similarity"):
                     s[k] = round(s[k], 4)
                 s["box"] = list(s["box"])
-        d["warnings"] = list(self.warnings)
+        d["warnings"] = list(d["warnings"])
         d["timeline"] = [[round(t, 3), round(v, 3)] for t, v in self.timeline]
         if self.duration is not None:
             d["duration"] = round(self.duration, 3)
+        d["path_bytes"] = _path_bytes(self.path) if d["path"] != self.path else None
         return d
+
+
+def _text(s: str) -> str:
+    """`s` as valid Unicode: a non-UTF-8 byte of a file name (a surrogate escape) becomes `\\xNN`."""
+    try:
+        s.encode("utf-8")
+        return s
+    except UnicodeEncodeError:
+        pass
+    try:
+        return s.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a lone surrogate that no file name decodes to
+        return s.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _valid_text(x: Any) -> Any:
+    if isinstance(x, str):
+        return _text(x)
+    if isinstance(x, dict):
+        return {k: _valid_text(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return type(x)(map(_valid_text, x))
+    return x
+
+
+def _path_bytes(path: str) -> str | None:
+    try:
+        return base64.b64encode(os.fsencode(path)).decode("ascii")
+    except UnicodeEncodeError:
+        return None
+
+
+def path_of(record: dict[str, Any]) -> str:
+    """The input's path as Python names the file (surrogate escapes for non-UTF-8 bytes), from a
+    result line: `path_bytes` when set, else `path`."""
+    raw = record.get("path_bytes")
+    return os.fsdecode(base64.b64decode(raw)) if raw else str(record["path"])
+
+
+def error_kind_of(record: dict[str, Any]) -> str | None:
+    """A result line's error kind; for lines written before `error_kind` existed, read from `error`."""
+    if record.get("verdict") != "error":
+        return None
+    if record.get("error_kind"):
+        return str(record["error_kind"])
+    error = str(record.get("error") or "")
+    if error.startswith("MediaLimitError"):
+        return "limit"
+    return "media" if error.startswith(("UnreadableMediaError", "MediaError")) else "internal"

@@ -41,6 +41,7 @@ Steps:
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -279,4 +280,4 @@ def timeline(evidence: Sequence[FrameEvidence], points: int = TIMELINE_POINTS) -
     if len(best) <= points:
         return tuple(best)
     edges = np.linspace(0, len(best), points + 1).astype(int)
-    return tuple((best[a][0], max(s for _, s in best[a:b])) for a, b in zip(edges[:-1], edges[1:]))
+    return tuple((best[a][0], max(s for _, s in best[a:b])) for a, b in itertools.pairwise(edges))

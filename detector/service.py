@@ -5,8 +5,10 @@
     GET  /v1/index                  backbone, counts, characters, thresholds, generation  [score]
     POST /v1/score                  an image or video (raw body or multipart `file`) -> Result [score]
     POST /v1/admin/references       multipart: `file` + character, franchise, rights_holder, license [admin]
+                                    (an image already indexed: a no-op naming it in `duplicate_of`)
     DELETE /v1/admin/references/ID  remove one reference (id, sha256 or source path)      [admin]
     DELETE /v1/admin/characters/NAME  remove a character (takedown / opt-out)              [admin]
+                                    (both delete uploaded art no remaining reference uses)
     POST /v1/admin/reload           re-open the index from disk                            [admin]
     GET  /metrics                   Prometheus counters and latency histogram (no auth)
 
@@ -33,7 +35,6 @@ import asyncio
 import hmac
 import json
 import logging
-import shutil
 import tempfile
 import threading
 import time
@@ -57,17 +58,9 @@ from detector.embedding import RegionEmbedder
 from detector.errors import ConfigError, DetectorError, MediaLimitError, UnreadableMediaError
 from detector.frames import DEFAULT_FPS
 from detector.limits import Limits
-from detector.uploads import ApiError, receive_upload
-from index import (
-    IndexLockedError,
-    IndexStore,
-    IndexStoreError,
-    ReferenceEntry,
-    ReferenceNotFoundError,
-    add_references,
-    remove_references,
-)
-from index.images import file_sha256
+from detector.uploads import ApiError, Upload, receive_upload
+from index import IndexLockedError, IndexStore, IndexStoreError, ReferenceEntry, ReferenceNotFoundError
+from index.build import RemovedReferences, add_upload, remove_references
 
 __all__ = ["Limits", "ServiceConfig", "create_app", "read_tokens"]
 
@@ -150,7 +143,7 @@ class _State:
             log.info("ready: index %s (generation %s), backbone %s in %s on %s, batching %s", self.cfg.index,
                      store.manifest.get("generation"), self.backbone.name, self.backbone.precision,
                      self.backbone.device, "on" if self.batcher else "off")
-        except Exception as exc:  # reported by /v1/ready; the process stays up to say why
+        except Exception as exc:  # noqa: BLE001  (reported by /v1/ready; the process stays up to say why)
             self.load_error = f"{type(exc).__name__}: {exc}"
             log.error("cannot load: %s", self.load_error)
 
@@ -179,6 +172,16 @@ class _State:
         self.pool.shutdown(wait=True, cancel_futures=True)
         if self.batcher is not None:
             self.batcher.close()
+
+
+def _reference_entry(upload: Upload) -> ReferenceEntry:
+    """The metadata of an uploaded reference, from its form fields (`path` carries the suffix)."""
+    character = upload.fields.get("character", "").strip()
+    if not character:
+        raise ApiError(422, "MissingField", "form field `character` is required")
+    return ReferenceEntry(Path(f"upload{Path(upload.filename).suffix}"), character,
+                          upload.fields.get("franchise", ""), upload.fields.get("rights_holder", ""),
+                          upload.fields.get("license", ""))
 
 
 def _error_response(exc: BaseException) -> JSONResponse:
@@ -303,9 +306,11 @@ def create_app(cfg: ServiceConfig) -> FastAPI:
         det = state.current()
         summary = det.store.summary()
         summary.pop("path", None)  # the server's file system is not the client's business
+        check = det.precision_check
         summary.update({"flag_score": det.store.flag_score, "review_score": det.store.review_score,
-                        "precision": det.backbone.precision, "limits": cfg.limits.__dict__,
-                        "version": app.version})
+                        "precision": det.backbone.precision, "index_precision": det.store.precision or None,
+                        "precision_check": None if check is None else check.to_dict(),
+                        "limits": cfg.limits.__dict__, "version": app.version})
         return summary
 
     async def _received(request: Request, folder: Path) -> Any:
@@ -352,39 +357,32 @@ def create_app(cfg: ServiceConfig) -> FastAPI:
         state.current()
         with tempfile.TemporaryDirectory(prefix="mamori-ref-") as tmp:
             upload = await _received(request, Path(tmp))
-            character = upload.fields.get("character", "").strip()
-            if not character:
-                raise ApiError(422, "MissingField", "form field `character` is required")
-            # kept beside the index (the index records where each reference came from)
-            keep = cfg.index / "uploads"
-            keep.mkdir(exist_ok=True)
-            src = keep / f"{file_sha256(upload.path)[:16]}{Path(upload.filename).suffix.lower()[:8]}"
-            shutil.move(str(upload.path), src)
-            entry = ReferenceEntry(src, character, upload.fields.get("franchise", ""),
-                                   upload.fields.get("rights_holder", ""), upload.fields.get("license", ""))
+            entry = _reference_entry(upload)
             assert state.backbone is not None
-            try:
-                report, gen = await _admin(lambda: add_references(cfg.index, [entry], RegionEmbedder(state.backbone)))
-            except BaseException:
-                src.unlink(missing_ok=True)
-                raise
-        if report.skipped and not report.added:
-            src.unlink(missing_ok=True)
+            embedder = RegionEmbedder(state.backbone)
+            # kept in INDEX/uploads/ (the index records where each reference came from)
+            report, gen = await _admin(lambda: add_upload(cfg.index, upload.path, entry, embedder))
+        if report.skipped and not report.added and not report.duplicates:
             raise ApiError(422, "ReferenceNotAdded", f"reference not added: {report.skipped[0][1]}")
+        dup = report.duplicates[0][1] if report.duplicates else None
         return {"added": [r.id for r in report.added], "quarantined": [r.id for r in report.quarantined],
+                "duplicate_of": None if dup is None else {"id": dup.id, "sha256": dup.sha256,
+                                                          "character": dup.character},
                 "characters": report.characters, "generation": gen}
+
+    def _removed(gone: RemovedReferences, gen: Any) -> dict[str, Any]:
+        return {"removed": [r.id for r in gone], "deleted_files": [f"uploads/{p.name}" for p in gone.deleted_files],
+                "generation": gen}
 
     @app.delete("/v1/admin/references/{ref:path}", dependencies=[Depends(scope("admin"))])
     async def remove_reference(ref: str) -> dict[str, Any]:
         state.current()
-        gone, gen = await _admin(lambda: remove_references(cfg.index, reference=ref))
-        return {"removed": [r.id for r in gone], "generation": gen}
+        return _removed(*await _admin(lambda: remove_references(cfg.index, reference=ref)))
 
-    @app.delete("/v1/admin/characters/{name}", dependencies=[Depends(scope("admin"))])
+    @app.delete("/v1/admin/characters/{name:path}", dependencies=[Depends(scope("admin"))])
     async def remove_character(name: str) -> dict[str, Any]:
         state.current()
-        gone, gen = await _admin(lambda: remove_references(cfg.index, character=name))
-        return {"removed": [r.id for r in gone], "generation": gen}
+        return _removed(*await _admin(lambda: remove_references(cfg.index, character=name)))
 
     @app.post("/v1/admin/reload", dependencies=[Depends(scope("admin"))])
     async def reload() -> dict[str, Any]:

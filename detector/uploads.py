@@ -5,7 +5,9 @@ limit, a body over `max_bytes` (413; at once when Content-Length already says so
 than the deadline (408), a content type that is neither an image/video/octet-stream body nor
 multipart form data (415), a multipart body without a `file` part (422), and a client that goes
 away mid-body (400). Multipart bodies are parsed while they stream (python-multipart), the file
-part written straight to disk. The caller owns the folder and removes it (`tempfile.TemporaryDirectory`).
+part written straight to disk; a text field over MAX_FIELD_BYTES or a form of more than
+MAX_FORM_FIELDS parts is refused (413). The caller owns the folder and removes it
+(`tempfile.TemporaryDirectory`).
 """
 
 from __future__ import annotations
@@ -16,15 +18,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from python_multipart.decoders import Base64Decoder, QuotedPrintableDecoder
 from python_multipart.exceptions import FormParserError
-from python_multipart.multipart import FormParser
+from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
-__all__ = ["RAW_TYPES", "ApiError", "Upload", "receive_upload"]
+__all__ = ["MAX_FIELD_BYTES", "MAX_FORM_FIELDS", "RAW_TYPES", "ApiError", "Upload", "receive_upload"]
 
 #: Content types accepted as a raw body (besides multipart/form-data with a `file` part).
 RAW_TYPES = ("image/", "video/", "application/octet-stream")
-_MAX_FIELD_BYTES = 64 * 1024
+#: A multipart text field may hold this many bytes (413, limit `max_field_bytes`) ...
+MAX_FIELD_BYTES = 64 * 1024
+#: ... and a form this many parts, the `file` part included (413, limit `max_form_fields`).
+MAX_FORM_FIELDS = 32
 
 
 class ApiError(Exception):
@@ -63,21 +69,116 @@ class _RawSink:
         self._fh.close()
 
 
-class _MultipartSink:
-    def __init__(self, folder: Path, content_type: str):
-        self.fields: dict[str, str] = {}
-        self.files: list[Any] = []
-        self.parser = FormParser(
-            content_type.split(";")[0].strip(), self._on_field, self.files.append,
-            boundary=_boundary(content_type),
-            config={"UPLOAD_DIR": str(folder), "MAX_MEMORY_FILE_SIZE": 0, "UPLOAD_DELETE_TMP": False,
-                    "UPLOAD_KEEP_EXTENSIONS": False, "MAX_FIELD_SIZE": _MAX_FIELD_BYTES, "MAX_FIELDS": 32},
-        )
+class _FieldPart:
+    """A text field, held in memory up to MAX_FIELD_BYTES."""
 
-    def _on_field(self, f: Any) -> None:
-        if f.field_name is not None:
-            value = f.value.decode("utf-8", "replace") if f.value is not None else ""
-            self.fields[f.field_name.decode("utf-8", "replace")] = value
+    def __init__(self, name: str):
+        self.name, self.value = name, bytearray()
+
+    def write(self, data: bytes) -> int:
+        if len(self.value) + len(data) > MAX_FIELD_BYTES:
+            raise ApiError(413, "FormFieldTooLarge", f"form field {self.name[:64]!r} is over the "
+                           f"{MAX_FIELD_BYTES // 1024} KiB a form field may hold", limit="max_field_bytes")
+        self.value += data
+        return len(data)
+
+    def finalize(self) -> None:
+        pass
+
+
+class _FilePart:
+    """The `file` part, written straight to disk (`done` once its end arrived)."""
+
+    def __init__(self, path: Path, filename: str):
+        self.path, self.filename, self.size, self.done = path, filename, 0, False
+        self._fh = open(path, "wb")  # noqa: SIM115 - closed in finalize() or close()
+
+    def write(self, data: bytes) -> int:
+        self.size += self._fh.write(data)
+        return len(data)
+
+    def finalize(self) -> None:
+        self._fh.close()
+        self.done = True
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+class _Dropped:
+    """Any other file part: read and thrown away."""
+
+    def write(self, data: bytes) -> int:
+        return len(data)
+
+    def finalize(self) -> None:
+        pass
+
+
+class _MultipartSink:
+    """multipart/form-data parsed while it streams (python-multipart's part parser): the first
+    `file` part goes to disk, other file parts are dropped, text fields are kept in memory, each
+    up to MAX_FIELD_BYTES, with at most MAX_FORM_FIELDS parts in all (python-multipart's own
+    field limits apply to urlencoded forms only)."""
+
+    def __init__(self, folder: Path, content_type: str):
+        self.folder = folder
+        self.fields: dict[str, str] = {}
+        self.file: _FilePart | None = None
+        self.parts = 0
+        self._part: _FieldPart | _FilePart | _Dropped | None = None
+        self._writer: Any = None  # the part, or a transfer-encoding decoder in front of it
+        self._headers: dict[bytes, bytes] = {}
+        self._hname, self._hvalue = bytearray(), bytearray()
+        callbacks: Any = {
+            "on_part_begin": self._headers.clear, "on_header_field": self._on_header_field,
+            "on_header_value": self._on_header_value, "on_header_end": self._on_header_end,
+            "on_headers_finished": self._begin_part, "on_part_data": self._on_part_data,
+            "on_part_end": self._end_part,
+        }
+        self.parser = MultipartParser(_boundary(content_type), callbacks)
+
+    def _on_header_field(self, data: bytes, start: int, end: int) -> None:
+        self._hname += data[start:end]
+
+    def _on_header_value(self, data: bytes, start: int, end: int) -> None:
+        self._hvalue += data[start:end]
+
+    def _on_header_end(self) -> None:
+        self._headers[bytes(self._hname).lower()] = bytes(self._hvalue).strip(b" \t")
+        self._hname.clear()
+        self._hvalue.clear()
+
+    def _begin_part(self) -> None:
+        self.parts += 1
+        if self.parts > MAX_FORM_FIELDS:
+            raise ApiError(413, "TooManyFormFields", f"the form has more than {MAX_FORM_FIELDS} fields",
+                           limit="max_form_fields")
+        _, options = parse_options_header(self._headers.get(b"content-disposition"))
+        name, filename = options.get(b"name"), options.get(b"filename")
+        if name is None:
+            raise ApiError(400, "BadMultipart", "malformed multipart body: a part without a name")
+        if filename is None:
+            self._part = _FieldPart(name.decode("utf-8", "replace"))
+        elif name == b"file" and self.file is None:
+            self._part = self.file = _FilePart(self.folder / "file", filename.decode("utf-8", "replace"))
+        else:
+            self._part = _Dropped()
+        cte = self._headers.get(b"content-transfer-encoding", b"7bit").lower()
+        if cte == b"base64":
+            self._writer = Base64Decoder(self._part)
+        elif cte == b"quoted-printable":
+            self._writer = QuotedPrintableDecoder(self._part)
+        else:
+            self._writer = self._part
+
+    def _on_part_data(self, data: bytes, start: int, end: int) -> None:
+        self._writer.write(data[start:end])
+
+    def _end_part(self) -> None:
+        self._writer.finalize()
+        if isinstance(self._part, _FieldPart):
+            self.fields[self._part.name] = self._part.value.decode("utf-8", "replace")
 
     def write(self, chunk: bytes) -> None:
         try:
@@ -91,18 +192,16 @@ class _MultipartSink:
         except FormParserError as exc:
             raise ApiError(400, "BadMultipart", f"malformed multipart body: {exc}") from exc
         self.close()
-        part = next((f for f in self.files if f.field_name == b"file"), None)
-        if part is None:
+        part = self.file
+        if part is None or not part.done:
             raise ApiError(422, "MissingFile", "multipart body has no `file` part")
-        path = part.actual_file_name
-        if path is None:  # an empty part never reached the disk
+        if part.size == 0:
             raise ApiError(422, "UnreadableMediaError", "the uploaded file is empty (0 bytes)")
-        name = (part.file_name or b"upload").decode("utf-8", "replace")
-        return Upload(Path(os.fsdecode(path)), os.path.basename(name) or "upload", part.size, self.fields)
+        return Upload(part.path, os.path.basename(part.filename) or "upload", part.size, self.fields)
 
     def close(self) -> None:
-        for f in self.files:
-            f.close()
+        if self.file is not None:
+            self.file.close()
 
 
 def _boundary(content_type: str) -> bytes:

@@ -10,7 +10,9 @@ Steps of `build_index`:
     4. write a new generation and commit it (`index.store.write_index`)
 
 `add_references` and `remove_references` load the current generation, change it in memory,
-re-calibrate from the stored background embeddings, and commit the same way.
+re-calibrate from the stored background embeddings, and commit the same way. A build also records
+its precision and the precision probe (`index.precision`); a removal deletes the removed
+references' art in `INDEX/uploads/` that nothing else uses (`index.uploads`).
 """
 
 from __future__ import annotations
@@ -35,16 +37,23 @@ from index.images import IMAGE_SUFFIXES, file_sha256, open_image
 from index.local import LocalFeatures, reference_features, self_check
 from index.manifest import ReferenceEntry
 from index.nearcopy import pdq_dihedral
+from index.precision import embed_probe, embedder_precision
 from index.store import CharacterInfo, IndexData, IndexStore, Reference, _now, index_lock, project, write_index
+from index.uploads import delete_unused_uploads, keep_upload
 
-__all__ = ["BuildReport", "Embedder", "add_references", "build_index", "remove_references", "set_thresholds"]
+__all__ = ["BuildReport", "Embedder", "RemovedReferences", "add_references", "add_upload", "build_index",
+           "remove_references", "set_thresholds"]
 
 BATCH = 16
 Progress = Callable[[str, int, int], None]
 
 
 class Embedder(Protocol):
-    """What index building needs from a backbone (implemented by `detector.embedding`)."""
+    """What index building needs from a backbone (implemented by `detector.embedding`).
+
+    An embedder may also have a `precision` attribute (fp32, bf16, fp16): a build records it
+    (`index.precision`); without it the index's precision is unknown and never checked.
+    """
 
     @property
     def identity(self) -> dict[str, Any]:
@@ -69,6 +78,17 @@ class BuildReport:
     background_images: int = 0
     characters: int = 0
     quarantined: list[Reference] = field(default_factory=list)
+    #: inputs that are already in the index (same sha256), with the reference they duplicate
+    duplicates: list[tuple[str, Reference]] = field(default_factory=list)
+
+
+class RemovedReferences(list[Reference]):
+    """What `remove_references` removed (a list of references), and `deleted_files`: the removed
+    references' art in `INDEX/uploads/` that no remaining reference uses, deleted with them."""
+
+    def __init__(self, removed: Sequence[Reference], deleted_files: Sequence[Path] = ()):
+        super().__init__(removed)
+        self.deleted_files = list(deleted_files)
 
 
 def _batched(items: Sequence[Any], n: int) -> Iterator[Sequence[Any]]:
@@ -114,6 +134,7 @@ def _embed_entries(
                 if sha in seen:
                     other = seen[sha]
                     report.skipped.append((str(e.path), f"duplicate of reference {other.id} ({other.source_path}, {other.character})"))
+                    report.duplicates.append((str(e.path), other))
                     continue
                 img = open_image(e.path)
             except (ReferenceImageError, OSError) as exc:
@@ -253,7 +274,7 @@ def build_index(
             backbone=dict(embedder.identity), references={r.id: r for r in refs},
             vectors=project(np.concatenate(vecs), centre), vector_refs=vec_refs, vector_views=views,
             characters={}, background=bg, background_groups=groups, thresholds=rule(), centre=centre, local=local,
-            local_check=checks,
+            local_check=checks, precision=embedder_precision(embedder), probe=embed_probe(embedder),
         )
         _add_hashes(data, hashes)
         report.quarantined = _quarantine(data, {r.id for r in refs}, keep_generic)
@@ -291,16 +312,39 @@ def add_references(
     return report
 
 
+def add_upload(path: str | Path, file: str | Path, entry: ReferenceEntry, embedder: Embedder) -> BuildReport:
+    """Keep an uploaded image in `INDEX/uploads/` (`index.uploads.keep_upload`) and add it as a
+    reference with `entry`'s metadata (its `path` gives only the suffix).
+
+    An image already in the index changes nothing: the report's `duplicates` names the reference
+    it duplicates, and the art kept for that reference stays. The kept file is removed again only
+    when this call put it there and it was not added. Callers serialise calls (the service does).
+    """
+    kept, created = keep_upload(path, file, entry.path.suffix)
+    try:
+        report = add_references(path, [replace(entry, path=kept)], embedder)
+    except BaseException:
+        if created:
+            kept.unlink(missing_ok=True)
+        raise
+    if created and not report.added:
+        kept.unlink(missing_ok=True)
+    return report
+
+
 def remove_references(
     path: str | Path, *, character: str | None = None, reference: str | None = None
-) -> list[Reference]:
+) -> RemovedReferences:
     """Remove every reference of a character, or one reference (by id, sha256 or source path).
+
+    After the commit, the removed references' art in `INDEX/uploads/` that no remaining reference
+    uses is deleted (`index.uploads`); the reply's `deleted_files` lists it.
 
     Raises:
         ReferenceNotFoundError: nothing matched (the index is left unchanged).
     """
-    if (character is None) == (reference is None):
-        raise IndexStoreError("give exactly one of --character or --reference")
+    if (character is None) == (reference is None) or not (character or reference):
+        raise IndexStoreError("give exactly one of --character or --reference, not empty")
     with index_lock(path):
         data = IndexStore.open(path).data
 
@@ -326,7 +370,8 @@ def remove_references(
         data.local_check = {k: v for k, v in data.local_check.items() if k not in ids}
         data.characters = _characters(data)
         write_index(path, data)
-    return gone
+        deleted = delete_unused_uploads(path, gone, data.references.values())
+    return RemovedReferences(gone, deleted)
 
 
 def set_thresholds(path: str | Path, *, flag: float | None = None, review: float | None = None) -> dict[str, Any]:

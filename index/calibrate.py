@@ -108,7 +108,7 @@ def normalise(per_char: np.ndarray, bg_term: np.ndarray) -> np.ndarray:
     [[0.5, -0.1]]
     """
     per_char = np.asarray(per_char, np.float32)
-    r, c = per_char.shape
+    c = per_char.shape[1]
     if c >= 2:
         order = np.sort(per_char, axis=1)
         top, second = order[:, -1:], order[:, -2:-1]

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import math
 import os
 import shutil
 import sqlite3
@@ -130,6 +131,10 @@ class IndexData:
     local: dict[str, dict[str, LocalFeatures]] = field(default_factory=dict)
     #: reference id -> self-check inliers (`index.local.self_check`)
     local_check: dict[str, int] = field(default_factory=dict)
+    #: precision the vectors were embedded in ("" = unknown: an index from before it was recorded)
+    precision: str = ""
+    #: (R, D) raw embeddings of the precision probe at that precision (`index.precision`), or None
+    probe: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.centre is None:
@@ -213,6 +218,8 @@ def write_index(path: str | Path, data: IndexData) -> None:
         "created": data.created or _now(),
         "updated": _now(),
     }
+    if data.precision:
+        manifest["precision"] = data.precision
     tmp_json = path / f".tmp-index-{uuid.uuid4().hex}.json"
     with open(tmp_json, "w") as f:
         json.dump(manifest, f, indent=1, sort_keys=True)
@@ -310,8 +317,9 @@ def _write_generation(gen: Path, data: IndexData) -> None:
     finally:
         db.close()
     with open(gen / "background.npz", "wb") as f:
+        probe = {} if data.probe is None else {"probe": np.asarray(data.probe, np.float32)}
         np.savez(f, vectors=data.background.astype(np.float32), groups=data.background_groups,
-                 centre=np.asarray(data.centre, np.float32))
+                 centre=np.asarray(data.centre, np.float32), **probe)
     with open(gen / "local.npz", "wb") as f:
         np.savez(f, **_pack_local(data.local, data.local_check))
     for p in gen.iterdir():
@@ -397,6 +405,11 @@ class IndexStore:
         return self.data.characters
 
     @property
+    def precision(self) -> str:
+        """The precision the index was embedded in (fp32, bf16, fp16), or "" when not recorded."""
+        return self.data.precision
+
+    @property
     def flag_score(self) -> float:
         """Verdict `flag` at a calibrated score >= this (`mamori index thresholds` changes it)."""
         return float(self.data.thresholds.get("score_flag", SCORE_FLAG))
@@ -479,9 +492,10 @@ class IndexStore:
             per_char[r.character] = per_char.get(r.character, 0) + 1
         out = dict(self.manifest)
         out["path"] = str(self.path)
+        out.setdefault("precision", None)  # an index from before the precision was recorded
         out["characters"] = {
             name: {"references": per_char.get(name, 0),
-                   **{k: (None if isinstance(v, float) and v != v else v) for k, v in asdict(c).items()},
+                   **{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in asdict(c).items()},
                    "verifiable": self.verifiable(name)}
             for name, c in sorted(self.characters.items())
         }
@@ -505,7 +519,9 @@ def _read_generation(gen: Path, manifest: dict[str, Any]) -> tuple[IndexData, An
             f"index format version {version} was written by an older mamori (this one reads {FORMAT_VERSION}: "
             "reference views, near-copy hashes, quarantine, local features); rebuild it with `mamori index build`"
         )
-    db = sqlite3.connect(f"file:{gen / 'meta.sqlite'}?mode=ro", uri=True)
+    # as a file: URI (any character in the path percent-encoded), so that `?`, `#` or `%` in a
+    # folder name cannot end the path or start URI parameters
+    db = sqlite3.connect(f"{(gen / 'meta.sqlite').absolute().as_uri()}?mode=ro", uri=True)
     try:
         refs = {
             row[0]: Reference(*row[:10], extra=json.loads(row[10] or "{}"), quarantine=row[11] or "")
@@ -518,6 +534,7 @@ def _read_generation(gen: Path, manifest: dict[str, Any]) -> tuple[IndexData, An
         db.close()
     with np.load(gen / "background.npz") as bg:
         background, groups, centre = bg["vectors"], bg["groups"], bg["centre"]
+        probe = bg["probe"] if "probe" in bg.files else None
     with np.load(gen / "local.npz") as z:
         local, local_check = _unpack_local(z)
     flat = faiss.read_index(str(gen / "vectors.faiss"))
@@ -540,5 +557,7 @@ def _read_generation(gen: Path, manifest: dict[str, Any]) -> tuple[IndexData, An
         pdq_views=[v for _, v, *_ in pdq_rows],
         local=local,
         local_check=local_check,
+        precision=str(manifest.get("precision") or ""),
+        probe=probe,
     )
     return data, flat

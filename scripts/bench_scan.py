@@ -38,6 +38,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Self
 
 import numpy as np
 
@@ -69,11 +70,9 @@ def make_index(backbone: str, work: Path) -> Path:
     from detector.backbones import load_backbone
     from detector.embedding import RegionEmbedder
     from detector.synth import draw_character
-    from index import build_index
-    from index.manifest import ReferenceEntry
-
-    from index import IndexStore
+    from index import IndexStore, build_index
     from index.errors import IndexStoreError
+    from index.manifest import ReferenceEntry
 
     out = work / "index"
     if (out / "index.json").exists():
@@ -137,7 +136,7 @@ class _RssSampler:
                 self.peak = max(self.peak, int(fh.read().split()[1]) * page / 2**20)
             self._stop.wait(0.02)
 
-    def __enter__(self) -> _RssSampler:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 

@@ -95,24 +95,28 @@ def structural(src: list[Path], work: Path) -> Iterator[tuple[str, Path]]:
 
 
 def make_inputs(n: int, seed: int, work: Path) -> list[tuple[str, Path]]:
-    """`n` inputs: the structural cases first, then byte mutations of every source in turn."""
+    """`n` inputs, alternating between the structural cases and byte mutations of every source
+    (clean ones and container swaps) in turn, so a small `n` has some of each."""
     rng = random.Random(seed)
     src = sources(work / "src")
     out_dir = work / "inputs"
     out_dir.mkdir(parents=True, exist_ok=True)
-    inputs = list(structural(src, out_dir))[:n]
-    variants = [*src, *(p for _, p in inputs if p.suffix in (".h264", ".ts", ".flv"))]
-    round_ = 0
-    while len(inputs) < n:
-        for base in variants:
-            for name, data in mutations(base.read_bytes(), rng):
-                if len(inputs) >= n:
-                    break
-                p = out_dir / f"m{round_}-{base.stem}-{name}{base.suffix}"
-                p.write_bytes(data)
-                inputs.append((f"{name} of {base.name}", p))
-        round_ += 1
-    return inputs[:n]
+    structured = list(structural(src, out_dir))
+    variants = [*src, *(p for _, p in structured if p.suffix in (".h264", ".ts", ".flv"))]
+
+    def mutated() -> Iterator[tuple[str, Path]]:
+        for round_ in range(10**6):
+            for base in variants:
+                for name, data in mutations(base.read_bytes(), rng):
+                    p = out_dir / f"m{round_}-{base.stem}-{name}{base.suffix}"
+                    p.write_bytes(data)
+                    yield f"{name} of {base.name}", p
+
+    inputs: list[tuple[str, Path]] = []
+    more = mutated()
+    for i in range(n):
+        inputs.append(structured[i // 2] if i % 2 == 0 and i // 2 < len(structured) else next(more))
+    return inputs
 
 
 def make_index(work: Path) -> Path:

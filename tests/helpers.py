@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import random
+import socket
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import httpx
+import pytest
 from PIL import Image, ImageDraw, ImageOps
 
 from detector.synth import draw_character, draw_scene
@@ -21,7 +28,8 @@ MAMORI = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "detecto
 def run_cli(*args: str, check: bool = False, timeout: float = 600) -> subprocess.CompletedProcess[str]:
     """Run the real `mamori` CLI in a subprocess (same interpreter as the tests)."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run([*MAMORI, *map(str, args)], capture_output=True, text=True, timeout=timeout, env=env)
+    proc = subprocess.run([*MAMORI, *map(str, args)], check=False, capture_output=True, text=True, timeout=timeout,
+                          env=env)
     if check and proc.returncode != 0:
         raise AssertionError(f"mamori {' '.join(map(str, args))} exited {proc.returncode}:\n{proc.stderr}")
     return proc
@@ -65,3 +73,43 @@ def pasted(art: Image.Image, *, height_frac: float = 0.3, angle: float = 8.0,
     x0, y0 = 380, 120
     scene.paste(fig, (x0, y0), fig)
     return jpeg(scene), (x0, y0, x0 + fig.width, y0 + fig.height)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def serving(index: Path, root: Path, *args: str) -> Iterator[dict[str, Any]]:
+    """The real `mamori serve` on a free loopback port, ready: {"base", "port", "log", "proc"}.
+
+    Its temporary folder is `root/tmp` (uploads land there and must not stay); its log is
+    `root/server.log`. Stopped when the block ends."""
+    port = free_port()
+    (root / "tmp").mkdir(exist_ok=True)
+    with open(root / "server.log", "w") as log:
+        proc = subprocess.Popen([*MAMORI, "serve", "--index", str(index), "--port", str(port), *args],
+                                stdout=log, stderr=subprocess.STDOUT,
+                                env={**os.environ, "HF_HUB_OFFLINE": "1", "TMPDIR": str(root / "tmp")})
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                if httpx.get(f"{base}/v1/ready", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                pytest.fail("server did not become ready:\n" + (root / "server.log").read_text()[-3000:])
+            time.sleep(0.3)
+        try:
+            yield {"base": base, "port": port, "log": root / "server.log", "proc": proc}
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()

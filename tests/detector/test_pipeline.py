@@ -25,8 +25,7 @@ def test_prefetch_keeps_order_and_reraises() -> None:
 
     got = []
     with pytest.raises(ValueError, match="broken stream"):
-        for x in prefetch(failing):
-            got.append(x)
+        got.extend(prefetch(failing))
     assert got == [1]
 
 

@@ -8,10 +8,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
-from helpers import reference_art, run_cli
+from helpers import MAMORI, reference_art, run_cli
 
 from detector.synth import composite, draw_scene
 
@@ -66,3 +69,52 @@ def test_ray_engine_errors_are_clear(index_dir: Path, inputs: Path, tmp_path: Pa
     assert proc.returncode == 2 and "--ray-address needs --engine ray" in proc.stderr
     proc = run_cli("scan", inputs, "--index", tmp_path / "missing", "--engine", "ray", "--out", tmp_path / "r.jsonl")
     assert proc.returncode == 2 and "no mamori index here" in proc.stderr
+
+
+def _scan_workers(root: int) -> dict[int, str]:
+    """pid -> process title of the Ray scan actors started by process `root` (Ray names an actor's
+    process `ray::CLASS.METHOD` while it runs METHOD); other Ray sessions on the machine are not
+    descendants of `root`."""
+    parents, titles = {}, {}
+    for d in Path("/proc").iterdir():
+        try:
+            stat = (d / "stat").read_text()
+            titles[int(d.name)] = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except (OSError, ValueError):
+            continue
+        parents[int(d.name)] = int(stat[stat.rfind(")") + 2:].split()[1])
+    def descends(pid: int) -> bool:
+        while pid > 1:
+            pid = parents.get(pid, 0)
+            if pid == root:
+                return True
+        return False
+    return {pid: t for pid, t in titles.items() if t.startswith("ray::_ScanWorker") and descends(pid)}
+
+
+def test_ray_replaces_a_killed_worker_and_retries_its_input(index_dir: Path, clips: dict[str, Path],
+                                                             tmp_path: Path) -> None:
+    pytest.importorskip("ray", reason="Ray is not installed (pip install 'mamori[ray]')")
+    inputs = [tmp_path / name for name in ("positive-0.mp4", "negative-0.mp4", "positive-1.mp4")]
+    for p in inputs:
+        shutil.copy(clips[p.stem.split("-")[0]], p)
+    out, log = tmp_path / "r.jsonl", tmp_path / "stderr.txt"
+    with log.open("w") as err:
+        proc = subprocess.Popen([*MAMORI, "scan", *map(str, inputs), "--index", str(index_dir), "--out", str(out),
+                                 "--engine", "ray", "--workers", "2"], stdout=subprocess.DEVNULL, stderr=err,
+                                env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        try:
+            deadline, busy = time.monotonic() + 240, []
+            while not busy and time.monotonic() < deadline and proc.poll() is None:
+                busy = [pid for pid, t in _scan_workers(proc.pid).items() if t.startswith("ray::_ScanWorker.score")]
+                time.sleep(0.05)
+            assert busy, "no Ray actor was seen scoring"
+            os.kill(busy[0], signal.SIGKILL)  # the actor's process dies mid-input
+            proc.wait(timeout=300)
+        finally:
+            proc.kill()
+    assert proc.returncode == 1, log.read_text()[-3000:]
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    assert sorted(r["path"] for r in lines) == sorted(map(str, inputs))  # one line per input
+    assert all(r["verdict"] != "error" and r["error_kind"] is None for r in lines), lines  # retried, not lost
+    assert "a Ray worker died scoring" in log.read_text()

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from helpers import MAMORI, reference_art
+from helpers import MAMORI, reference_art, serving
 from PIL import Image
 
 from detector.client import MamoriClient, ServiceError
@@ -26,12 +26,6 @@ TOKENS = {"score": "tok-score", "admin": "tok-admin", "both": "tok-both"}
 TIMEOUT = 12  # the server's --request-timeout
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, index_dir: Path) -> Iterator[dict[str, object]]:
     root = tmp_path_factory.mktemp("serve")
@@ -39,35 +33,12 @@ def server(tmp_path_factory: pytest.TempPathFactory, index_dir: Path) -> Iterato
     shutil.copytree(index_dir, index)  # admin tests change it
     tokens = root / "tokens.txt"
     tokens.write_text(f"# test tokens\n{TOKENS['score']} score\n{TOKENS['admin']} admin\n{TOKENS['both']} score,admin\n")
-    port = _free_port()
-    (root / "tmp").mkdir()  # the server's temporary folder: uploads land here and must not stay
-    log = open(root / "server.log", "w")  # noqa: SIM115
-    proc = subprocess.Popen(
-        [*MAMORI, "serve", "--index", str(index), "--port", str(port), "--tokens", str(tokens),
-         "--max-upload-mb", "2", "--max-duration", "30", "--max-frames-total", "1500", "--max-pixels", "4000000",
-         "--max-frames", "40", "--request-timeout", str(TIMEOUT), "--workers", "2", "--queue", "1", "--fps", "1",
-         "--batching", "on"],  # the merged path (what auto picks), named so the test does not depend on it
-        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1", "TMPDIR": str(root / "tmp")},
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while True:
-        try:
-            if httpx.get(f"{base}/v1/ready", timeout=2).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail("server did not become ready:\n" + (root / "server.log").read_text()[-3000:])
-        time.sleep(0.3)
-    yield {"base": base, "port": port, "root": root, "log": root / "server.log", "proc": proc}
-    proc.terminate()
-    try:
-        proc.wait(20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+    args = ["--tokens", str(tokens), "--max-upload-mb", "2", "--max-duration", "30", "--max-frames-total", "1500",
+            "--max-pixels", "4000000", "--max-frames", "40", "--request-timeout", str(TIMEOUT), "--workers", "2",
+            "--queue", "1", "--fps", "1",
+            "--batching", "on"]  # the merged path (what auto picks), named so the test does not depend on it
+    with serving(index, root, *args) as srv:
+        yield {**srv, "root": root}
 
 
 def _client(server: dict[str, object], who: str | None = "score") -> httpx.Client:
@@ -314,12 +285,12 @@ def test_serve_refuses_public_bind_without_tokens_and_reads_the_tokens_variable(
                                                                                tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "MAMORI_TOKENS_FILE"}
     proc = subprocess.run([*MAMORI, "serve", "--index", str(index_dir), "--host", "0.0.0.0"],
-                          capture_output=True, text=True, timeout=120, env=env)
+                          check=False, capture_output=True, text=True, timeout=120, env=env)
     assert proc.returncode == 2 and "without authentication" in proc.stderr
     bad = tmp_path / "tokens.txt"
     bad.write_text("tok-x score,superuser\n")
-    proc = subprocess.run([*MAMORI, "serve", "--index", str(index_dir)], capture_output=True, text=True,
-                          timeout=120, env={**env, "MAMORI_TOKENS_FILE": str(bad)})
+    proc = subprocess.run([*MAMORI, "serve", "--index", str(index_dir)], check=False, capture_output=True,
+                          text=True, timeout=120, env={**env, "MAMORI_TOKENS_FILE": str(bad)})
     assert proc.returncode == 2 and "ConfigError" in proc.stderr and str(bad) in proc.stderr
 
 

@@ -155,7 +155,8 @@ def test_crash_mid_add_leaves_old_index(tmp_path: Path, refs: Path) -> None:
     more.mkdir(parents=True)
     Image.new("RGB", (8, 8), (0, 255, 255)).save(more / "c.png")
     code = _CRASH.format(paths=[str(Path(__file__).parent), *sys.path], idx=str(idx), more=str(more.parent))
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=dict(os.environ))
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=dict(os.environ),
+                          check=False)
     assert proc.returncode == 9, proc.stderr
     assert (idx / "index.json").read_text() == before
     store = IndexStore.open(idx)
