@@ -42,10 +42,10 @@ class Detector:
                  max_frames: int = DEFAULT_MAX_FRAMES, max_pixels: int = DEFAULT_MAX_PIXELS,
                  skip_repeats: bool = True, max_duration: float | None = None,
                  max_frames_total: int | None = None, verify: bool = True):
-        check_identity(store.backbone, backbone, str(store.path))
+        self.embedder = RegionEmbedder(backbone)
+        check_identity(store.backbone, self.embedder, str(store.path))
         self.store = store
         self.backbone = backbone
-        self.embedder = RegionEmbedder(backbone)
         self.fps = fps
         self.max_frames = max_frames
         self.max_pixels = max_pixels

@@ -50,7 +50,8 @@ def _load_timm(name: str) -> Backbone:
     else:
         model, sha = _from_file(name, model_name, file), file_sha256(file)
     model.eval()
-    preprocess = _preprocess(name, timm.data.resolve_model_data_config(model))
+    config = timm.data.resolve_model_data_config(model)  # type: ignore[attr-defined,no-untyped-call]
+    preprocess = _preprocess(name, config)
     try:
         with torch.inference_mode():
             out = model(torch.zeros(1, 3, preprocess.size, preprocess.size))

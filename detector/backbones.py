@@ -29,7 +29,7 @@ import socket
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -245,12 +245,12 @@ def _load_effnet(name: str) -> Backbone:
             f"{len(dst)}, {len(mismatched)} shape mismatches {mismatched[:3]}; refusing to run"
         )
     model.load_state_dict({dk: sv for (dk, _), (_, sv) in zip(dst, src)}, strict=True)
-    model.reset_classifier(0)  # pooled 1280-d features
+    model.reset_classifier(0)  # type: ignore[operator]  # pooled 1280-d features (timm's untyped Module API)
     model = fold_batchnorm(model.eval(), 224)
     # channels-last: same results, faster oneDNN convolutions (with folded BN: 1.5x in fp32, and
     # bf16 only pays in this layout)
     model.to(memory_format=torch.channels_last)
-    return Backbone(name, model, model.num_features, Preprocess(224, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+    return Backbone(name, model, cast("int", model.num_features), Preprocess(224, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
                     file_sha256(path), channels_last=True)
 
 

@@ -161,7 +161,8 @@ def evaluate(results: Mapping[str, Mapping[str, Any]], labels: Mapping[str, Labe
         raise ConfigError("target false-positive rates must be in [0, 1)")
     scored: list[tuple[float, bool]] = []
     tracks: dict[str, dict[str, Any]] = {}
-    pos_scores, neg_scores = [], []
+    pos_scores: list[float] = []
+    neg_scores: list[float] = []
     flagged_pos = flagged_neg = char_ok = seg_n = seg_ok = 0
     ious: list[float] = []
     missing, errors = [], []

@@ -25,6 +25,7 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import av
 from PIL import Image
@@ -235,7 +236,7 @@ class MediaReader:
                 packets += 1
                 self._check_limits(packets, clock.packet_time(at, packets))
             due_early = not clock.counted and clock.due is not None and at is not None and at < clock.due - 1e-6
-            skip = "NONREF" if due_early else "DEFAULT"
+            skip: Literal["NONREF", "DEFAULT"] = "NONREF" if due_early else "DEFAULT"
             if codec.skip_frame != skip:
                 codec.skip_frame = skip
             yield from packet.decode()
@@ -330,7 +331,7 @@ def frame_at(path: str | Path, time: float, *, max_pixels: int = DEFAULT_MAX_PIX
                 raise UnreadableMediaError(f"{path}: cannot decode video ({_reason(exc)})") from exc
         if last is None:
             raise UnreadableMediaError(f"{path}: no decodable frame at {time:.2f}s")
-        return last.to_image()
+        return _to_image(last)
     finally:
         container.close()
 
@@ -348,15 +349,21 @@ def _frame_image(frame: av.VideoFrame) -> Image.Image:
     w, h = frame.width, frame.height
     scale = min(1.0, MAX_SIDE / max(w, h))
     if scale < 1.0:
-        return frame.to_image(width=max(1, round(w * scale)), height=max(1, round(h * scale)))
-    return frame.to_image()
+        return _to_image(frame, width=max(1, round(w * scale)), height=max(1, round(h * scale)))
+    return _to_image(frame)
+
+
+def _to_image(frame: av.VideoFrame, **size: int) -> Image.Image:
+    """PyAV's RGB conversion (untyped in PyAV's stubs)."""
+    img: Image.Image = frame.to_image(**size)  # type: ignore[no-untyped-call]
+    return img
 
 
 def _shrink(img: Image.Image) -> Image.Image:
     scale = MAX_SIDE / max(img.size)
     if scale >= 1.0:
         return img
-    return img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))), Image.BILINEAR)
+    return img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))), Image.Resampling.BILINEAR)
 
 
 def _reason(exc: BaseException) -> str:

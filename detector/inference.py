@@ -140,7 +140,7 @@ def fold_batchnorm(model: torch.nn.Module, size: int) -> torch.nn.Module:
     output matches the original's on a random batch (relative error < 1e-4), else the original
     (unchanged) with a warning: an architecture whose BN does not follow its convolution.
     """
-    from timm.layers import BatchNormAct2d
+    from timm.layers import BatchNormAct2d  # type: ignore[attr-defined]
 
     folded = copy.deepcopy(model)
     pairs: list[tuple[torch.nn.Conv2d, str, BatchNormAct2d]] = []
@@ -156,6 +156,7 @@ def fold_batchnorm(model: torch.nn.Module, size: int) -> torch.nn.Module:
             last = None
     with torch.no_grad():
         for conv, name, bn in pairs:
+            assert bn.running_var is not None and bn.running_mean is not None  # track_running_stats, checked above
             scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
             conv.weight.mul_(scale.view(-1, 1, 1, 1))
             bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)

@@ -80,7 +80,7 @@ class PreparedFrame:
 
 def signature(img: Image.Image) -> np.ndarray:
     """A 64x64 RGB thumbnail as int16, for the blank and repeat tests."""
-    return np.asarray(img.convert("RGB").resize((_THUMB, _THUMB), Image.BOX), dtype=np.int16)
+    return np.asarray(img.convert("RGB").resize((_THUMB, _THUMB), Image.Resampling.BOX), dtype=np.int16)
 
 
 def region_signatures(pixels: torch.Tensor) -> np.ndarray:
@@ -92,7 +92,8 @@ def region_signatures(pixels: torch.Tensor) -> np.ndarray:
 def changed(sig: np.ndarray, ref: np.ndarray) -> np.ndarray:
     """The repeat test, per row: True where `sig` differs from `ref` by more than compression noise."""
     diff = np.abs(sig - ref)
-    return (diff.mean(axis=-1) > REPEAT_MEAN) | (diff.max(axis=-1) > REPEAT_MAX)
+    out: np.ndarray = (diff.mean(axis=-1) > REPEAT_MEAN) | (diff.max(axis=-1) > REPEAT_MAX)
+    return out
 
 
 class RegionCache:

@@ -68,7 +68,7 @@ def _thumb_name(kind: str, *parts: object) -> str:
 
 def _save_thumb(img: Image.Image, dest: Path) -> None:
     img = img.convert("RGB")
-    img.thumbnail((THUMB_SIDE, THUMB_SIDE), Image.BILINEAR)
+    img.thumbnail((THUMB_SIDE, THUMB_SIDE), Image.Resampling.BILINEAR)
     tmp = dest.with_suffix(".tmp")
     img.save(tmp, "JPEG", quality=75)
     os.replace(tmp, dest)

@@ -113,7 +113,8 @@ class Result:
         if self.duration is not None:
             d["duration"] = round(self.duration, 3)
         d["path_bytes"] = _path_bytes(self.path) if d["path"] != self.path else None
-        return d
+        out: dict[str, Any] = d
+        return out
 
 
 def _text(s: str) -> str:

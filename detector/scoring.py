@@ -105,8 +105,11 @@ class FrameEvidence:
         `detector.frames.Frame.scale`)."""
         if scale == 1.0:
             return self
-        return FrameEvidence(self.time, {c: replace(h, box=tuple(round(v * scale) for v in h.box))
-                                         for c, h in self.hits.items()})
+        def scaled(box: Box) -> Box:
+            x0, y0, x1, y1 = (round(v * scale) for v in box)
+            return x0, y0, x1, y1
+
+        return FrameEvidence(self.time, {c: replace(h, box=scaled(h.box)) for c, h in self.hits.items()})
 
 
 def frame_evidence(store: IndexStore, time: float, vectors: np.ndarray, boxes: Sequence[Box],
@@ -138,23 +141,23 @@ def frame_evidence(store: IndexStore, time: float, vectors: np.ndarray, boxes: S
         norm = np.where(found, norm, -np.inf)
         for c, j in col.items():
             r = int(np.argmax(norm[:, j]))
-            ref = best_ref[r][j]
-            if ref is None:
+            found_ref = best_ref[r][j]
+            if found_ref is None:
                 continue
             info = store.characters[c]
             n = float(norm[r, j])
             hits[c] = CharacterHit(float(best[r, j]), n, float(calibrated_score(n, info.flag_sim, info.sigma)),
-                                   ref, boxes[r])
+                                   found_ref, boxes[r])
     if hashes is not None and len(hashes[0]):
         dist, prefs = store.match_pdq(*hashes)
-        for r, (d, ref) in enumerate(zip(dist, prefs)):
-            if ref is None:
+        for r, (d, pref) in enumerate(zip(dist, prefs, strict=True)):
+            if pref is None:
                 continue
             s = float(nearcopy_score(d))
-            cur = hits.get(ref.character)
+            cur = hits.get(pref.character)
             if cur is None or s > cur.score:
                 n = cur.normalised if cur is not None else -np.inf
-                hits[ref.character] = CharacterHit(1.0 - float(d) / (PDQ_BYTES * 8), n, s, ref, boxes[r], "nearcopy")
+                hits[pref.character] = CharacterHit(1.0 - float(d) / (PDQ_BYTES * 8), n, s, pref, boxes[r], "nearcopy")
     return FrameEvidence(time, hits)
 
 

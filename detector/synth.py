@@ -12,6 +12,7 @@ import math
 import random
 from collections.abc import Iterable
 from pathlib import Path
+from typing import cast
 
 import av
 import numpy as np
@@ -98,8 +99,8 @@ def draw_character(name: str, size: int = 256, pose: int = 0) -> Image.Image:
         d.ellipse([cx - 7.5 * u, 1.5 * u, cx - 5.5 * u, 3.5 * u], fill=accent)
     else:  # hat
         d.polygon([(cx - 3.2 * u, 2.2 * u), (cx + 3.2 * u, 2.2 * u), (cx, -0.5 * u)], fill=trim)
-    im = im.rotate((pose % 3 - 1) * 6, resample=Image.BICUBIC, center=(cx, 8 * u))
-    return im.resize((size, size), Image.LANCZOS)
+    im = im.rotate((pose % 3 - 1) * 6, resample=Image.Resampling.BICUBIC, center=(cx, 8 * u))
+    return im.resize((size, size), Image.Resampling.LANCZOS)
 
 
 def draw_scene(seed: int | str, width: int = 640, height: int = 360) -> Image.Image:
@@ -138,7 +139,7 @@ def composite(scene: Image.Image, figure: Image.Image, *, height_frac: float, x_
     """
     h = max(1, round(scene.height * height_frac))
     w = max(1, round(figure.width * h / figure.height))
-    fig = figure.resize((w, h), Image.LANCZOS)
+    fig = figure.resize((w, h), Image.Resampling.LANCZOS)
     x0 = min(max(0, round(x_frac * scene.width - w / 2)), scene.width - w)
     y0 = min(max(0, round(y_frac * scene.height - h / 2)), scene.height - h)
     out = scene.copy()
@@ -149,13 +150,13 @@ def composite(scene: Image.Image, figure: Image.Image, *, height_frac: float, x_
 def write_video(path: str | Path, frames: Iterable[Image.Image], fps: int = 12, codec: str = "libx264") -> None:
     """Encode RGB frames to a video file with PyAV (H.264 in yuv420p by default)."""
     with av.open(str(path), mode="w") as out:
-        stream = None
+        stream: av.video.stream.VideoStream | None = None
         for img in frames:
             if stream is None:
-                stream = out.add_stream(codec, rate=fps)
+                stream = cast("av.video.stream.VideoStream", out.add_stream(codec, rate=fps))
                 stream.width, stream.height = img.width - img.width % 2, img.height - img.height % 2
                 stream.pix_fmt = "yuv420p"
-            frame = av.VideoFrame.from_image(img.convert("RGB").crop((0, 0, stream.width, stream.height)))
+            frame = av.VideoFrame.from_image(img.convert("RGB").crop((0, 0, stream.width, stream.height)))  # type: ignore[no-untyped-call]
             out.mux(stream.encode(frame))
         if stream is not None:
             out.mux(stream.encode(None))

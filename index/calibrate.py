@@ -115,7 +115,8 @@ def normalise(per_char: np.ndarray, bg_term: np.ndarray) -> np.ndarray:
         other = np.where(per_char >= top, second, top)
     else:
         other = np.zeros_like(per_char)
-    return per_char - BG_WEIGHT * np.asarray(bg_term, np.float32)[:, None] - OTHER_WEIGHT * other
+    out: np.ndarray = per_char - BG_WEIGHT * np.asarray(bg_term, np.float32)[:, None] - OTHER_WEIGHT * other
+    return out
 
 
 def _bg_term(queries: np.ndarray, bank: np.ndarray, q_groups: np.ndarray, bank_groups: np.ndarray,

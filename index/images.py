@@ -12,7 +12,7 @@ import io
 import warnings
 from pathlib import Path
 
-from PIL import Image, ImageFile
+from PIL import Image, ImageFile, UnidentifiedImageError
 
 from index.errors import ImageTooLargeError, ReferenceImageError
 
@@ -73,7 +73,7 @@ def open_image(
         raise ImageTooLargeError(f"{name}: refused as a decompression bomb ({exc})") from exc
     except FileNotFoundError as exc:
         raise ReferenceImageError(f"{name}: no such file") from exc
-    except Image.UnidentifiedImageError as exc:
+    except UnidentifiedImageError as exc:
         raise ReferenceImageError(f"{name}: not an image Pillow can read") from exc
     except (OSError, SyntaxError, ValueError) as exc:  # truncated / corrupt data
         raise ReferenceImageError(f"{name}: corrupt or truncated image ({exc})") from exc

@@ -38,6 +38,7 @@ import io
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
@@ -61,11 +62,11 @@ cv2.setNumThreads(1)  # the model owns the cores; one SIFT call is small
 _local = threading.local()
 
 
-def _detector() -> cv2.SIFT:
+def _detector() -> Any:
     """One SIFT object per thread (scan workers and the HTTP service call this concurrently)."""
     sift = getattr(_local, "sift", None)
     if sift is None:
-        sift = _local.sift = cv2.SIFT_create(nfeatures=MAX_FEATURES)
+        sift = _local.sift = cv2.SIFT_create(nfeatures=MAX_FEATURES)  # type: ignore[attr-defined]
     return sift
 
 
@@ -91,7 +92,7 @@ def describe(img: Image.Image) -> LocalFeatures:
         return LocalFeatures.empty()
     s = SIDE / max(w, h)
     size = (max(1, round(w * s)), max(1, round(h * s)))
-    grey = np.asarray(img.convert("L").resize(size, Image.BICUBIC if s > 1 else Image.BOX), dtype=np.uint8)
+    grey = np.asarray(img.convert("L").resize(size, Image.Resampling.BICUBIC if s > 1 else Image.Resampling.BOX), dtype=np.uint8)
     kps, desc = _detector().detectAndCompute(np.ascontiguousarray(grey), None)
     if desc is None or not kps:
         return LocalFeatures.empty()
@@ -108,7 +109,7 @@ def reference_features(img: Image.Image) -> dict[str, LocalFeatures]:
 def self_check(img: Image.Image, features: LocalFeatures) -> int:
     """Inliers of a third-size, JPEG-compressed copy of a reference against its own features (step 3)."""
     w, h = img.size
-    small = img.convert("RGB").resize((max(1, w // 3), max(1, h // 3)), Image.BOX)
+    small = img.convert("RGB").resize((max(1, w // 3), max(1, h // 3)), Image.Resampling.BOX)
     buf = io.BytesIO()
     small.save(buf, "JPEG", quality=75)
     buf.seek(0)

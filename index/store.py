@@ -121,10 +121,11 @@ class IndexData:
     background: np.ndarray  # (M, D) query-region embeddings of the background images
     background_groups: np.ndarray  # (M,) which background image each row came from
     thresholds: dict[str, Any]
-    centre: np.ndarray | None = None  # (D,) mean background embedding; see `project`
+    #: (D,) mean background embedding (see `project`); empty means zero
+    centre: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
     created: str = ""
-    pdq_hashes: np.ndarray | None = None  # (H, 32) uint8 PDQ hashes (index.nearcopy)
-    pdq_quality: np.ndarray | None = None  # (H,) their quality
+    pdq_hashes: np.ndarray = field(default_factory=lambda: np.zeros((0, PDQ_BYTES), np.uint8))  # (H, 32) uint8 PDQ
+    pdq_quality: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))  # (H,) their quality
     pdq_refs: list[str] = field(default_factory=list)  # reference id of each hash
     pdq_views: list[str] = field(default_factory=list)
     #: reference id -> view name -> SIFT features (geometric verification, `index.local`)
@@ -137,12 +138,8 @@ class IndexData:
     probe: np.ndarray | None = None
 
     def __post_init__(self) -> None:
-        if self.centre is None:
+        if self.centre.size == 0:
             self.centre = np.zeros(int(self.backbone["dim"]), np.float32)
-        if self.pdq_hashes is None:
-            self.pdq_hashes = np.zeros((0, PDQ_BYTES), np.uint8)
-        if self.pdq_quality is None:
-            self.pdq_quality = np.zeros(0, np.int32)
 
 
 def project(x: np.ndarray, centre: np.ndarray) -> np.ndarray:
@@ -154,7 +151,8 @@ def project(x: np.ndarray, centre: np.ndarray) -> np.ndarray:
     background set the centre is zero and this is the identity on normalised vectors.
     """
     y = np.asarray(x, np.float32) - centre
-    return y / np.maximum(np.linalg.norm(y, axis=-1, keepdims=True), 1e-12)
+    out: np.ndarray = y / np.maximum(np.linalg.norm(y, axis=-1, keepdims=True), 1e-12)
+    return out
 
 
 def _now() -> str:
@@ -317,11 +315,14 @@ def _write_generation(gen: Path, data: IndexData) -> None:
     finally:
         db.close()
     with open(gen / "background.npz", "wb") as f:
-        probe = {} if data.probe is None else {"probe": np.asarray(data.probe, np.float32)}
-        np.savez(f, vectors=data.background.astype(np.float32), groups=data.background_groups,
-                 centre=np.asarray(data.centre, np.float32), **probe)
+        arrays: dict[str, Any] = {"vectors": data.background.astype(np.float32), "groups": data.background_groups,
+                                  "centre": np.asarray(data.centre, np.float32)}
+        if data.probe is not None:
+            arrays["probe"] = np.asarray(data.probe, np.float32)
+        np.savez(f, **arrays)
     with open(gen / "local.npz", "wb") as f:
-        np.savez(f, **_pack_local(data.local, data.local_check))
+        packed: dict[str, Any] = _pack_local(data.local, data.local_check)
+        np.savez(f, **packed)
     for p in gen.iterdir():
         with open(p, "rb") as fh:
             os.fsync(fh.fileno())
@@ -478,7 +479,8 @@ class IndexStore:
         if k == 0 or len(queries) == 0:
             return np.zeros(len(queries), np.float32)
         sims, _ = self._background.search(np.ascontiguousarray(project(queries, self.data.centre)), k)
-        return sims.mean(axis=1)
+        mean: np.ndarray = sims.mean(axis=1)
+        return mean
 
     def match_pdq(self, hashes: np.ndarray, qualities: np.ndarray) -> tuple[np.ndarray, list[Reference | None]]:
         """Near-copy lookup of region PDQ hashes: (N,) Hamming distances and the matched reference or None."""
@@ -524,7 +526,8 @@ def _read_generation(gen: Path, manifest: dict[str, Any]) -> tuple[IndexData, An
     db = sqlite3.connect(f"{(gen / 'meta.sqlite').absolute().as_uri()}?mode=ro", uri=True)
     try:
         refs = {
-            row[0]: Reference(*row[:10], extra=json.loads(row[10] or "{}"), quarantine=row[11] or "")
+            # the ten columns before `extra`; mypy cannot count a row's length
+            row[0]: Reference(*row[:10], extra=json.loads(row[10] or "{}"), quarantine=row[11] or "")  # type: ignore[misc]
             for row in db.execute("SELECT * FROM refs")
         }
         vec_rows = db.execute("SELECT ref, view FROM vectors ORDER BY row").fetchall()
