@@ -7,57 +7,28 @@ import hashlib
 import json
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from backbone_zoo import IMAGES, SIDECAR, TinyEmbedder, check_contract, export_onnx, save_timm
 from helpers import reference_art
-from PIL import Image
 
 from detector import BackboneError, BackboneUnavailableError, ConfigError, Detector, list_backbones, load_backbone
-from detector.backbones import Backbone
 from detector.embedding import RegionEmbedder
 from detector.synth import composite, draw_character, draw_scene
 from index import IncompatibleIndexError, IndexStore, build_index, read_folder
 from index.images import file_sha256
-
-IMAGES = [Image.effect_noise((64, 64), s).convert("RGB") for s in (20, 60)] + [
-    Image.new("RGB", (50, 70), "red"), draw_scene("tb-0", 120, 90), reference_art("tb", 1)]
-
-
-def _save_timm(path: Path, arch: str, **kwargs: int) -> Path:
-    import timm
-    from safetensors.torch import save_file
-
-    torch.manual_seed(0)
-    model = timm.create_model(arch, pretrained=False, **kwargs)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
-    return path
 
 
 @pytest.fixture(scope="module")
 def timm_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """timm's registered tiny `test_*` models, saved as safetensors: one without and one with its head."""
     root = tmp_path_factory.mktemp("timm")
-    return {"vit": _save_timm(root / "vit.safetensors", "test_vit", num_classes=0),
-            "vit_head": _save_timm(root / "vit_head.safetensors", "test_vit", num_classes=10),
-            "resnet": _save_timm(root / "resnet.safetensors", "test_resnet", num_classes=0)}
-
-
-def _check_contract(bb: Backbone, dim: int) -> np.ndarray:
-    """Shape, unit norm, determinism, and the same vector for a crop alone as inside any batch."""
-    emb = bb.embed(IMAGES)
-    assert emb.shape == (len(IMAGES), dim) and emb.dtype == np.float32 and bb.dim == dim
-    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
-    np.testing.assert_array_equal(bb.embed(IMAGES), emb)
-    alone = np.concatenate([bb.embed([im]) for im in IMAGES])
-    np.testing.assert_allclose(alone, emb, atol=1e-5)
-    bb.max_batch = 2  # chunks of 2, 2, 1
-    np.testing.assert_allclose(bb.embed(IMAGES), emb, atol=1e-5)
-    assert np.abs(emb @ emb.T - np.eye(len(IMAGES))).max() > 1e-3  # not a constant vector
-    return emb
+    return {"vit": save_timm(root / "vit.safetensors", "test_vit", num_classes=0),
+            "vit_head": save_timm(root / "vit_head.safetensors", "test_vit", num_classes=10),
+            "resnet": save_timm(root / "resnet.safetensors", "test_resnet", num_classes=0)}
 
 
 def test_registry_has_plugin_backbones() -> None:
@@ -74,7 +45,7 @@ def test_timm_local_file(timm_files: dict[str, Path], arch: str, key: str, dim: 
 
     name = f"timm:{arch}:{timm_files[key]}"
     bb = load_backbone(name, precision="fp32")
-    emb = _check_contract(bb, dim)
+    emb = check_contract(bb, dim)
     cfg = timm.data.resolve_model_data_config(bb.module)
     assert bb.preprocess.size == cfg["input_size"][1] == 160
     assert (bb.preprocess.mean, bb.preprocess.std, bb.preprocess.interpolation) == (cfg["mean"], cfg["std"], interp)
@@ -156,47 +127,16 @@ def test_timm_hub_weights_from_cache(empty_hub_cache: Path, timm_files: dict[str
 # --- ONNX -------------------------------------------------------------------------------------
 
 
-class TinyEmbedder(torch.nn.Module):
-    """A few convolutions, a global pool and a linear layer: the shape of a real image embedder."""
-
-    def __init__(self, *, nhwc: bool = False, two_outputs: bool = False):
-        super().__init__()
-        torch.manual_seed(1)
-        self.nhwc, self.two_outputs = nhwc, two_outputs
-        self.body = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, stride=2, padding=1), torch.nn.ReLU(),
-                                        torch.nn.Conv2d(8, 16, 3, padding=1), torch.nn.ReLU(),
-                                        torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(16, 24))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        emb = self.body(x.permute(0, 3, 1, 2) if self.nhwc else x)
-        return (emb[:, :5], emb) if self.two_outputs else emb
-
-
-def _export(path: Path, net: TinyEmbedder, sidecar: dict[str, object], *, batch: int | None) -> Path:
-    shape = (batch or 2, 32, 32, 3) if net.nhwc else (batch or 2, 3, 32, 32)
-    outs = ["logits", "embedding"] if net.two_outputs else ["embedding"]
-    axes = None if batch else {"pixels": {0: "n"}, **{o: {0: "n"} for o in outs}}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the legacy exporter announces its own deprecation
-        torch.onnx.export(net.eval(), (torch.rand(shape),), str(path), dynamo=False, input_names=["pixels"],
-                          output_names=outs, dynamic_axes=axes)
-    path.with_suffix(".json").write_text(json.dumps(sidecar))
-    return path
-
-
-SIDECAR = {"input_size": 32, "mean": [0.48, 0.46, 0.41], "std": [0.27, 0.26, 0.28]}
-
-
 @pytest.fixture(scope="module")
 def onnx_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnx")
     root = tmp_path_factory.mktemp("onnx")
     return {
-        "dynamic": _export(root / "dynamic.onnx", TinyEmbedder(two_outputs=True),
+        "dynamic": export_onnx(root / "dynamic.onnx", TinyEmbedder(two_outputs=True),
                            {**SIDECAR, "output_name": "embedding", "interpolation": "bilinear"}, batch=None),
-        "fixed1": _export(root / "fixed1.onnx", TinyEmbedder(), {**SIDECAR, "input_size": [32, 32]}, batch=1),
-        "nhwc": _export(root / "nhwc.onnx", TinyEmbedder(nhwc=True), {**SIDECAR, "layout": "NHWC"}, batch=None),
+        "fixed1": export_onnx(root / "fixed1.onnx", TinyEmbedder(), {**SIDECAR, "input_size": [32, 32]}, batch=1),
+        "nhwc": export_onnx(root / "nhwc.onnx", TinyEmbedder(nhwc=True), {**SIDECAR, "layout": "NHWC"}, batch=None),
     }
 
 
@@ -205,7 +145,7 @@ def test_onnx_contract_and_torch_parity(onnx_files: dict[str, Path], kind: str) 
     path = onnx_files[kind]
     bb = load_backbone(f"onnx:{path}", precision="fp32", device="cpu")
     assert bb.fixed_batch == (1 if kind == "fixed1" else None)  # type: ignore[attr-defined]
-    emb = _check_contract(bb, 24)
+    emb = check_contract(bb, 24)
     assert bb.precision == "fp32"
     assert bb.preprocess.size == 32 and bb.preprocess.std == tuple(SIDECAR["std"])  # type: ignore[arg-type]
     assert bb.preprocess.interpolation == ("bilinear" if kind == "dynamic" else "bicubic")
