@@ -1,12 +1,14 @@
 """Receiving an upload safely: streamed to a temporary folder, never held whole in memory.
 
-`receive_upload` reads the request body chunk by chunk and refuses, with an `ApiError` naming the
-limit, a body over `max_bytes` (413; at once when Content-Length already says so), a client slower
-than the deadline (408), a content type that is neither an image/video/octet-stream body nor
-multipart form data (415), a multipart body without a `file` part (422), and a client that goes
-away mid-body (400). Multipart bodies are parsed while they stream (python-multipart), the file
-part written straight to disk; a text field over MAX_FIELD_BYTES or a form of more than
-MAX_FORM_FIELDS parts is refused (413). The caller owns the folder and removes it
+`receive_upload` reads the request body chunk by chunk and refuses (the statuses are in
+`detector.service.errors.ERROR_TABLE`) a body over `max_bytes` (`UploadTooLarge`; at once when
+Content-Length already says so), a client slower than the deadline (`RequestTimeout`), a content
+type that is neither an image/video/octet-stream body nor multipart form data
+(`UnsupportedMediaType`), an empty body (`UnreadableMediaError`), a multipart body without a `file`
+part (`MissingFile`), and a client that goes away mid-body (`ClientDisconnect`). Multipart bodies
+are parsed while they stream (python-multipart), the file part written straight to disk; a text
+field over MAX_FIELD_BYTES (`FormFieldTooLarge`) or a form of more than MAX_FORM_FIELDS parts
+(`TooManyFormFields`) is refused. The caller owns the folder and removes it
 (`tempfile.TemporaryDirectory`).
 """
 
@@ -21,25 +23,29 @@ from typing import Any
 from python_multipart.decoders import Base64Decoder, QuotedPrintableDecoder
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import ClientDisconnect as _Disconnected
+from starlette.requests import Request
 
-__all__ = ["MAX_FIELD_BYTES", "MAX_FORM_FIELDS", "RAW_TYPES", "ApiError", "Upload", "receive_upload"]
+from detector.errors import UnreadableMediaError
+from detector.service.errors import (
+    BadMultipart,
+    ClientDisconnect,
+    FormFieldTooLarge,
+    MissingFile,
+    RequestTimeout,
+    TooManyFormFields,
+    UnsupportedMediaType,
+    UploadTooLarge,
+)
+
+__all__ = ["MAX_FIELD_BYTES", "MAX_FORM_FIELDS", "RAW_TYPES", "Upload", "receive_upload"]
 
 #: Content types accepted as a raw body (besides multipart/form-data with a `file` part).
 RAW_TYPES = ("image/", "video/", "application/octet-stream")
-#: A multipart text field may hold this many bytes (413, limit `max_field_bytes`) ...
+#: A multipart text field may hold this many bytes (limit `max_field_bytes`) ...
 MAX_FIELD_BYTES = 64 * 1024
-#: ... and a form this many parts, the `file` part included (413, limit `max_form_fields`).
+#: ... and a form this many parts, the `file` part included (limit `max_form_fields`).
 MAX_FORM_FIELDS = 32
-
-
-class ApiError(Exception):
-    """A refusal with an HTTP status, an error name and, for limits, the limit's name."""
-
-    def __init__(self, status: int, error: str, message: str, *, limit: str | None = None,
-                 headers: dict[str, str] | None = None):
-        super().__init__(message)
-        self.status, self.error, self.limit, self.headers = status, error, limit, headers or {}
 
 
 @dataclass
@@ -77,8 +83,8 @@ class _FieldPart:
 
     def write(self, data: bytes) -> int:
         if len(self.value) + len(data) > MAX_FIELD_BYTES:
-            raise ApiError(413, "FormFieldTooLarge", f"form field {self.name[:64]!r} is over the "
-                           f"{MAX_FIELD_BYTES // 1024} KiB a form field may hold", limit="max_field_bytes")
+            raise FormFieldTooLarge(f"form field {self.name[:64]!r} is over the "
+                                    f"{MAX_FIELD_BYTES // 1024} KiB a form field may hold")
         self.value += data
         return len(data)
 
@@ -152,12 +158,11 @@ class _MultipartSink:
     def _begin_part(self) -> None:
         self.parts += 1
         if self.parts > MAX_FORM_FIELDS:
-            raise ApiError(413, "TooManyFormFields", f"the form has more than {MAX_FORM_FIELDS} fields",
-                           limit="max_form_fields")
+            raise TooManyFormFields(f"the form has more than {MAX_FORM_FIELDS} fields")
         _, options = parse_options_header(self._headers.get(b"content-disposition"))
         name, filename = options.get(b"name"), options.get(b"filename")
         if name is None:
-            raise ApiError(400, "BadMultipart", "malformed multipart body: a part without a name")
+            raise BadMultipart("malformed multipart body: a part without a name")
         if filename is None:
             self._part = _FieldPart(name.decode("utf-8", "replace"))
         elif name == b"file" and self.file is None:
@@ -184,19 +189,19 @@ class _MultipartSink:
         try:
             self.parser.write(chunk)
         except FormParserError as exc:
-            raise ApiError(400, "BadMultipart", f"malformed multipart body: {exc}") from exc
+            raise BadMultipart(f"malformed multipart body: {exc}") from exc
 
     def finish(self, size: int) -> Upload:
         try:
             self.parser.finalize()
         except FormParserError as exc:
-            raise ApiError(400, "BadMultipart", f"malformed multipart body: {exc}") from exc
+            raise BadMultipart(f"malformed multipart body: {exc}") from exc
         self.close()
         part = self.file
         if part is None or not part.done:
-            raise ApiError(422, "MissingFile", "multipart body has no `file` part")
+            raise MissingFile("multipart body has no `file` part")
         if part.size == 0:
-            raise ApiError(422, "UnreadableMediaError", "the uploaded file is empty (0 bytes)")
+            raise UnreadableMediaError("the uploaded file is empty (0 bytes)")
         return Upload(part.path, os.path.basename(part.filename) or "upload", part.size, self.fields)
 
     def close(self) -> None:
@@ -209,7 +214,7 @@ def _boundary(content_type: str) -> bytes:
         key, _, value = piece.strip().partition("=")
         if key.lower() == "boundary" and value:
             return value.strip('"').encode("latin-1")
-    raise ApiError(400, "BadMultipart", "multipart/form-data without a boundary")
+    raise BadMultipart("multipart/form-data without a boundary")
 
 
 async def receive_upload(request: Request, folder: Path, *, max_bytes: int, deadline: float,
@@ -219,16 +224,15 @@ async def receive_upload(request: Request, folder: Path, *, max_bytes: int, dead
     mime = ctype.split(";")[0].strip().lower()
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-        raise ApiError(413, "UploadTooLarge", f"upload of {int(declared):,} bytes exceeds max_upload_mb "
-                       f"({max_bytes / 2**20:g} MiB)", limit="max_upload_mb")
+        raise UploadTooLarge(f"upload of {int(declared):,} bytes exceeds max_upload_mb ({max_bytes / 2**20:g} MiB)")
     sink: _RawSink | _MultipartSink
     if mime == "multipart/form-data":
         sink = _MultipartSink(folder, ctype)
     elif mime.startswith(RAW_TYPES):
         sink = _RawSink(folder, filename)
     else:
-        raise ApiError(415, "UnsupportedMediaType", f"content type {mime or 'none'!r} is not accepted: send an "
-                       "image/*, video/* or application/octet-stream body, or multipart/form-data with a `file` part")
+        raise UnsupportedMediaType(f"content type {mime or 'none'!r} is not accepted: send an image/*, video/* or "
+                                   "application/octet-stream body, or multipart/form-data with a `file` part")
     loop = asyncio.get_running_loop()
     size = 0
     chunks = request.stream().__aiter__()
@@ -243,16 +247,14 @@ async def receive_upload(request: Request, folder: Path, *, max_bytes: int, dead
                 break
             size += len(chunk)
             if size > max_bytes:
-                raise ApiError(413, "UploadTooLarge", f"upload exceeds max_upload_mb ({max_bytes / 2**20:g} MiB)",
-                               limit="max_upload_mb")
+                raise UploadTooLarge(f"upload exceeds max_upload_mb ({max_bytes / 2**20:g} MiB)")
             sink.write(chunk)
         if size == 0:
-            raise ApiError(422, "UnreadableMediaError", "empty request body (0 bytes)")
+            raise UnreadableMediaError("empty request body (0 bytes)")
         return sink.finish(size)
     except TimeoutError as exc:
-        raise ApiError(408, "RequestTimeout", "the upload did not arrive within request_timeout",
-                       limit="request_timeout") from exc
-    except ClientDisconnect as exc:
-        raise ApiError(400, "ClientDisconnect", "the client closed the connection before the upload ended") from exc
+        raise RequestTimeout("the upload did not arrive within request_timeout") from exc
+    except _Disconnected as exc:
+        raise ClientDisconnect("the client closed the connection before the upload ended") from exc
     finally:
         sink.close()

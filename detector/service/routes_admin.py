@@ -1,0 +1,95 @@
+"""Routes for the `admin` scope: add or remove references, take down a character, reload.
+
+Each change runs under the state's admin lock in a worker thread, writes a new index generation
+(`index.build`), then switches readers to it (`ServiceState.reload`); the reply names it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from fastapi import APIRouter, Depends, Request
+
+from detector.embedding import RegionEmbedder
+from detector.service.errors import MissingField, ReferenceNotAdded
+from detector.service.state import ServiceState, get_state, require
+from detector.service.uploads import Upload
+from index import ReferenceEntry
+from index.build import RemovedReferences, add_upload, remove_references
+
+__all__ = ["router"]
+
+router = APIRouter(dependencies=[Depends(require("admin"))])
+T = TypeVar("T")
+
+
+async def _change(state: ServiceState, fn: Callable[[], T]) -> tuple[T, Any]:
+    """Run `fn` under the admin lock, then switch to the new generation: (fn's result, generation)."""
+
+    def locked() -> tuple[T, Any]:
+        with state.admin_lock:
+            out = fn()
+            det = state.reload()
+            return out, det.store.manifest.get("generation")
+
+    return await asyncio.get_running_loop().run_in_executor(None, locked)
+
+
+def _reference_entry(upload: Upload) -> ReferenceEntry:
+    """The metadata of an uploaded reference, from its form fields (`path` carries the suffix)."""
+    character = upload.fields.get("character", "").strip()
+    if not character:
+        raise MissingField("form field `character` is required")
+    return ReferenceEntry(Path(f"upload{Path(upload.filename).suffix}"), character,
+                          upload.fields.get("franchise", ""), upload.fields.get("rights_holder", ""),
+                          upload.fields.get("license", ""))
+
+
+@router.post("/v1/admin/references")
+async def add_reference(request: Request) -> dict[str, Any]:
+    state = get_state(request)
+    state.current()
+    with tempfile.TemporaryDirectory(prefix="mamori-ref-") as tmp:
+        upload = await state.receive(request, Path(tmp))
+        entry = _reference_entry(upload)
+        assert state.backbone is not None
+        embedder = RegionEmbedder(state.backbone)
+        # kept in INDEX/uploads/ (the index records where each reference came from)
+        report, gen = await _change(state, lambda: add_upload(state.cfg.index, upload.path, entry, embedder))
+    if report.skipped and not report.added and not report.duplicates:
+        raise ReferenceNotAdded(f"reference not added: {report.skipped[0][1]}")
+    dup = report.duplicates[0][1] if report.duplicates else None
+    return {"added": [r.id for r in report.added], "quarantined": [r.id for r in report.quarantined],
+            "duplicate_of": None if dup is None else {"id": dup.id, "sha256": dup.sha256, "character": dup.character},
+            "characters": report.characters, "generation": gen}
+
+
+def _removed(gone: RemovedReferences, gen: Any) -> dict[str, Any]:
+    return {"removed": [r.id for r in gone], "deleted_files": [f"uploads/{p.name}" for p in gone.deleted_files],
+            "generation": gen}
+
+
+@router.delete("/v1/admin/references/{ref:path}")
+async def remove_reference(request: Request, ref: str) -> dict[str, Any]:
+    state = get_state(request)
+    state.current()
+    return _removed(*await _change(state, lambda: remove_references(state.cfg.index, reference=ref)))
+
+
+@router.delete("/v1/admin/characters/{name:path}")
+async def remove_character(request: Request, name: str) -> dict[str, Any]:
+    state = get_state(request)
+    state.current()
+    return _removed(*await _change(state, lambda: remove_references(state.cfg.index, character=name)))
+
+
+@router.post("/v1/admin/reload")
+async def reload(request: Request) -> dict[str, Any]:
+    state = get_state(request)
+    state.current()
+    _, gen = await _change(state, lambda: None)
+    return {"generation": gen}
