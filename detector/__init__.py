@@ -4,16 +4,20 @@
 >>> det = Detector.open("my-index")                      # doctest: +SKIP
 >>> det.score_video("clip.mp4").to_dict()["verdict"]     # doctest: +SKIP
 'flag'
+
+The names that need torch (`Detector`, the backbone registry) are imported on first use (PEP 562
+`__getattr__`), so `import detector` and `mamori --help` stay light.
 """
 
 from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from detector.allocator import keep_freed_memory
 
 keep_freed_memory()  # first, before torch and numpy start threads (see detector/allocator.py)
 
-from detector.api import Detector
-from detector.backbones import DEFAULT_BACKBONE, Backbone, Preprocess, list_backbones, load_backbone
 from detector.errors import (
     BackboneError,
     BackboneUnavailableError,
@@ -24,6 +28,10 @@ from detector.errors import (
     UnreadableMediaError,
 )
 from detector.results import CharacterResult, Result, Segment
+
+if TYPE_CHECKING:
+    from detector.api import Detector
+    from detector.backbones import DEFAULT_BACKBONE, Backbone, Preprocess, list_backbones, load_backbone
 
 __all__ = [
     "DEFAULT_BACKBONE",
@@ -43,3 +51,25 @@ __all__ = [
     "list_backbones",
     "load_backbone",
 ]
+
+_LAZY = {
+    "Detector": "detector.api",
+    "DEFAULT_BACKBONE": "detector.backbones",
+    "Backbone": "detector.backbones",
+    "Preprocess": "detector.backbones",
+    "list_backbones": "detector.backbones",
+    "load_backbone": "detector.backbones",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Import a torch-backed public name on first use, then keep it as a module attribute."""
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -1,12 +1,16 @@
 """mamori's reference index: manifests, the on-disk FAISS + SQLite store, building and calibration.
 
 >>> from index import IndexStore, build_index, read_references   # doctest: +SKIP
+
+The errors are imported with the package; every other name on first use (PEP 562 `__getattr__`),
+so `import index` does not import FAISS, OpenCV, NumPy or PIL.
 """
 
 from __future__ import annotations
 
-from index.build import BuildReport, Embedder, add_references, build_index, remove_references, set_thresholds
-from index.calibrate import SCORE_FLAG, SCORE_REVIEW, calibrated_score
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from index.errors import (
     CorruptIndexError,
     IncompatibleIndexError,
@@ -17,9 +21,13 @@ from index.errors import (
     ReferenceImageError,
     ReferenceNotFoundError,
 )
-from index.images import open_image
-from index.manifest import ReferenceEntry, read_folder, read_manifest, read_references
-from index.store import CharacterInfo, IndexStore, Reference
+
+if TYPE_CHECKING:
+    from index.build import BuildReport, Embedder, add_references, build_index, remove_references, set_thresholds
+    from index.calibrate import SCORE_FLAG, SCORE_REVIEW, calibrated_score
+    from index.images import open_image
+    from index.manifest import ReferenceEntry, read_folder, read_manifest, read_references
+    from index.store import CharacterInfo, IndexStore, Reference
 
 __all__ = [
     "SCORE_FLAG",
@@ -48,3 +56,27 @@ __all__ = [
     "remove_references",
     "set_thresholds",
 ]
+
+_LAZY = {
+    **dict.fromkeys(
+        ("BuildReport", "Embedder", "add_references", "build_index", "remove_references", "set_thresholds"),
+        "index.build",
+    ),
+    **dict.fromkeys(("SCORE_FLAG", "SCORE_REVIEW", "calibrated_score"), "index.calibrate"),
+    "open_image": "index.images",
+    **dict.fromkeys(("ReferenceEntry", "read_folder", "read_manifest", "read_references"), "index.manifest"),
+    **dict.fromkeys(("CharacterInfo", "IndexStore", "Reference"), "index.store"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name on first use, then keep it as a module attribute."""
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -1,0 +1,213 @@
+"""`mamori index build | add | remove | info | thresholds`: make and manage a reference index."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import TYPE_CHECKING, Any, TextIO
+
+from detector.cli.common import DEFAULT_BACKBONE, ExitCode, _unit_float, add_model_options, progress_printer
+
+if TYPE_CHECKING:
+    from detector.cli.common import Subparsers
+    from detector.embedding import RegionEmbedder
+    from index.build import BuildReport
+
+__all__ = ["add_parser"]
+
+
+def _embedder(backbone: str, a: argparse.Namespace) -> RegionEmbedder:
+    from detector.backbones import load_backbone
+    from detector.embedding import RegionEmbedder
+
+    return RegionEmbedder(load_backbone(backbone, precision=a.precision, device=a.device))
+
+
+def _print_report(report: BuildReport, out: TextIO = sys.stderr) -> None:
+    print(
+        f"added {len(report.added)} reference(s); {report.characters} character(s) in the index"
+        + (f"; {report.background_images} background image(s)" if report.background_images else ""),
+        file=out,
+    )
+    for path, why in report.skipped:
+        print(f"  skipped {path}: {why}", file=out)
+    for r in report.quarantined:
+        print(
+            f"  quarantined {r.source_path} ({r.character}): {r.quarantine}; not matched "
+            "(rebuild or add with --keep-generic to keep it)",
+            file=out,
+        )
+
+
+def cmd_index_build(a: argparse.Namespace) -> int:
+    from index import build_index, read_references
+
+    entries = read_references(a.refs_dir, a.manifest)
+    print(f"building {a.out} from {len(entries)} reference image(s) with backbone {a.backbone}", file=sys.stderr)
+    report = build_index(
+        entries,
+        a.out,
+        _embedder(a.backbone, a),
+        background=a.background,
+        force=a.force,
+        keep_generic=a.keep_generic,
+        progress=progress_printer(a.quiet),
+    )
+    _print_report(report)
+    if a.background is None:
+        print(
+            "no --background given: thresholds use the backbone's defaults (see README, Calibration)", file=sys.stderr
+        )
+    return ExitCode.OK
+
+
+def cmd_index_add(a: argparse.Namespace) -> int:
+    from index import IndexStore, add_references, read_references
+
+    entries = read_references(a.refs_dir, a.manifest)
+    name = IndexStore.open(a.index).backbone["name"]
+    report = add_references(
+        a.index, entries, _embedder(name, a), keep_generic=a.keep_generic, progress=progress_printer(a.quiet)
+    )
+    _print_report(report)
+    return ExitCode.OK
+
+
+def cmd_index_remove(a: argparse.Namespace) -> int:
+    from index import remove_references
+
+    gone = remove_references(a.index, character=a.character, reference=a.reference)
+    for r in gone:
+        print(f"removed {r.id} {r.character} {r.source_path}", file=sys.stderr)
+    for f in gone.deleted_files:
+        print(f"deleted {f} (uploaded art no remaining reference uses)", file=sys.stderr)
+    return ExitCode.OK
+
+
+def _print_info(info: dict[str, Any]) -> None:
+    bb, counts = info["backbone"], info["counts"]
+    print(f"index      {info['path']}  (format {info['format_version']}, generation {info['generation']})")
+    print(
+        f"backbone   {bb['name']}  dim={bb['dim']}  weights sha256={bb['weights_sha256'][:16]}…  "
+        f"precision {info.get('precision') or 'unknown'}"
+    )
+    print(
+        f"contents   {counts['references']} references, {counts['characters']} characters, "
+        f"{counts['background_images']} background images; updated {info['updated']}"
+    )
+    print(f"rule       {info['thresholds'].get('rule', '')}")
+    print(f"{'character':28} {'refs':>4} {'franchise':20} {'flag_sim':>8} {'review_sim':>10} {'verify':6} calibration")
+    for name, c in info["characters"].items():
+        print(
+            f"{name[:28]:28} {c['references']:4d} {c['franchise'][:20]:20} {c['flag_sim']:8.3f} "
+            f"{c['review_sim']:10.3f} {'yes' if c['verifiable'] else 'weak':6} {c['source']} (n={c['n_background']})"
+        )
+    print(
+        "verify     yes: reference art detailed enough for geometric verification (a failed check lowers "
+        "the score); weak: only a successful check counts"
+    )
+    print(
+        f"verdicts   flag >= {info['thresholds'].get('score_flag')}, review >= "
+        f"{info['thresholds'].get('score_review')} (calibrated score)"
+    )
+    q = info["quarantined"]
+    print(f"quarantined {len(q)} reference(s)" + (":" if q else ""))
+    for r in q:
+        print(f"  {r['id']} {r['character']} {r['source_path']}: {r['reason']}")
+
+
+def cmd_index_info(a: argparse.Namespace) -> int:
+    from index import IndexStore
+
+    info = IndexStore.open(a.index).summary()
+    if a.json:
+        print(json.dumps(info, indent=1))
+    else:
+        _print_info(info)
+    return ExitCode.OK
+
+
+def cmd_index_thresholds(a: argparse.Namespace) -> int:
+    from index import IndexStore, set_thresholds
+
+    if a.flag is not None or a.review is not None:
+        set_thresholds(a.index, flag=a.flag, review=a.review)
+    store = IndexStore.open(a.index)
+    print(f"{a.index}: flag >= {store.flag_score:.4f}, review >= {store.review_score:.4f} (calibrated score)")
+    return ExitCode.OK
+
+
+def _add_build(ix: Subparsers, common: argparse.ArgumentParser) -> None:
+    b = ix.add_parser(
+        "build",
+        parents=[common],
+        help="build an index from reference art",
+        description="Embed reference art (REFS_DIR/<character>/<images> or a manifest CSV "
+        "with columns path,character,franchise,rights_holder,license) into a new index.",
+    )
+    b.add_argument("refs_dir", nargs="?", help="folder with one sub-folder of images per character")
+    b.add_argument("--manifest", help="manifest CSV (paths relative to the CSV's folder)")
+    b.add_argument("--out", required=True, help="index folder to create")
+    b.add_argument(
+        "--backbone",
+        default=DEFAULT_BACKBONE,
+        help="clip-vit-b32 (default), effnet-lite0-imagenet (offline), or openclip:ARCH:TAG_OR_PATH",
+    )
+    b.add_argument("--background", help="folder of non-protected images used to calibrate thresholds")
+    b.add_argument("--force", action="store_true", help="replace an existing index at --out")
+    b.add_argument(
+        "--keep-generic",
+        action="store_true",
+        help="keep references that look generic against the background (default: quarantine them)",
+    )
+    add_model_options(b)
+    b.set_defaults(func=cmd_index_build)
+
+
+def _add_add(ix: Subparsers, common: argparse.ArgumentParser) -> None:
+    ad = ix.add_parser("add", parents=[common], help="add references to an index (same backbone)")
+    ad.add_argument("index")
+    ad.add_argument("refs_dir", nargs="?")
+    ad.add_argument("--manifest")
+    ad.add_argument("--keep-generic", action="store_true", help="keep references that look generic (see build)")
+    add_model_options(ad)
+    ad.set_defaults(func=cmd_index_add)
+
+
+def _add_manage(ix: Subparsers, common: argparse.ArgumentParser) -> None:
+    """remove, info and thresholds."""
+    rm = ix.add_parser("remove", parents=[common], help="remove a character or one reference (takedown/opt-out)")
+    rm.add_argument("index")
+    g = rm.add_mutually_exclusive_group(required=True)
+    g.add_argument("--character", help="remove every reference of this character")
+    g.add_argument("--reference", help="remove one reference: its id, sha256 or source path")
+    rm.set_defaults(func=cmd_index_remove)
+
+    inf = ix.add_parser("info", parents=[common], help="show an index's backbone, counts and thresholds")
+    inf.add_argument("index")
+    inf.add_argument("--json", action="store_true", help="print the full summary as JSON")
+    inf.set_defaults(func=cmd_index_info)
+
+    th = ix.add_parser(
+        "thresholds",
+        parents=[common],
+        help="show or set the verdict thresholds (calibrated score)",
+        description="Verdicts compare a video's calibrated score with two global thresholds "
+        "stored in the index. `mamori evaluate` suggests values for a target "
+        "false-positive rate on your own labelled videos.",
+    )
+    th.add_argument("index")
+    th.add_argument("--flag", type=_unit_float, help="flag when score >= this")
+    th.add_argument("--review", type=_unit_float, help="send to review when score >= this (and below --flag)")
+    th.set_defaults(func=cmd_index_thresholds)
+
+
+def add_parser(sub: Subparsers, common: argparse.ArgumentParser) -> None:
+    """`mamori index` and its sub-commands."""
+    ix = sub.add_parser("index", help="build and manage a reference index").add_subparsers(
+        dest="index_command", required=True, metavar="SUBCOMMAND"
+    )
+    _add_build(ix, common)
+    _add_add(ix, common)
+    _add_manage(ix, common)

@@ -1,0 +1,223 @@
+"""`mamori scan` (many inputs, one JSON line each, resumable) and `mamori score` (one file)."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+import time
+from collections.abc import Generator, Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from detector.cli.common import (
+    ExitCode,
+    _positive_int,
+    add_media_options,
+    detector_options,
+    iter_inputs,
+    progress_printer,
+    write_line,
+)
+from detector.errors import ConfigError
+
+if TYPE_CHECKING:
+    from detector.cli.common import Subparsers
+
+__all__ = ["add_parser"]
+
+Results = Generator[dict[str, Any], None, None]
+
+
+def _jobs(
+    inputs: Sequence[Path], done: dict[tuple[str, str], str] | None, skipped: list[Path]
+) -> Iterator[tuple[Path, str | None]]:
+    """(path, sha256 or None) of each input still to scan; with `done` (a resumed scan,
+    `detector.batch`), inputs whose (path, sha256) already has a line go to `skipped` instead.
+    Only regular files are hashed (`input_sha` checks the type first: a FIFO must not block)."""
+    from detector.batch import input_sha
+
+    for path in inputs:
+        sha = input_sha(path) if done else None
+        if sha is not None and done is not None and (str(path), sha) in done:
+            skipped.append(path)
+            continue
+        yield path, sha
+
+
+def _scan_inputs(a: argparse.Namespace) -> list[Path]:
+    """Files and searched folders from the command line, then --from-list's paths as listed (a
+    folder there is an input like any other, and gets an `error` result: a list names files)."""
+    from detector.batch import read_list, unique
+
+    if a.resume and not a.out:
+        raise ConfigError("--resume needs --out: the results file to resume")
+    if a.retry_errors and not a.resume:
+        raise ConfigError("--retry-errors needs --resume: it scans again errors already in --out")
+    if a.ray_address and a.engine != "ray":
+        raise ConfigError("--ray-address needs --engine ray")
+    if a.report and not a.out:
+        raise ConfigError("--report needs --out: the report is made from the results file")
+    listed = read_list(a.from_list) if a.from_list else []
+    return list(unique([*iter_inputs(a.paths), *listed]))
+
+
+def _scan_results(a: argparse.Namespace, jobs: Iterator[tuple[Path, str | None]]) -> Results:
+    options = {"backbone": a.backbone, "precision": a.precision, "device": a.device, **detector_options(a)}
+    if a.engine == "ray":
+        from detector.engines import scan_ray
+
+        return scan_ray(a.index, options, jobs, a.workers, a.ray_address)
+    from detector.api import Detector
+    from detector.engines import scan_threads
+
+    return scan_threads(Detector.open(a.index, **options), jobs, a.workers)
+
+
+def _write_results(
+    a: argparse.Namespace, results: Results, first: int, total: int, this_run: list[dict[str, Any]]
+) -> tuple[dict[str, int], int]:
+    """Write each result line as it comes (progress on stderr); (counts per verdict, frames)."""
+    counts = {"flag": 0, "review": 0, "pass": 0, "error": 0}
+    frames = 0
+    t1 = time.monotonic()
+    with contextlib.ExitStack() as stack:
+        out = stack.enter_context(open(a.out, "a" if a.resume else "w", encoding="utf-8")) if a.out else sys.stdout
+        stack.enter_context(contextlib.closing(results))  # stops the engine (Ctrl-C: pending inputs cancelled)
+        for i, result in enumerate(results, first):
+            write_line(out, result)
+            if a.csv and not a.out:
+                this_run.append(result)
+            counts[result["verdict"]] += 1
+            frames += result["frames"]
+            if not a.quiet:
+                top = result["characters"][0]["character"] if result["characters"] else ""
+                detail = result["error"] or f"{result['score']:.2f} {top}".strip()
+                print(
+                    f"[{i}/{total}] {result['path']}: {result['verdict']} {detail} ({time.monotonic() - t1:.1f}s)",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            t1 = time.monotonic()
+    return counts, frames
+
+
+def _write_exports(a: argparse.Namespace, this_run: list[dict[str, Any]]) -> None:
+    from detector.export import read_results, write_csv
+
+    rows = read_results(a.out) if a.out else this_run  # with --resume: earlier runs' lines too
+    if a.csv:
+        print(f"wrote {write_csv(rows, a.csv)} row(s) to {a.csv}", file=sys.stderr)
+    if a.report:
+        from detector.report import write_report
+
+        n = write_report(rows, a.report, index=a.index, progress=progress_printer(a.quiet))
+        print(f"wrote a review report of {n} video(s) to {a.report}", file=sys.stderr)
+
+
+def cmd_scan(a: argparse.Namespace) -> int:
+    from detector.batch import completed
+
+    inputs = _scan_inputs(a)
+    if not inputs:
+        print("scan: no input files found (give paths or --from-list)", file=sys.stderr)
+        return ExitCode.ERROR
+    if a.out:
+        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    done = completed(a.out, retry_errors=a.retry_errors) if a.resume else None
+    skipped: list[Path] = []
+    this_run: list[dict[str, Any]] = []
+    t0 = time.monotonic()
+    results = _scan_results(a, _jobs(inputs, done, skipped))
+    counts, frames = _write_results(a, results, len(skipped) + 1, len(inputs), this_run)
+    dt, n = time.monotonic() - t0, len(inputs) - len(skipped)
+    summary = ", ".join(f"{v} {k}" for k, v in counts.items())
+    where = f"; results in {a.out}" if a.out else ""
+    resumed = f"; {len(skipped)} already in {a.out}, skipped" if skipped else ""
+    print(
+        f"scanned {n} file(s) in {dt:.1f}s ({frames / max(dt, 1e-9):.1f} frames/s, {n / max(dt, 1e-9):.2f} "
+        f"files/s): {summary}{resumed}{where}",
+        file=sys.stderr,
+    )
+    if a.csv or a.report:
+        _write_exports(a, this_run)
+    names = {str(x) for x in inputs}
+    flagged_before = done is not None and any(v == "flag" for (p, _), v in done.items() if p in names)
+    return ExitCode.FLAGGED if counts["flag"] or flagged_before else ExitCode.OK
+
+
+def cmd_score(a: argparse.Namespace) -> int:
+    from detector.api import Detector
+    from detector.engines import score_one
+
+    det = Detector.open(a.index, backbone=a.backbone, precision=a.precision, device=a.device, **detector_options(a))
+    result = score_one(det, Path(a.path))  # any failure on the file is its `error` result
+    print(json.dumps(result, indent=1))
+    if result["verdict"] == "error":
+        return ExitCode.ERROR
+    return ExitCode.FLAGGED if result["verdict"] == "flag" else ExitCode.OK
+
+
+def _add_scan(sub: Subparsers, common: argparse.ArgumentParser) -> None:
+    s = sub.add_parser(
+        "scan",
+        parents=[common],
+        help="scan videos/images, one JSON line per input",
+        description="Scan files and folders (recursively: videos, GIFs, images). Writes one JSON "
+        "result per input; unreadable files get verdict 'error' and the scan goes on. "
+        "Exit 0: nothing flagged, 1: something flagged, 2: fatal error.",
+    )
+    s.add_argument("paths", nargs="*", metavar="PATH")
+    add_media_options(s)
+    s.add_argument("--out", help="write JSON lines here (default: stdout)")
+    s.add_argument("--from-list", metavar="FILE", help="also scan the paths listed in FILE (one per line, # comments)")
+    s.add_argument(
+        "--resume",
+        action="store_true",
+        help="append to --out, skipping inputs it already has a result for (same path and sha256)",
+    )
+    s.add_argument(
+        "--retry-errors",
+        action="store_true",
+        help="with --resume: also scan again inputs whose last result is an error not caused by the "
+        "file itself (a worker that died, an internal failure, a file that changed meanwhile)",
+    )
+    s.add_argument("--csv", metavar="FILE", help="also write a spreadsheet, one row per input (of all of --out)")
+    s.add_argument(
+        "--report",
+        metavar="FILE",
+        help="also write an HTML review report of all of --out (thumbnails in FILE's sibling folder FILE_files/)",
+    )
+    s.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=1,
+        help="inputs scored side by side (threads sharing one model; Ray actors with --engine ray)",
+    )
+    s.add_argument(
+        "--engine",
+        choices=("local", "ray"),
+        default="local",
+        help="local (this process) or ray (needs pip install 'mamori[ray]')",
+    )
+    s.add_argument(
+        "--ray-address",
+        metavar="ADDR",
+        help="existing Ray cluster (host:6379 or ray://host:10001); default: a private local Ray",
+    )
+    s.set_defaults(func=cmd_scan)
+
+
+def add_parser(sub: Subparsers, common: argparse.ArgumentParser) -> None:
+    """`mamori scan` and `mamori score`."""
+    _add_scan(sub, common)
+    sc = sub.add_parser(
+        "score",
+        parents=[common],
+        help="score one file, JSON to stdout",
+        description="Exit 0: not flagged, 1: flagged, 2: the file could not be read or a fatal error.",
+    )
+    sc.add_argument("path")
+    add_media_options(sc)
+    sc.set_defaults(func=cmd_score)

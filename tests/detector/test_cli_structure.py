@@ -1,0 +1,87 @@
+"""The house rules the CLI split (issue 19) keeps: a light `--help`, small modules and functions."""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from helpers import MAMORI
+
+ROOT = Path(__file__).resolve().parents[2]
+HEAVY = ("torch", "faiss", "cv2", "av", "open_clip", "timm")
+MAX_MODULE_LINES, MAX_FUNCTION_LINES = 400, 60
+
+
+def test_parser_and_packages_import_nothing_heavy() -> None:
+    code = (
+        "import sys, index, detector, detector.cli\n"
+        "detector.cli.build_parser()\n"
+        f"print(' '.join(m for m in {HEAVY!r} if m in sys.modules))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert proc.stdout.split() == [], f"imported by `import index` + building the parser: {proc.stdout}"
+
+
+def test_help_exits_0() -> None:
+    for args in (["--help"], ["scan", "--help"], ["index", "build", "--help"]):
+        proc = subprocess.run([*MAMORI, *args], capture_output=True, text=True, timeout=120, check=False)
+        assert proc.returncode == 0 and proc.stdout.startswith("usage: mamori"), (args, proc.stderr)
+
+
+def test_lazy_names_resolve() -> None:
+    import detector
+    import index
+
+    for package in (detector, index):
+        assert all(getattr(package, name) is not None for name in package.__all__)
+        assert set(package.__all__) <= set(dir(package))
+        with pytest.raises(AttributeError):
+            _ = package.no_such_name
+
+
+def test_help_defaults_match_their_homes() -> None:
+    """common.py copies these so that building the parser imports no torch or PyAV."""
+    from detector.backbones import DEFAULT_BACKBONE
+    from detector.cli import common, serve_cmd
+    from detector.frames import DEFAULT_FPS, DEFAULT_MAX_FRAMES
+    from detector.inference import PRECISIONS
+    from detector.limits import Limits
+
+    assert (common.DEFAULT_BACKBONE, common.PRECISIONS) == (DEFAULT_BACKBONE, PRECISIONS)
+    assert (common.DEFAULT_FPS, common.DEFAULT_MAX_FRAMES) == (DEFAULT_FPS, DEFAULT_MAX_FRAMES)
+    assert serve_cmd.LIMIT_DEFAULTS == dataclasses.asdict(Limits())
+
+
+def _oversized() -> list[str]:
+    found = []
+    for path in sorted([*ROOT.joinpath("detector").rglob("*.py"), *ROOT.joinpath("index").rglob("*.py")]):
+        text = path.read_text(encoding="utf-8")
+        rel = path.relative_to(ROOT)
+        if (n := len(text.splitlines())) > MAX_MODULE_LINES:
+            found.append(f"{rel}: {n} lines")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                size = (node.end_lineno or node.lineno) - node.lineno + 1
+                if size > MAX_FUNCTION_LINES:
+                    found.append(f"{rel}:{node.lineno} {node.name}(): {size} lines")
+    return found
+
+
+def test_cli_package_is_within_the_size_limits() -> None:
+    assert not [x for x in _oversized() if x.startswith("detector/cli/")]
+
+
+@pytest.mark.xfail(
+    strict=False,
+    reason="others are splitting these (issue 19): detector/evaluate.py evaluate() 67 lines, "
+    "detector/synth.py draw_character() 68 lines, index/store.py 562 lines",
+)
+def test_modules_and_functions_are_small() -> None:
+    found = _oversized()
+    assert not found, f"{len(found)} over {MAX_MODULE_LINES} lines (module) or {MAX_FUNCTION_LINES} (function):\n" + (
+        "\n".join(found)
+    )
