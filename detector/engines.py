@@ -76,7 +76,9 @@ def score_one(det: Any, path: Path) -> dict[str, Any]:
         if result is not None:
             return result.to_dict()
     exc = FileChangedError(f"{path}: changed while it was scanned, twice; scan it again when it is complete")
-    return Result.failed(str(path), exc, kind="changed").to_dict()
+    # the hash as the file is now (None if unreadable): readers key lines by (path, sha256), so a
+    # later successful line for the same content replaces this one
+    return dataclasses.replace(Result.failed(str(path), exc, kind="changed"), sha256=input_sha(path)).to_dict()
 
 
 def _threads_per_worker(workers: int) -> int:

@@ -217,8 +217,10 @@ class MediaReader:
                                      "frames after it were not checked")
             if n == 0:
                 raise UnreadableMediaError(f"{self.path}: the video has no decodable frames")
-            if clock.counted or self.duration is None or self.duration <= 0:
-                self.duration = clock.last_time + (1.0 / clock.rate if clock.counted else 0.0)
+            if clock.counted:  # the counted length; a stop at max_frames does not shorten the header's
+                self.duration = max(self.duration or 0.0, clock.last_time + 1.0 / clock.rate)
+            elif self.duration is None or self.duration <= 0:
+                self.duration = clock.last_time
         finally:
             container.close()
 
@@ -235,7 +237,10 @@ class MediaReader:
             if packet.size:
                 packets += 1
                 self._check_limits(packets, clock.packet_time(at, packets))
-            due_early = not clock.counted and clock.due is not None and at is not None and at < clock.due - 1e-6
+            # a packet stamped before the last frame shown is a rewind (bad timestamps), not a
+            # B-frame: decode it, so the clock can count it
+            due_early = (not clock.counted and clock.due is not None and at is not None
+                         and clock.last_time - 1e-6 <= at < clock.due - 1e-6)
             skip: Literal["NONREF", "DEFAULT"] = "NONREF" if due_early else "DEFAULT"
             if codec.skip_frame != skip:
                 codec.skip_frame = skip

@@ -151,7 +151,12 @@ def path_of(record: dict[str, Any]) -> str:
     """The input's path as Python names the file (surrogate escapes for non-UTF-8 bytes), from a
     result line: `path_bytes` when set, else `path`."""
     raw = record.get("path_bytes")
-    return os.fsdecode(base64.b64decode(raw)) if raw else str(record["path"])
+    if isinstance(raw, str) and raw:
+        try:
+            return os.fsdecode(base64.b64decode(raw, validate=True))
+        except ValueError:  # binascii.Error: a damaged line; its `path` is the best we have
+            pass
+    return str(record["path"])
 
 
 def error_kind_of(record: dict[str, Any]) -> str | None:

@@ -51,7 +51,7 @@ def unused_uploads(index: str | Path, removed: Iterable[Reference], remaining: I
             continue
         key = _key(r.source_path)
         if os.path.dirname(key) == folder and key not in still and os.path.isfile(key):
-            out[key] = Path(r.source_path)
+            out[key] = Path(key)  # the resolved file in uploads/, never a link elsewhere that points there
     return list(out.values())
 
 

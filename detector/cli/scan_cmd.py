@@ -31,7 +31,7 @@ Results = Generator[dict[str, Any], None, None]
 
 
 def _jobs(
-    inputs: Sequence[Path], done: dict[tuple[str, str], str] | None, skipped: list[Path]
+    inputs: Sequence[Path], done: dict[tuple[str, str], str] | None, skipped: list[tuple[Path, str]]
 ) -> Iterator[tuple[Path, str | None]]:
     """(path, sha256 or None) of each input still to scan; with `done` (a resumed scan,
     `detector.batch`), inputs whose (path, sha256) already has a line go to `skipped` instead.
@@ -41,7 +41,7 @@ def _jobs(
     for path in inputs:
         sha = input_sha(path) if done else None
         if sha is not None and done is not None and (str(path), sha) in done:
-            skipped.append(path)
+            skipped.append((path, sha))
             continue
         yield path, sha
 
@@ -126,7 +126,7 @@ def cmd_scan(a: argparse.Namespace) -> int:
     if a.out:
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     done = completed(a.out, retry_errors=a.retry_errors) if a.resume else None
-    skipped: list[Path] = []
+    skipped: list[tuple[Path, str]] = []
     this_run: list[dict[str, Any]] = []
     t0 = time.monotonic()
     results = _scan_results(a, _jobs(inputs, done, skipped))
@@ -142,8 +142,8 @@ def cmd_scan(a: argparse.Namespace) -> int:
     )
     if a.csv or a.report:
         _write_exports(a, this_run)
-    names = {str(x) for x in inputs}
-    flagged_before = done is not None and any(v == "flag" for (p, _), v in done.items() if p in names)
+    # only the inputs skipped now, as their content is now: an old flag of since-edited content does not count
+    flagged_before = done is not None and any(done.get((str(p), sha)) == "flag" for p, sha in skipped)
     return ExitCode.FLAGGED if counts["flag"] or flagged_before else ExitCode.OK
 
 
