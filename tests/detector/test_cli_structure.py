@@ -77,7 +77,7 @@ def test_cli_package_is_within_the_size_limits() -> None:
 
 @pytest.mark.xfail(
     strict=False,
-    reason="others are splitting these (issue 19): detector/evaluate.py evaluate() 67 lines, "
+    reason="not split yet (issue 19, open): detector/evaluate.py evaluate() 67 lines, "
     "detector/synth.py draw_character() 68 lines, index/store.py 562 lines",
 )
 def test_modules_and_functions_are_small() -> None:
