@@ -10,6 +10,10 @@ Layout of an index folder:
     INDEX/gen-<id>/local.npz        SIFT features of each reference view (`index.local`)
     INDEX/.lock               held (flock) by a writer
 
+What a generation holds in memory is in `index.records` (`Reference`, `CharacterInfo`,
+`IndexData`, `project`); how one generation folder is written and read is `index.generation`.
+This module commits generations, locks, snapshots, and serves queries (`IndexStore`).
+
 Why generations: every change (build, add, remove) writes a complete new generation folder,
 fsyncs it, and only then replaces `index.json` with `os.replace`, which is atomic. A crash at any
 moment leaves either the old index or the new one, never a half-written one that opens; leftover
@@ -30,7 +34,7 @@ import time
 import uuid
 import zipfile
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -38,9 +42,11 @@ import faiss
 import numpy as np
 
 from index.calibrate import SCORE_FLAG, SCORE_REVIEW
-from index.errors import CorruptIndexError, IncompatibleIndexError, IndexLockedError, IndexNotFoundError
+from index.errors import CorruptIndexError, IndexLockedError, IndexNotFoundError
+from index.generation import FORMAT_VERSION, fsync_path, read_generation, write_generation
 from index.local import VERIFIABLE, LocalFeatures
-from index.nearcopy import PDQ_BYTES, PdqMatcher
+from index.nearcopy import PdqMatcher
+from index.records import CharacterInfo, IndexData, Reference, project
 
 __all__ = [
     "FORMAT_VERSION",
@@ -54,106 +60,6 @@ __all__ = [
     "snapshot",
     "write_index",
 ]
-
-FORMAT_VERSION = 3
-_SCHEMA = """
-CREATE TABLE refs (
-    id TEXT PRIMARY KEY, sha256 TEXT UNIQUE NOT NULL, character TEXT NOT NULL,
-    franchise TEXT, rights_holder TEXT, license TEXT, source_path TEXT,
-    width INTEGER, height INTEGER, added_at TEXT, extra TEXT, quarantine TEXT);
-CREATE TABLE vectors (row INTEGER PRIMARY KEY, ref TEXT NOT NULL REFERENCES refs(id), view TEXT);
-CREATE TABLE pdq (row INTEGER PRIMARY KEY, ref TEXT NOT NULL REFERENCES refs(id), view TEXT,
-    quality INTEGER, hash BLOB);
-CREATE TABLE characters (
-    name TEXT PRIMARY KEY, franchise TEXT, rights_holder TEXT,
-    mu REAL, sigma REAL, bg_max REAL, n_background INTEGER, source TEXT,
-    flag_sim REAL, review_sim REAL);
-"""
-
-
-@dataclass(frozen=True)
-class Reference:
-    """One indexed reference image. `id` is the first 16 hex digits of its sha256 (stable)."""
-
-    id: str
-    sha256: str
-    character: str
-    franchise: str = ""
-    rights_holder: str = ""
-    license: str = ""
-    source_path: str = ""
-    width: int = 0
-    height: int = 0
-    added_at: str = ""
-    extra: dict[str, str] = field(default_factory=dict)
-    quarantine: str = ""  # why this reference is left out of matching ("" = in use)
-
-
-@dataclass(frozen=True)
-class CharacterInfo:
-    """A character's rights metadata and its calibration (see `index.calibrate`)."""
-
-    name: str
-    franchise: str
-    rights_holder: str
-    mu: float
-    sigma: float
-    bg_max: float
-    n_background: int
-    source: str  # "background" or "default"
-    flag_sim: float
-    review_sim: float
-
-
-@dataclass
-class IndexData:
-    """Everything an index holds, in memory: what `write_index` writes and `IndexStore` reads.
-
-    `vectors` rows line up with `vector_refs` (the reference id of each row) and `vector_views`.
-    """
-
-    backbone: dict[str, Any]
-    references: dict[str, Reference]
-    vectors: np.ndarray
-    vector_refs: list[str]
-    vector_views: list[str]
-    characters: dict[str, CharacterInfo]
-    background: np.ndarray  # (M, D) query-region embeddings of the background images
-    background_groups: np.ndarray  # (M,) which background image each row came from
-    thresholds: dict[str, Any]
-    #: (D,) mean background embedding (see `project`); empty means zero
-    centre: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
-    created: str = ""
-    pdq_hashes: np.ndarray = field(default_factory=lambda: np.zeros((0, PDQ_BYTES), np.uint8))  # (H, 32) uint8 PDQ
-    pdq_quality: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))  # (H,) their quality
-    pdq_refs: list[str] = field(default_factory=list)  # reference id of each hash
-    pdq_views: list[str] = field(default_factory=list)
-    #: reference id -> view name -> SIFT features (geometric verification, `index.local`)
-    local: dict[str, dict[str, LocalFeatures]] = field(default_factory=dict)
-    #: reference id -> self-check inliers (`index.local.self_check`)
-    local_check: dict[str, int] = field(default_factory=dict)
-    #: precision the vectors were embedded in ("" = unknown: an index from before it was recorded)
-    precision: str = ""
-    #: (R, D) raw embeddings of the precision probe at that precision (`index.precision`), or None
-    probe: np.ndarray | None = None
-
-    def __post_init__(self) -> None:
-        if self.centre.size == 0:
-            self.centre = np.zeros(int(self.backbone["dim"]), np.float32)
-
-
-def project(x: np.ndarray, centre: np.ndarray) -> np.ndarray:
-    """Centre raw backbone embeddings on the background mean and L2-normalise them again.
-
-    Why: ImageNet/CLIP features of unrelated images share a large common component, which
-    squeezes all cosines into a narrow high band; removing the background mean (as copy-detection
-    systems do) spreads them out, so a real match stands clear of generic similarity. With no
-    background set the centre is zero and this is the identity on normalised vectors.
-    """
-    y = np.asarray(x, np.float32) - centre
-    out: np.ndarray = y / np.maximum(np.linalg.norm(y, axis=-1, keepdims=True), 1e-12)
-    return out
-
 
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
@@ -175,14 +81,6 @@ def index_lock(path: str | Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def write_index(path: str | Path, data: IndexData) -> None:
     """Write `data` as a new generation of the index at `path` and commit it atomically.
 
@@ -193,10 +91,10 @@ def write_index(path: str | Path, data: IndexData) -> None:
     tmp = path / f".tmp-{uuid.uuid4().hex}"
     tmp.mkdir()
     try:
-        _write_generation(tmp, data)
+        write_generation(tmp, data)
         gen = f"gen-{time.time_ns():x}-{uuid.uuid4().hex[:6]}"
         os.rename(tmp, path / gen)
-        _fsync_path(path)
+        fsync_path(path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -224,7 +122,7 @@ def write_index(path: str | Path, data: IndexData) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp_json, path / "index.json")
-    _fsync_path(path)
+    fsync_path(path)
     _sweep(path, keep={gen, _previous_generation(path, gen)})
 
 
@@ -279,78 +177,6 @@ def _sweep(path: Path, keep: set[str]) -> None:
                 shutil.rmtree(p, ignore_errors=True)
             else:
                 p.unlink(missing_ok=True)
-
-
-def _write_generation(gen: Path, data: IndexData) -> None:
-    vectors = np.ascontiguousarray(data.vectors, dtype=np.float32)
-    flat = faiss.IndexFlatIP(int(data.backbone["dim"]))
-    if len(vectors):
-        flat.add(vectors)
-    faiss.write_index(flat, str(gen / "vectors.faiss"))
-    db = sqlite3.connect(gen / "meta.sqlite")
-    try:
-        db.executescript(_SCHEMA)
-        db.executemany(
-            "INSERT INTO refs VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-            [
-                (r.id, r.sha256, r.character, r.franchise, r.rights_holder, r.license,
-                 r.source_path, r.width, r.height, r.added_at, json.dumps(r.extra), r.quarantine)
-                for r in data.references.values()
-            ],
-        )
-        db.executemany(
-            "INSERT INTO pdq VALUES (?,?,?,?,?)",
-            [(i, ref, view, int(q), bytes(h)) for i, (ref, view, q, h) in
-             enumerate(zip(data.pdq_refs, data.pdq_views, data.pdq_quality, data.pdq_hashes, strict=True))],
-        )
-        db.executemany(
-            "INSERT INTO vectors VALUES (?,?,?)",
-            list(zip(range(len(vectors)), data.vector_refs, data.vector_views, strict=True)),
-        )
-        db.executemany(
-            "INSERT INTO characters VALUES (?,?,?,?,?,?,?,?,?,?)",
-            [tuple(asdict(c).values()) for c in data.characters.values()],
-        )
-        db.commit()
-    finally:
-        db.close()
-    with open(gen / "background.npz", "wb") as f:
-        arrays: dict[str, Any] = {"vectors": data.background.astype(np.float32), "groups": data.background_groups,
-                                  "centre": np.asarray(data.centre, np.float32)}
-        if data.probe is not None:
-            arrays["probe"] = np.asarray(data.probe, np.float32)
-        np.savez(f, **arrays)
-    with open(gen / "local.npz", "wb") as f:
-        packed: dict[str, Any] = _pack_local(data.local, data.local_check)
-        np.savez(f, **packed)
-    for p in gen.iterdir():
-        with open(p, "rb") as fh:
-            os.fsync(fh.fileno())
-    _fsync_path(gen)
-
-
-def _pack_local(local: dict[str, dict[str, LocalFeatures]], checks: dict[str, int]) -> dict[str, np.ndarray]:
-    rows = [(ref, view, f) for ref, views in local.items() for view, f in views.items()]
-    sizes = [len(f) for *_, f in rows]
-    return {
-        "checks": np.array([checks.get(r, 0) for r, *_ in rows], np.int32),
-        "refs": np.array([r for r, *_ in rows], dtype=str).reshape(-1),
-        "views": np.array([v for _, v, _ in rows], dtype=str).reshape(-1),
-        "offsets": np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64),
-        "points": np.concatenate([f.points for *_, f in rows]) if rows else np.zeros((0, 2), np.float32),
-        "descriptors": np.concatenate([f.descriptors for *_, f in rows]) if rows else np.zeros((0, 128), np.uint8),
-    }
-
-
-def _unpack_local(z: Any) -> tuple[dict[str, dict[str, LocalFeatures]], dict[str, int]]:
-    out: dict[str, dict[str, LocalFeatures]] = {}
-    checks = dict(zip(z["refs"].tolist(), z["checks"].tolist(), strict=True))
-    off, pts, desc = z["offsets"], z["points"].astype(np.float32), z["descriptors"].astype(np.uint8)
-    if len(off) != len(z["refs"]) + 1 or (len(off) and off[-1] != len(pts)) or len(pts) != len(desc):
-        raise ValueError("local.npz: feature offsets and arrays disagree")
-    for i, (ref, view) in enumerate(zip(z["refs"].tolist(), z["views"].tolist(), strict=True)):
-        out.setdefault(ref, {})[view] = LocalFeatures(pts[off[i] : off[i + 1]], desc[off[i] : off[i + 1]])
-    return out, checks
 
 
 class IndexStore:
@@ -436,7 +262,7 @@ class IndexStore:
         try:
             manifest = json.loads(manifest_path.read_text())
             gen = path / manifest["generation"]
-            data, faiss_index = _read_generation(gen, manifest)
+            data, faiss_index = read_generation(gen, manifest)
         except (OSError, EOFError, KeyError, ValueError, sqlite3.Error, RuntimeError, zipfile.BadZipFile) as exc:
             raise CorruptIndexError(f"{path}: index files are unreadable ({exc})") from exc
         if faiss_index.ntotal != len(data.vector_refs) or faiss_index.d != int(data.backbone["dim"]):
@@ -506,61 +332,3 @@ class IndexStore:
             for r in sorted(self.references.values(), key=lambda r: (r.character, r.source_path)) if r.quarantine
         ]
         return out
-
-
-def _read_generation(gen: Path, manifest: dict[str, Any]) -> tuple[IndexData, Any]:
-    if manifest.get("format") != "mamori-index":
-        raise ValueError("index.json is not a mamori index manifest")
-    version = int(manifest.get("format_version", 0))
-    if version > FORMAT_VERSION:
-        raise IncompatibleIndexError(
-            f"index format version {version} is newer than this mamori understands ({FORMAT_VERSION}); upgrade mamori"
-        )
-    if version < FORMAT_VERSION:
-        raise IncompatibleIndexError(
-            f"index format version {version} was written by an older mamori (this one reads {FORMAT_VERSION}: "
-            "reference views, near-copy hashes, quarantine, local features); rebuild it with `mamori index build`"
-        )
-    # as a file: URI (any character in the path percent-encoded), so that `?`, `#` or `%` in a
-    # folder name cannot end the path or start URI parameters
-    db = sqlite3.connect(f"{(gen / 'meta.sqlite').absolute().as_uri()}?mode=ro", uri=True)
-    try:
-        refs = {
-            # the ten columns before `extra`; mypy cannot count a row's length
-            row[0]: Reference(*row[:10], extra=json.loads(row[10] or "{}"), quarantine=row[11] or "")  # type: ignore[misc]
-            for row in db.execute("SELECT * FROM refs")
-        }
-        vec_rows = db.execute("SELECT ref, view FROM vectors ORDER BY row").fetchall()
-        pdq_rows = db.execute("SELECT ref, view, quality, hash FROM pdq ORDER BY row").fetchall()
-        chars = {row[0]: CharacterInfo(*row) for row in db.execute("SELECT * FROM characters")}
-    finally:
-        db.close()
-    with np.load(gen / "background.npz") as bg:
-        background, groups, centre = bg["vectors"], bg["groups"], bg["centre"]
-        probe = bg["probe"] if "probe" in bg.files else None
-    with np.load(gen / "local.npz") as z:
-        local, local_check = _unpack_local(z)
-    flat = faiss.read_index(str(gen / "vectors.faiss"))
-    vectors = flat.reconstruct_n(0, flat.ntotal) if flat.ntotal else np.zeros((0, flat.d), np.float32)
-    data = IndexData(
-        backbone=manifest["backbone"],
-        references=refs,
-        vectors=vectors,
-        vector_refs=[r for r, _ in vec_rows],
-        vector_views=[v for _, v in vec_rows],
-        characters=chars,
-        background=background,
-        background_groups=groups,
-        thresholds=manifest.get("thresholds", {}),
-        centre=centre,
-        created=manifest.get("created", ""),
-        pdq_hashes=np.array([np.frombuffer(h, np.uint8) for *_, h in pdq_rows], np.uint8).reshape(-1, PDQ_BYTES),
-        pdq_quality=np.array([q for _, _, q, _ in pdq_rows], np.int32),
-        pdq_refs=[r for r, *_ in pdq_rows],
-        pdq_views=[v for _, v, *_ in pdq_rows],
-        local=local,
-        local_check=local_check,
-        precision=str(manifest.get("precision") or ""),
-        probe=probe,
-    )
-    return data, flat

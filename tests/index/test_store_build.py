@@ -136,11 +136,11 @@ _CRASH = """
 import os, sys
 sys.path[:0] = {paths!r}
 from index import store
-real = store._write_generation
+real = store.write_generation
 def dying(gen, data):
     real(gen, data)
     os._exit(9)          # killed after the new generation is written, before the commit
-store._write_generation = dying
+store.write_generation = dying
 from test_store_build import FakeEmbedder
 from index import add_references, read_folder
 add_references({idx!r}, read_folder({more!r}), FakeEmbedder())

@@ -1,0 +1,97 @@
+"""The records an index holds in memory: references, per-character calibration, and the whole
+`IndexData` of one generation, plus the projection every vector goes through (`project`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from index.local import LocalFeatures
+from index.nearcopy import PDQ_BYTES
+
+__all__ = ["CharacterInfo", "IndexData", "Reference", "project"]
+
+@dataclass(frozen=True)
+class Reference:
+    """One indexed reference image. `id` is the first 16 hex digits of its sha256 (stable)."""
+
+    id: str
+    sha256: str
+    character: str
+    franchise: str = ""
+    rights_holder: str = ""
+    license: str = ""
+    source_path: str = ""
+    width: int = 0
+    height: int = 0
+    added_at: str = ""
+    extra: dict[str, str] = field(default_factory=dict)
+    quarantine: str = ""  # why this reference is left out of matching ("" = in use)
+
+
+@dataclass(frozen=True)
+class CharacterInfo:
+    """A character's rights metadata and its calibration (see `index.calibrate`)."""
+
+    name: str
+    franchise: str
+    rights_holder: str
+    mu: float
+    sigma: float
+    bg_max: float
+    n_background: int
+    source: str  # "background" or "default"
+    flag_sim: float
+    review_sim: float
+
+
+@dataclass
+class IndexData:
+    """Everything an index holds, in memory: what `write_index` writes and `IndexStore` reads.
+
+    `vectors` rows line up with `vector_refs` (the reference id of each row) and `vector_views`.
+    """
+
+    backbone: dict[str, Any]
+    references: dict[str, Reference]
+    vectors: np.ndarray
+    vector_refs: list[str]
+    vector_views: list[str]
+    characters: dict[str, CharacterInfo]
+    background: np.ndarray  # (M, D) query-region embeddings of the background images
+    background_groups: np.ndarray  # (M,) which background image each row came from
+    thresholds: dict[str, Any]
+    #: (D,) mean background embedding (see `project`); empty means zero
+    centre: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    created: str = ""
+    pdq_hashes: np.ndarray = field(default_factory=lambda: np.zeros((0, PDQ_BYTES), np.uint8))  # (H, 32) uint8 PDQ
+    pdq_quality: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))  # (H,) their quality
+    pdq_refs: list[str] = field(default_factory=list)  # reference id of each hash
+    pdq_views: list[str] = field(default_factory=list)
+    #: reference id -> view name -> SIFT features (geometric verification, `index.local`)
+    local: dict[str, dict[str, LocalFeatures]] = field(default_factory=dict)
+    #: reference id -> self-check inliers (`index.local.self_check`)
+    local_check: dict[str, int] = field(default_factory=dict)
+    #: precision the vectors were embedded in ("" = unknown: an index from before it was recorded)
+    precision: str = ""
+    #: (R, D) raw embeddings of the precision probe at that precision (`index.precision`), or None
+    probe: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.centre.size == 0:
+            self.centre = np.zeros(int(self.backbone["dim"]), np.float32)
+
+
+def project(x: np.ndarray, centre: np.ndarray) -> np.ndarray:
+    """Centre raw backbone embeddings on the background mean and L2-normalise them again.
+
+    Why: ImageNet/CLIP features of unrelated images share a large common component, which
+    squeezes all cosines into a narrow high band; removing the background mean (as copy-detection
+    systems do) spreads them out, so a real match stands clear of generic similarity. With no
+    background set the centre is zero and this is the identity on normalised vectors.
+    """
+    y = np.asarray(x, np.float32) - centre
+    out: np.ndarray = y / np.maximum(np.linalg.norm(y, axis=-1, keepdims=True), 1e-12)
+    return out
