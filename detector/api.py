@@ -18,10 +18,12 @@ from PIL import Image
 from detector.backbones import Backbone, load_backbone
 from detector.embedding import RegionEmbedder
 from detector.errors import MediaError, MediaLimitError, UnreadableMediaError
+from detector.evidence import FrameEvidence, frame_evidence
 from detector.frames import DEFAULT_FPS, DEFAULT_MAX_FRAMES, Frame, MediaReader
-from detector.pipeline import BLANK_KEYS, RegionCache, prefetch, prepare_frames
+from detector.pipeline import EvidenceReuse, PreparedFrame, RegionCache, prefetch, prepare_frames
 from detector.results import Result
-from detector.scoring import FrameEvidence, aggregate, frame_evidence, verify_frame
+from detector.scoring import aggregate
+from detector.verify import verify_frame
 from index.build import check_identity
 from index.errors import ImageTooLargeError, IncompatibleIndexError, ReferenceImageError
 from index.images import DEFAULT_MAX_PIXELS, open_image
@@ -59,7 +61,7 @@ class Detector:
         #: PDQ-hash every region for the near-copy channel (~0.5 ms per region); off when the
         #: index has no usable reference hash
         self.nearcopy = store.has_pdq
-        #: geometric verification of each frame's strongest candidates (`detector.scoring.verify_frame`)
+        #: geometric verification of each frame's strongest candidates (`detector.verify.verify_frame`)
         self.verify = verify
         #: the index's precision probe re-embedded here when the precisions differ (`index.precision`);
         #: a drift past the calibration margin becomes a warning in every result
@@ -100,32 +102,23 @@ class Detector:
         background thread while this one runs the model and the search). Past `deadline`
         (`time.monotonic()`), stops with MediaLimitError(limit="request_timeout")."""
         evidence: list[FrameEvidence] = []
-        last: FrameEvidence | None = None
-        blanks: dict[tuple[int, ...], FrameEvidence] = {}  # flat frames' evidence by key (pipeline)
+        reuse = EvidenceReuse()  # repeats and known flat frames reuse evidence (pipeline step 2)
         regions = RegionCache(self.embed_pixels, self.backbone.dim)  # keeps unchanged regions' vectors
         prepared = prefetch(lambda: prepare_frames(frames, self.embedder, nearcopy=self.nearcopy,
                                                    skip=self.skip_repeats))
+
+        def compute(p: PreparedFrame) -> FrameEvidence:
+            ev = frame_evidence(self.store, p.frame.time, regions.vectors_for(p), p.boxes, p.hashes)
+            if self.verify:
+                ev = verify_frame(self.store, p.frame.image, ev)
+            return ev.scaled(p.frame.scale)  # boxes in the source's pixels
+
         for p in prepared:
             if deadline is not None and time.monotonic() > deadline:
                 prepared.close()
                 raise MediaLimitError(f"scoring did not finish within request_timeout ({p.frame.index} frames done)",
                                       limit="request_timeout")
-            if p.pixels is not None:  # a new frame, or the first flat frame of its key
-                ev = frame_evidence(self.store, p.frame.time, regions.vectors_for(p), p.boxes, p.hashes)
-                if self.verify:
-                    ev = verify_frame(self.store, p.frame.image, ev)
-                ev = ev.scaled(p.frame.scale)  # boxes in the source's pixels
-                if p.kind == "new":
-                    last = ev
-                elif p.key is not None and len(blanks) < BLANK_KEYS:
-                    blanks[p.key] = ev
-                evidence.append(ev)
-            elif p.kind == "repeat":
-                assert last is not None
-                evidence.append(FrameEvidence(p.frame.time, last.hits))
-            else:
-                assert p.key is not None
-                evidence.append(FrameEvidence(p.frame.time, blanks[p.key].hits))
+            evidence.append(reuse.evidence_for(p, compute))
         return evidence
 
     def score_image(self, image: str | Path | bytes | Image.Image, *, path: str | None = None,

@@ -153,6 +153,22 @@ class Report:
         return out
 
 
+def _check_flag(rec: Mapping[str, Any], lab: Label, sample_step: float) -> tuple[bool, float | None]:
+    """A flagged positive: is its top character the labelled one, and if so (and the label has a
+    segment) the best IoU of that character's segments with it, each widened by half a step."""
+    chars = rec.get("characters") or []
+    top = max(chars, key=lambda c: c.get("score", 0.0)) if chars else {}
+    if top.get("character") != lab.character:
+        return False, None
+    if lab.segment is None:
+        return True, None
+    best = 0.0
+    for s in top.get("segments", []):
+        pred = (max(0.0, s["start"] - sample_step / 2), s["end"] + sample_step / 2)
+        best = max(best, _iou(pred, lab.segment))
+    return True, best
+
+
 def evaluate(results: Mapping[str, Mapping[str, Any]], labels: Mapping[str, Label], *, flag_score: float,
              review_score: float, target_fpr: float = 0.05, review_fpr: float = 0.2,
              sample_step: float = 0.5) -> Report:
@@ -188,20 +204,12 @@ def evaluate(results: Mapping[str, Mapping[str, Any]], labels: Mapping[str, Labe
             flagged_neg += 1
             continue
         flagged_pos += 1
-        chars = rec.get("characters") or []
-        top = max(chars, key=lambda c: c.get("score", 0.0)) if chars else {}
-        if top.get("character") != lab.character:
-            continue
-        char_ok += 1
-        if lab.segment is None:
-            continue
-        seg_n += 1
-        best = 0.0
-        for s in top.get("segments", []):
-            pred = (max(0.0, s["start"] - sample_step / 2), s["end"] + sample_step / 2)
-            best = max(best, _iou(pred, lab.segment))
-        ious.append(best)
-        seg_ok += best >= 0.5
+        right, iou = _check_flag(rec, lab, sample_step)
+        char_ok += right
+        if iou is not None:
+            seg_n += 1
+            ious.append(iou)
+            seg_ok += iou >= 0.5
     for t in tracks.values():
         s = sorted(t.pop("scores"))
         t["median_score"] = s[len(s) // 2] if s else 0.0

@@ -15,7 +15,8 @@ Steps (1-3 run in a background thread, so decoding and cropping overlap the mode
        vector and PDQ hash, and only the changed regions go to the model (`PreparedFrame.fresh`).
        A static camera with a moving character re-embeds only the windows the character touches.
     4. the caller's thread runs the model on the fresh regions, merges in the kept vectors
-       (`RegionCache`) and searches the index for every region
+       (`RegionCache`) and searches the index for every region; `EvidenceReuse` hands repeats and
+       known flat frames the evidence step 2 decided they reuse (the one place that follows it)
 Why these skips are safe: a repeat differs from the frame whose evidence it reuses by less than
 video compression noise (a static shot, a held title card), and so does a flat frame from the flat
 frame of the same key, and a kept region from the pixels its vector was computed on (compared with
@@ -41,12 +42,13 @@ import torch
 from PIL import Image
 
 from detector.embedding import RegionEmbedder
+from detector.evidence import FrameEvidence
 from detector.frames import Frame
 from detector.regions import Box
 from index.nearcopy import region_hashes
 
-__all__ = ["BLANK_KEYS", "BLANK_RANGE", "BLANK_STEP", "REPEAT_MAX", "REPEAT_MEAN", "PreparedFrame", "RegionCache",
-           "prefetch", "prepare_frames", "region_signatures", "signature"]
+__all__ = ["BLANK_KEYS", "BLANK_RANGE", "BLANK_STEP", "REPEAT_MAX", "REPEAT_MEAN", "EvidenceReuse", "PreparedFrame",
+           "RegionCache", "prefetch", "prepare_frames", "region_signatures", "signature"]
 
 BLANK_RANGE = 6
 BLANK_STEP = 4
@@ -67,7 +69,8 @@ class PreparedFrame:
 
     `fresh` (new frames only): None when every region is in `pixels`; otherwise a bool mask over
     `boxes`, `pixels` holds only the True regions (in order), and the others keep the vectors of
-    the last new frame (`RegionCache.vectors_for`). `hashes` always covers every region."""
+    the last new frame (`RegionCache.vectors_for`). `hashes` always covers every region.
+    `remember` (blank frames with pixels): later frames of this key will reuse its evidence."""
 
     frame: Frame
     kind: str
@@ -76,6 +79,7 @@ class PreparedFrame:
     hashes: tuple[np.ndarray, np.ndarray] | None = None
     key: tuple[int, ...] | None = None
     fresh: np.ndarray | None = None
+    remember: bool = False
 
 
 def signature(img: Image.Image) -> np.ndarray:
@@ -121,6 +125,30 @@ class RegionCache:
         return vectors
 
 
+class EvidenceReuse:
+    """The model thread's half of step 2: evidence of the last new frame and of each remembered
+    flat frame's key, handed to the frames `prepare_frames` marked as reusing it."""
+
+    def __init__(self) -> None:
+        self.last: FrameEvidence | None = None
+        self.blanks: dict[tuple[int, ...], FrameEvidence] = {}
+
+    def evidence_for(self, p: PreparedFrame, compute: Callable[[PreparedFrame], FrameEvidence]) -> FrameEvidence:
+        """`compute(p)` for a frame with pixels (kept for reuse as step 2 says), else the reused
+        evidence at this frame's time."""
+        if p.pixels is not None:
+            ev = compute(p)
+            if p.kind == "new":
+                self.last = ev
+            elif p.remember:
+                assert p.key is not None
+                self.blanks[p.key] = ev
+            return ev
+        source = self.last if p.kind == "repeat" else self.blanks[p.key] if p.key is not None else None
+        assert source is not None, f"{p.kind} frame with nothing to reuse"
+        return FrameEvidence(p.frame.time, source.hits)
+
+
 def prepare_frames(frames: Iterator[Frame], embedder: RegionEmbedder, *, nearcopy: bool,
                    skip: bool = True) -> Iterator[PreparedFrame]:
     """Steps 2-3 of the module docstring for each frame; `skip=False` embeds every region of every frame."""
@@ -131,9 +159,10 @@ def prepare_frames(frames: Iterator[Frame], embedder: RegionEmbedder, *, nearcop
     kept_sigs = np.zeros((0, 0), np.int16)
     kept_hashes: tuple[np.ndarray, np.ndarray] | None = None
 
-    def embedded(fr: Frame, kind: str, key: tuple[int, ...] | None = None) -> PreparedFrame:
+    def embedded(fr: Frame, kind: str, key: tuple[int, ...] | None = None, remember: bool = False) -> PreparedFrame:
         pixels, boxes = embedder.prepare_frame(fr.image)
-        return PreparedFrame(fr, kind, boxes, pixels, region_hashes(fr.image, boxes) if nearcopy else None, key)
+        hashes = region_hashes(fr.image, boxes) if nearcopy else None
+        return PreparedFrame(fr, kind, boxes, pixels, hashes, key, remember=remember)
 
     def new(fr: Frame) -> PreparedFrame:
         nonlocal kept_boxes, kept_sigs, kept_hashes
@@ -163,9 +192,10 @@ def prepare_frames(frames: Iterator[Frame], embedder: RegionEmbedder, *, nearcop
                 if key in blanks:
                     yield PreparedFrame(fr, "blank", [], key=key)
                     continue
-                if len(blanks) < BLANK_KEYS:
+                remember = len(blanks) < BLANK_KEYS
+                if remember:
                     blanks.add(key)
-                yield embedded(fr, "blank", key)
+                yield embedded(fr, "blank", key, remember)
                 continue
             if last is not None:
                 diff = np.abs(sig - last)

@@ -37,7 +37,7 @@ from PIL import Image, ImageDraw
 
 from detector.errors import MediaError
 from detector.results import path_of
-from detector.scoring import MIN_INLIERS
+from detector.verify import MIN_INLIERS
 from index.errors import IndexStoreError
 
 __all__ = ["MAX_CHARACTERS", "MAX_SEGMENTS", "PAGE_SIZE", "THUMB_SIDE", "report_data", "write_report"]

@@ -63,7 +63,7 @@ class CharacterResult:
     score: float
     segments: tuple[Segment, ...]
     #: best geometric-verification inlier count over the video (None: never checked); a match
-    #: is verified at >= `detector.scoring.MIN_INLIERS`
+    #: is verified at >= `detector.verify.MIN_INLIERS`
     inliers: int | None = None
 
 

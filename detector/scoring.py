@@ -1,22 +1,10 @@
 """Scoring: region matches of each sampled frame → per-character evidence → segments → verdict.
 
 Steps:
-    1. `frame_evidence`: for one frame, the nearest references of every region (FAISS top-k), the
-       region's background term and other-character term (`index.calibrate.normalise`); per
-       character keep the best normalised similarity over regions, with its reference and region
-       box, and the calibrated score. Near-copy channel: a region whose PDQ hash is within the
-       standard distance of a reference hash (`index.nearcopy`) is a hit with `channel:
-       "nearcopy"` when it scores higher than the embedding evidence.
-    1b. `verify_frame`, geometric verification (`index.local`): the VERIFY_TOP strongest candidate
-       characters of the frame (calibrated score >= VERIFY_MIN_SCORE) are checked with SIFT +
-       RANSAC in the region the embedding matched, against every view of the character's
-       references; the hit records the inlier count (`inliers`). A check means nothing, and
-       `inliers` stays None unless it succeeded, when the region has fewer than
-       MIN_REGION_FEATURES keypoints (a flat or tiny region) or when none of the character's
-       references passed the index's self-check (flat, simple art: `index.local`). A frame with
-       >= MIN_INLIERS inliers is *verified*: its frame score becomes
-       sigmoid(max(logit(score), 0) + log(inliers / MIN_INLIERS)), so at least 0.5, and its
-       reference becomes the one that verified it.
+    1. `detector.evidence.frame_evidence`: per frame, each character's best hit over the regions
+       (embedding and near-copy channels; see that module).
+    1b. `detector.verify.verify_frame`: geometric verification of each frame's strongest hits
+       (SIFT + RANSAC; a verified frame scores at least 0.5; see that module).
     2. `aggregate`, temporal evidence: a character's video score is the calibrated score of the
        mean of its SUPPORT_FRAMES best frame-level normalised similarities (one frame for a still
        image), so one lucky frame does not flag a video; a near-copy hit counts on its own (a PDQ
@@ -42,25 +30,20 @@ Steps:
 from __future__ import annotations
 
 import itertools
-import math
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
 
 import numpy as np
-from PIL import Image
 
-from detector.regions import Box
+from detector.evidence import TOP_K, CharacterHit, FrameEvidence, frame_evidence
 from detector.results import CharacterResult, Result, Segment
-from index.calibrate import BG_K, calibrated_score, normalise
-from index.local import LocalFeatures, count_inliers, describe, padded
-from index.nearcopy import PDQ_BYTES, nearcopy_score
-from index.store import IndexStore, Reference
+from detector.verify import MIN_INLIERS, VERIFY_TOP, logit, sigmoid, verified_score, verify_frame
+from index.calibrate import calibrated_score
+from index.store import IndexStore
 
 __all__ = ["GAP_FRAMES", "MIN_INLIERS", "SUPPORT_FRAMES", "TIMELINE_POINTS", "TOP_K", "UNVERIFIED_PENALTY",
-           "VERIFY_TOP", "CharacterHit", "FrameEvidence", "aggregate", "frame_evidence", "verdict_for", "verify_frame"]
+           "VERIFY_TOP", "CharacterHit", "FrameEvidence", "aggregate", "character_score", "frame_evidence", "timeline",
+           "verdict_for", "verified_score", "verify_frame"]
 
-#: Nearest reference vectors looked up per region.
-TOP_K = 32
 #: Unsupported sampled frames allowed inside one segment.
 GAP_FRAMES = 1
 #: Frames whose evidence is averaged for a character's video score.
@@ -69,133 +52,8 @@ SUPPORT_FRAMES = 2
 MISSING_N = -1.0
 #: at most this many points in a result's `timeline`
 TIMELINE_POINTS = 120
-#: candidate characters verified per frame, and the least calibrated frame score to be one
-VERIFY_TOP = 6
-VERIFY_MIN_SCORE = 0.05
-#: RANSAC inliers that make a match verified. On the dev set no negative clip's candidate reached
-#: 11 and every verified positive had at least 21; an offline sweep there gave the same metrics
-#: for 12, 15 and 20
-MIN_INLIERS = 15
-#: a region with fewer SIFT keypoints cannot be verified (no penalty for failing)
-MIN_REGION_FEATURES = 2 * MIN_INLIERS
 #: logit units taken from a character that was checked and never verified
 UNVERIFIED_PENALTY = 1.5
-
-
-@dataclass(frozen=True)
-class CharacterHit:
-    """One character's best evidence in one frame."""
-
-    similarity: float  # raw cosine (embedding) or 1 - distance/256 (nearcopy)
-    normalised: float  # normalised similarity n (embedding channel; -inf for a near-copy only hit)
-    score: float  # calibrated frame score
-    reference: Reference
-    box: Box
-    channel: str = "embedding"
-    inliers: int | None = None  # geometric verification (step 1b); None = not checked
-
-
-@dataclass(frozen=True)
-class FrameEvidence:
-    time: float
-    hits: dict[str, CharacterHit]
-
-    def scaled(self, scale: float) -> FrameEvidence:
-        """The same evidence with boxes multiplied by `scale` (sampled frame -> source pixels,
-        `detector.frames.Frame.scale`)."""
-        if scale == 1.0:
-            return self
-        def scaled(box: Box) -> Box:
-            x0, y0, x1, y1 = (round(v * scale) for v in box)
-            return x0, y0, x1, y1
-
-        return FrameEvidence(self.time, {c: replace(h, box=scaled(h.box)) for c, h in self.hits.items()})
-
-
-def frame_evidence(store: IndexStore, time: float, vectors: np.ndarray, boxes: Sequence[Box],
-                   hashes: tuple[np.ndarray, np.ndarray] | None = None) -> FrameEvidence:
-    """Best evidence per character over all regions of one frame.
-
-    Args:
-        vectors: (R, D) raw region embeddings; `boxes[r]` is region r's box.
-        hashes: optional ((R, 32) uint8 PDQ hashes, (R,) qualities) of the same regions.
-    """
-    sims, refs = store.search(vectors, TOP_K)
-    chars = sorted({ref.character for row in refs for ref in row})
-    hits: dict[str, CharacterHit] = {}
-    if chars:
-        col = {c: j for j, c in enumerate(chars)}
-        # characters outside a region's top-k sit below its k-th similarity: use that as their value
-        absent = store.active_characters > len(chars)
-        width = len(chars) + int(absent)
-        best = np.repeat(sims[:, -1:], width, axis=1).astype(np.float32)
-        best_ref: list[list[Reference | None]] = [[None] * len(chars) for _ in boxes]
-        for r in range(len(boxes)):
-            for sim, ref in zip(sims[r], refs[r]):
-                j = col[ref.character]
-                if best_ref[r][j] is None or sim > best[r, j]:
-                    best[r, j] = sim
-                    best_ref[r][j] = ref
-        norm = normalise(best, store.background_similarity(vectors, BG_K))[:, : len(chars)]
-        found = np.array([[x is not None for x in row] for row in best_ref])
-        norm = np.where(found, norm, -np.inf)
-        for c, j in col.items():
-            r = int(np.argmax(norm[:, j]))
-            found_ref = best_ref[r][j]
-            if found_ref is None:
-                continue
-            info = store.characters[c]
-            n = float(norm[r, j])
-            hits[c] = CharacterHit(float(best[r, j]), n, float(calibrated_score(n, info.flag_sim, info.sigma)),
-                                   found_ref, boxes[r])
-    if hashes is not None and len(hashes[0]):
-        dist, prefs = store.match_pdq(*hashes)
-        for r, (d, pref) in enumerate(zip(dist, prefs, strict=True)):
-            if pref is None:
-                continue
-            s = float(nearcopy_score(d))
-            cur = hits.get(pref.character)
-            if cur is None or s > cur.score:
-                n = cur.normalised if cur is not None else -np.inf
-                hits[pref.character] = CharacterHit(1.0 - float(d) / (PDQ_BYTES * 8), n, s, pref, boxes[r], "nearcopy")
-    return FrameEvidence(time, hits)
-
-
-def _logit(p: float) -> float:
-    p = min(max(p, 1e-9), 1 - 1e-9)
-    return math.log(p / (1 - p))
-
-
-def _sigmoid(z: float) -> float:
-    return 1.0 / (1.0 + math.exp(-min(max(z, -60.0), 60.0)))
-
-
-def verified_score(score: float, inliers: float) -> float:
-    """The score of evidence verified with `inliers` >= MIN_INLIERS (steps 1b and 2): >= 0.5."""
-    return _sigmoid(max(_logit(score), 0.0) + math.log(inliers / MIN_INLIERS))
-
-
-def verify_frame(store: IndexStore, image: Image.Image, ev: FrameEvidence) -> FrameEvidence:
-    """Step 1b: geometric verification of a frame's strongest candidates (boxes in `image`'s pixels)."""
-    cands = sorted(((c, h) for c, h in ev.hits.items() if h.score >= VERIFY_MIN_SCORE and store.local_features(c)),
-                   key=lambda ch: (-ch[1].score, ch[0]))[:VERIFY_TOP]
-    if not cands:
-        return ev
-    regions: dict[Box, LocalFeatures] = {}
-    hits = dict(ev.hits)
-    for c, h in cands:
-        box = padded(h.box, *image.size)
-        if box not in regions:
-            regions[box] = describe(image.crop(box))
-        feats = regions[box]
-        if len(feats) < MIN_REGION_FEATURES:
-            continue
-        n, ref = max(((count_inliers(feats, f), r) for r, f in store.local_features(c)), key=lambda nr: nr[0])
-        if n >= MIN_INLIERS:
-            hits[c] = replace(h, inliers=n, score=verified_score(h.score, n), reference=ref)
-        elif store.verifiable(c):  # a failed check only counts for art detailed enough to verify
-            hits[c] = replace(h, inliers=n)
-    return FrameEvidence(ev.time, hits)
 
 
 def verdict_for(score: float, flag: float, review: float) -> str:
@@ -249,7 +107,7 @@ def character_score(store: IndexStore, character: str, hits: Sequence[CharacterH
         if support >= MIN_INLIERS:
             emb = verified_score(emb, support)
         elif checked[0] < MIN_INLIERS:  # checked and never verified (verified once: no change)
-            emb = _sigmoid(_logit(emb) - UNVERIFIED_PENALTY)
+            emb = sigmoid(logit(emb) - UNVERIFIED_PENALTY)
     near = max((h.score for h in hits if h.channel == "nearcopy"), default=0.0)
     return max(emb, near)
 

@@ -42,7 +42,19 @@ def draw_character(name: str, size: int = 256, pose: int = 0) -> Image.Image:
     im = Image.new("RGBA", (S, S), (0, 0, 0, 0))
     d = ImageDraw.Draw(im)
     cx, u = S // 2, S / 16
-    # body
+    _draw_body(d, cx, u, body, pattern, outfit, accent, trim)
+    _draw_limbs(d, cx, u, pose, outfit, skin, trim)
+    _draw_head(d, cx, u, hair_style, skin, hair, accent)
+    _draw_accessory(d, cx, u, accessory, accent, trim)
+    im = im.rotate((pose % 3 - 1) * 6, resample=Image.Resampling.BICUBIC, center=(cx, 8 * u))
+    return im.resize((size, size), Image.Resampling.LANCZOS)
+
+
+Colour = tuple[int, int, int]
+
+
+def _draw_body(d: ImageDraw.ImageDraw, cx: int, u: float, body: int, pattern: int, outfit: Colour, accent: Colour,
+               trim: Colour) -> None:
     if body == 0:  # dress
         d.polygon([(cx - 3 * u, 7 * u), (cx + 3 * u, 7 * u), (cx + 4.5 * u, 14 * u), (cx - 4.5 * u, 14 * u)], fill=outfit)
     elif body == 1:  # broad armour
@@ -62,7 +74,11 @@ def draw_character(name: str, size: int = 256, pose: int = 0) -> Image.Image:
             for j in range(-2, 2, 2):
                 d.rectangle([cx + j * u, y, cx + (j + 1) * u, y + u], fill=accent)
     d.rectangle([cx - 3 * u, 10.5 * u, cx + 3 * u, 11.2 * u], fill=trim)
-    # arms (pose moves them) and legs
+
+
+def _draw_limbs(d: ImageDraw.ImageDraw, cx: int, u: float, pose: int, outfit: Colour, skin: Colour,
+                trim: Colour) -> None:
+    """Arms (the pose moves them) and legs."""
     for side in (-1, 1):
         ang = math.radians(20 + 35 * ((pose + (side > 0)) % 3))
         sx, sy = cx + side * 3 * u, 7.6 * u
@@ -70,7 +86,11 @@ def draw_character(name: str, size: int = 256, pose: int = 0) -> Image.Image:
         d.line([(sx, sy), (ex, ey)], fill=outfit, width=int(1.2 * u))
         d.ellipse([ex - 0.7 * u, ey - 0.7 * u, ex + 0.7 * u, ey + 0.7 * u], fill=skin)
         d.rectangle([cx + side * 1.2 * u - 0.8 * u, 14 * u, cx + side * 1.2 * u + 0.8 * u, 15.6 * u], fill=trim)
-    # head, hair, face
+
+
+def _draw_head(d: ImageDraw.ImageDraw, cx: int, u: float, hair_style: int, skin: Colour, hair: Colour,
+               accent: Colour) -> None:
+    """Head, hair, face."""
     d.ellipse([cx - 2.6 * u, 1.6 * u, cx + 2.6 * u, 7 * u], fill=skin)
     if hair_style == 0:  # spikes
         pts = [(cx - 3 * u, 3.5 * u)] + [(cx - 3 * u + k * u, (0.2 if k % 2 else 2.2) * u) for k in range(7)] + [(cx + 3 * u, 3.5 * u)]
@@ -88,7 +108,9 @@ def draw_character(name: str, size: int = 256, pose: int = 0) -> Image.Image:
         d.ellipse([ex - 0.6 * u, 4.2 * u, ex + 0.6 * u, 5.4 * u], fill=(255, 255, 255))
         d.ellipse([ex - 0.3 * u, 4.5 * u, ex + 0.3 * u, 5.2 * u], fill=accent)
     d.arc([cx - u, 5 * u, cx + u, 6.3 * u], 20, 160, fill=(90, 30, 30), width=int(u / 4))
-    # accessory
+
+
+def _draw_accessory(d: ImageDraw.ImageDraw, cx: int, u: float, accessory: int, accent: Colour, trim: Colour) -> None:
     if accessory == 0:  # star
         pts = [(cx + 5 * u + 1.5 * u * math.cos(a) * (1 if k % 2 == 0 else 0.45),
                 3 * u + 1.5 * u * math.sin(a) * (1 if k % 2 == 0 else 0.45))
@@ -99,8 +121,6 @@ def draw_character(name: str, size: int = 256, pose: int = 0) -> Image.Image:
         d.ellipse([cx - 7.5 * u, 1.5 * u, cx - 5.5 * u, 3.5 * u], fill=accent)
     else:  # hat
         d.polygon([(cx - 3.2 * u, 2.2 * u), (cx + 3.2 * u, 2.2 * u), (cx, -0.5 * u)], fill=trim)
-    im = im.rotate((pose % 3 - 1) * 6, resample=Image.Resampling.BICUBIC, center=(cx, 8 * u))
-    return im.resize((size, size), Image.Resampling.LANCZOS)
 
 
 def draw_scene(seed: int | str, width: int = 640, height: int = 360) -> Image.Image:

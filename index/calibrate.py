@@ -1,6 +1,6 @@
 """Score normalisation and calibrated thresholds, from a background set of non-protected images.
 
-The rule (documented in the README, stored in `index.json` under `thresholds`):
+The rule (documented in docs/how-it-works.md, Calibration; stored in `index.json` under `thresholds`):
 
 1. Similarity: every vector is centred on the background mean and re-normalised
    (`index.store.project`); s_c(q) is the best cosine between region q and character c's

@@ -22,8 +22,8 @@ Steps (OpenCV, `opencv-python-headless`):
        least VERIFIABLE inliers is detailed enough that a genuine appearance is expected to verify;
        flat, simple art (few corners) is not, and a failed check on it means nothing. Measured:
        the dev set's painted portraits and sprites keep 62-221, flat synthetic test figures 29-47.
-    4. The scorer (`detector.scoring`) verifies the strongest embedding candidates of each frame,
-       in the region the embedding matched (enlarged by PAD on each side, so a box that cuts the
+    4. At query time `detector.verify` checks the strongest embedding candidates of each frame,
+       in the region the embedding matched (enlarged by its PAD on each side, so a box that cuts the
        character still holds it), and turns the best inlier count of a character into evidence.
 
 Cost (one thread, this 2-core machine): SIFT on a region resized to 320 pixels 10-35 ms, one
@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import io
 import threading
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,7 +43,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps
 
-__all__ = ["MAX_FEATURES", "RATIO", "SIDE", "VERIFIABLE", "LocalFeatures", "count_inliers", "describe", "padded",
+__all__ = ["MAX_FEATURES", "RATIO", "SIDE", "VERIFIABLE", "LocalFeatures", "count_inliers", "describe",
            "reference_features", "self_check"]
 
 SIDE = 320
@@ -52,7 +51,6 @@ MAX_FEATURES = 500
 RATIO = 0.8
 RANSAC_PX = 6.0
 MAX_SCALE = 6.0
-PAD = 0.25
 _MIN_MATCHES = 4
 #: self-check inliers that make a reference verifiable (step 3): 4x the scorer's MIN_INLIERS
 VERIFIABLE = 60
@@ -148,10 +146,3 @@ def count_inliers(region: LocalFeatures, reference: LocalFeatures) -> int:
     places = min(len(np.unique(np.round(src[keep] / _SAME_PLACE), axis=0)),
                  len(np.unique(np.round(dst[keep] / _SAME_PLACE), axis=0)))
     return int(places)
-
-
-def padded(box: Sequence[int], width: int, height: int, pad: float = PAD) -> tuple[int, int, int, int]:
-    """The box enlarged by `pad` of its size on each side, clipped to the image."""
-    x0, y0, x1, y1 = box
-    dx, dy = round((x1 - x0) * pad), round((y1 - y0) * pad)
-    return max(0, x0 - dx), max(0, y0 - dy), min(width, x1 + dx), min(height, y1 + dy)

@@ -57,7 +57,7 @@ def cmd_index_build(a: argparse.Namespace) -> int:
     _print_report(report)
     if a.background is None:
         print(
-            "no --background given: thresholds use the backbone's defaults (see README, Calibration)", file=sys.stderr
+            "no --background given: thresholds use the backbone's defaults (see docs/how-it-works.md, Calibration)", file=sys.stderr
         )
     return ExitCode.OK
 

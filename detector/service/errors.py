@@ -103,7 +103,7 @@ class LimitExceeded(ApiError):
     """A query asking for more than the server allows (max_frames)."""
 
 
-#: The status of a refusal that names a limit (README, HTTP API, "Limits").
+#: The status of a refusal that names a limit (docs/http.md, "Limits").
 LIMIT_STATUS: Mapping[str, int] = {
     "max_upload_mb": 413, "max_duration": 413, "max_frames_total": 413, "max_pixels": 413,
     "max_field_bytes": 413, "max_form_fields": 413, "max_frames": 422, "request_timeout": 408,

@@ -75,13 +75,20 @@ def test_cli_package_is_within_the_size_limits() -> None:
     assert not [x for x in _oversized() if x.startswith("detector/cli/")]
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="not split yet (issue 19, open): detector/evaluate.py evaluate() 67 lines, "
-    "detector/synth.py draw_character() 68 lines",
-)
 def test_modules_and_functions_are_small() -> None:
     found = _oversized()
     assert not found, f"{len(found)} over {MAX_MODULE_LINES} lines (module) or {MAX_FUNCTION_LINES} (function):\n" + (
         "\n".join(found)
     )
+
+
+def test_index_never_imports_detector() -> None:
+    """The dependency runs one way (issue 19, item 3): `detector` (the query path) uses `index`
+    (storage, building, calibration), never the reverse."""
+    found = []
+    for path in sorted(ROOT.joinpath("index").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            found += [f"{path.relative_to(ROOT)}:{node.lineno} {n}" for n in names if n.split(".")[0] == "detector"]
+    assert not found, found

@@ -11,8 +11,9 @@ from helpers import reference_art
 from PIL import Image
 
 from detector import Detector
+from detector.evidence import FrameEvidence
 from detector.frames import Frame, MediaReader
-from detector.pipeline import RegionCache, prefetch, prepare_frames
+from detector.pipeline import BLANK_KEYS, EvidenceReuse, PreparedFrame, RegionCache, prefetch, prepare_frames
 from detector.synth import composite, draw_scene, write_video
 
 
@@ -79,6 +80,28 @@ def test_repeats_and_known_blank_frames_are_not_prepared() -> None:
     frames = (Frame(i, i * 0.5, im) for i, im in enumerate(images))
     assert [p.kind for p in prepare_frames(frames, emb, nearcopy=False, skip=False)] == ["new"] * 8  # type: ignore[arg-type]
 
+
+
+def test_evidence_reuse_follows_what_prepare_frames_decided() -> None:
+    """One more flat colour than BLANK_KEYS: the producer stops remembering keys and the consumer
+    (`EvidenceReuse`) keeps exactly the remembered ones, so every reuse finds its evidence."""
+    flats = [Image.new("RGB", (64, 36), (8 * i, 0, 0)) for i in range(BLANK_KEYS + 1)]
+    images = [*flats, *flats, Image.new("RGB", (64, 36), (0, 200, 0))]
+    frames = (Frame(i, float(i), im) for i, im in enumerate(images))
+    got: list[PreparedFrame] = list(prepare_frames(frames, _NoModel(), nearcopy=False))  # type: ignore[arg-type]
+    assert [p.remember for p in got[: BLANK_KEYS + 1]] == [True] * BLANK_KEYS + [False]
+    # the unremembered colour is embedded again the second time; the remembered ones are not
+    assert [p.pixels is not None for p in got[BLANK_KEYS + 1 : -1]] == [False] * BLANK_KEYS + [True]
+    reuse, computed = EvidenceReuse(), []
+
+    def compute(p: PreparedFrame) -> FrameEvidence:
+        computed.append(p.frame.index)
+        return FrameEvidence(p.frame.time, {})
+
+    evidence = [reuse.evidence_for(p, compute) for p in got]
+    assert [ev.time for ev in evidence] == [float(i) for i in range(len(images))]
+    assert computed == [*range(BLANK_KEYS + 1), 2 * BLANK_KEYS + 1, len(images) - 1]
+    assert len(reuse.blanks) == BLANK_KEYS
 
 @pytest.fixture(scope="module")
 def held_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -26,7 +26,7 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium not installed "
                                     "(apt-get install chromium); report browser checks skipped")
 HOSTILE = '<img src=x onerror="document.title=1">.mp4'
-#: README "Review report": a 10,000-video report's HTML (thumbnails are separate files) stays under this
+#: docs/cli.md "Review report": a 10,000-video report's HTML (thumbnails are separate files) stays under this
 MAX_10K_BYTES = 10_000_000
 
 

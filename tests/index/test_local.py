@@ -9,9 +9,9 @@ import pytest
 from helpers import detailed_art, pasted, reference_art
 from PIL import Image
 
-from detector.scoring import MIN_INLIERS
 from detector.synth import draw_scene
-from index.local import VERIFIABLE, count_inliers, describe, padded, reference_features, self_check
+from detector.verify import MIN_INLIERS, padded
+from index.local import VERIFIABLE, count_inliers, describe, reference_features, self_check
 from index.store import IndexData, IndexStore, Reference, write_index
 
 

@@ -1,0 +1,109 @@
+"""Per-frame evidence (scoring step 1): each region's nearest references → each character's best hit.
+
+Steps:
+    1. `frame_evidence`: for one frame, the nearest references of every region (FAISS top-k), the
+       region's background term and other-character term (`index.calibrate.normalise`); per
+       character keep the best normalised similarity over regions, with its reference and region
+       box, and the calibrated score. Near-copy channel: a region whose PDQ hash is within the
+       standard distance of a reference hash (`index.nearcopy`) is a hit with `channel:
+       "nearcopy"` when it scores higher than the embedding evidence.
+
+Geometric verification of the strongest hits is step 1b (`detector.verify`); the hits of all
+sampled frames become a video's result in `detector.scoring` (steps 2-3).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from detector.regions import Box
+from index.calibrate import BG_K, calibrated_score, normalise
+from index.nearcopy import PDQ_BYTES, nearcopy_score
+from index.store import IndexStore, Reference
+
+__all__ = ["TOP_K", "CharacterHit", "FrameEvidence", "frame_evidence"]
+
+#: Nearest reference vectors looked up per region.
+TOP_K = 32
+
+
+@dataclass(frozen=True)
+class CharacterHit:
+    """One character's best evidence in one frame."""
+
+    similarity: float  # raw cosine (embedding) or 1 - distance/256 (nearcopy)
+    normalised: float  # normalised similarity n (embedding channel; -inf for a near-copy only hit)
+    score: float  # calibrated frame score
+    reference: Reference
+    box: Box
+    channel: str = "embedding"
+    inliers: int | None = None  # geometric verification (step 1b); None = not checked
+
+
+@dataclass(frozen=True)
+class FrameEvidence:
+    time: float
+    hits: dict[str, CharacterHit]
+
+    def scaled(self, scale: float) -> FrameEvidence:
+        """The same evidence with boxes multiplied by `scale` (sampled frame -> source pixels,
+        `detector.frames.Frame.scale`)."""
+        if scale == 1.0:
+            return self
+        def scaled(box: Box) -> Box:
+            x0, y0, x1, y1 = (round(v * scale) for v in box)
+            return x0, y0, x1, y1
+
+        return FrameEvidence(self.time, {c: replace(h, box=scaled(h.box)) for c, h in self.hits.items()})
+
+
+def frame_evidence(store: IndexStore, time: float, vectors: np.ndarray, boxes: Sequence[Box],
+                   hashes: tuple[np.ndarray, np.ndarray] | None = None) -> FrameEvidence:
+    """Best evidence per character over all regions of one frame.
+
+    Args:
+        vectors: (R, D) raw region embeddings; `boxes[r]` is region r's box.
+        hashes: optional ((R, 32) uint8 PDQ hashes, (R,) qualities) of the same regions.
+    """
+    sims, refs = store.search(vectors, TOP_K)
+    chars = sorted({ref.character for row in refs for ref in row})
+    hits: dict[str, CharacterHit] = {}
+    if chars:
+        col = {c: j for j, c in enumerate(chars)}
+        # characters outside a region's top-k sit below its k-th similarity: use that as their value
+        absent = store.active_characters > len(chars)
+        width = len(chars) + int(absent)
+        best = np.repeat(sims[:, -1:], width, axis=1).astype(np.float32)
+        best_ref: list[list[Reference | None]] = [[None] * len(chars) for _ in boxes]
+        for r in range(len(boxes)):
+            for sim, ref in zip(sims[r], refs[r]):
+                j = col[ref.character]
+                if best_ref[r][j] is None or sim > best[r, j]:
+                    best[r, j] = sim
+                    best_ref[r][j] = ref
+        norm = normalise(best, store.background_similarity(vectors, BG_K))[:, : len(chars)]
+        found = np.array([[x is not None for x in row] for row in best_ref])
+        norm = np.where(found, norm, -np.inf)
+        for c, j in col.items():
+            r = int(np.argmax(norm[:, j]))
+            found_ref = best_ref[r][j]
+            if found_ref is None:
+                continue
+            info = store.characters[c]
+            n = float(norm[r, j])
+            hits[c] = CharacterHit(float(best[r, j]), n, float(calibrated_score(n, info.flag_sim, info.sigma)),
+                                   found_ref, boxes[r])
+    if hashes is not None and len(hashes[0]):
+        dist, prefs = store.match_pdq(*hashes)
+        for r, (d, pref) in enumerate(zip(dist, prefs, strict=True)):
+            if pref is None:
+                continue
+            s = float(nearcopy_score(d))
+            cur = hits.get(pref.character)
+            if cur is None or s > cur.score:
+                n = cur.normalised if cur is not None else -np.inf
+                hits[pref.character] = CharacterHit(1.0 - float(d) / (PDQ_BYTES * 8), n, s, pref, boxes[r], "nearcopy")
+    return FrameEvidence(time, hits)
