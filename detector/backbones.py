@@ -29,7 +29,7 @@ import socket
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -46,6 +46,9 @@ from detector.inference import (
     resolve_device,
 )
 from index.images import file_sha256
+
+if TYPE_CHECKING:
+    from detector.text import TextTower
 
 __all__ = ["DEFAULT_BACKBONE", "Backbone", "Preprocess", "image_tensor", "list_backbones", "load_backbone", "register"]
 
@@ -103,6 +106,8 @@ class Backbone:
         self.dtype = torch.float32
         self._mean = torch.tensor(preprocess.mean).view(1, 3, 1, 1)
         self._std = torch.tensor(preprocess.std).view(1, 3, 1, 1)
+        #: CLIP's text tower (text prompts, `detector.text`), kept by `load_backbone(..., text=True)`
+        self.text: TextTower | None = None
 
     @property
     def identity(self) -> dict[str, Any]:
@@ -193,8 +198,9 @@ def list_backbones() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def load_backbone(name: str, *, precision: str = "auto", device: str | None = None) -> Backbone:
-    """Build the named backbone with its weights, on `device` in `precision` (`Backbone.to`).
+def load_backbone(name: str, *, precision: str = "auto", device: str | None = None, text: bool = False) -> Backbone:
+    """Build the named backbone with its weights, on `device` in `precision` (`Backbone.to`);
+    `text` keeps a CLIP backbone's text tower (`Backbone.text`, to embed text prompts).
 
     Raises:
         ConfigError: unknown name.
@@ -207,7 +213,10 @@ def load_backbone(name: str, *, precision: str = "auto", device: str | None = No
     if loader is None:
         raise ConfigError(f"unknown backbone {name!r}; known: {', '.join(list_backbones())}")
     torch.set_grad_enabled(False)
-    return loader(name).to(precision, device)
+    backbone = loader(name)
+    if not text:
+        backbone.text = None  # frees it: scanning needs only the image tower
+    return backbone.to(precision, device)
 
 
 # --- EfficientNet-Lite0 (offline) -------------------------------------------------------------
@@ -351,8 +360,13 @@ def _load_openclip(name: str, arch: str, source: str) -> Backbone:
                             interp if interp in ("bicubic", "bilinear") else "bicubic")
     dim = int(model.visual.output_dim) if hasattr(model.visual, "output_dim") else int(
         model.encode_image(torch.zeros(1, 3, preprocess.size, preprocess.size)).shape[-1])
-    # only the image tower is kept: it is what `encode_image` runs (the text tower is dropped)
-    return Backbone(name, model.visual, dim, preprocess, file_sha256(weights))
+    # the image tower is what `encode_image` runs; the text tower stays only if `load_backbone` keeps it
+    backbone = Backbone(name, model.visual, dim, preprocess, file_sha256(weights))
+    if hasattr(model, "encode_text"):
+        from detector.text import TextTower
+
+        backbone.text = TextTower(model, arch, name, dim)
+    return backbone
 
 
 # loaders in their own modules register themselves on import (they import this module's names)

@@ -1,8 +1,8 @@
 """Region embedding: turns frames and reference images into vectors with a `Backbone`.
 
-`RegionEmbedder` implements `index.Embedder` (what index building needs) and `embed_frames`
-(what scanning needs). All regions of a frame are cropped from one tensor, resized together and
-go through one batched forward pass.
+`RegionEmbedder` implements `index.Embedder` (what index building needs, with `embed_texts` for
+text prompts) and `embed_frames` (what scanning needs). All regions of a frame are cropped from
+one tensor, resized together and go through one batched forward pass.
 """
 
 from __future__ import annotations
@@ -74,3 +74,15 @@ class RegionEmbedder:
 
     def embed_queries(self, images: Sequence[Image.Image]) -> list[np.ndarray]:
         return [v for v, _ in self.embed_frames(images)]
+
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """Text prompts through the backbone's text tower (`detector.text`): (N, D) float32, L2-normalised.
+
+        Raises:
+            ConfigError: the backbone has no text tower (effnet, timm:, onnx:), or was loaded without it.
+        """
+        if self.backbone.text is None:
+            from detector.text import no_text_tower
+
+            raise no_text_tower(self.backbone.name)
+        return self.backbone.text.embed(texts)

@@ -6,7 +6,9 @@ Steps:
        character keep the best normalised similarity over regions, with its reference and region
        box, and the calibrated score. Near-copy channel: a region whose PDQ hash is within the
        standard distance of a reference hash (`index.nearcopy`) is a hit with `channel:
-       "nearcopy"` when it scores higher than the embedding evidence.
+       "nearcopy"` when it scores higher than the embedding evidence. Text channel (CLIP indexes
+       with prompts, `detector.text`): a character's best prompt match is a hit with `channel:
+       "text"` when it scores higher than the embedding evidence.
 
 Geometric verification of the strongest hits is step 1b (`detector.verify`); the hits of all
 sampled frames become a video's result in `detector.scoring` (steps 2-3).
@@ -20,6 +22,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from detector.regions import Box
+from detector.text import text_hits
 from index.calibrate import BG_K, calibrated_score, normalise
 from index.nearcopy import PDQ_BYTES, nearcopy_score
 from index.store import IndexStore, Reference
@@ -96,6 +99,9 @@ def frame_evidence(store: IndexStore, time: float, vectors: np.ndarray, boxes: S
             n = float(norm[r, j])
             hits[c] = CharacterHit(float(best[r, j]), n, float(calibrated_score(n, info.flag_sim, info.sigma)),
                                    found_ref, boxes[r])
+    for c, t in text_hits(store, vectors).items():
+        if c not in hits or t.score > hits[c].score:
+            hits[c] = CharacterHit(t.similarity, t.normalised, t.score, t.reference, boxes[t.region], "text")
     if hashes is not None and len(hashes[0]):
         dist, prefs = store.match_pdq(*hashes)
         for r, (d, pref) in enumerate(zip(dist, prefs, strict=True)):

@@ -160,7 +160,9 @@ def report_data(results: Sequence[dict[str, Any]], files: Path | None, base: Pat
                 ref = str(s.get("reference") or "")
                 if ref not in ref_index:
                     name, missing = "", "no thumbnails"
-                    if files is not None:
+                    if str(s.get("reference_id") or "").startswith("text:"):  # `reference` is the prompt text
+                        missing = "a text prompt (no reference image)"
+                    elif files is not None:
                         name = _thumb_name("r", ref)
                         missing = _reference_thumb(ref, files / name)
                     ref_index[ref] = references([ref, "" if missing else name, missing])

@@ -39,6 +39,7 @@ from index.manifest import ReferenceEntry
 from index.nearcopy import pdq_dihedral
 from index.precision import embed_probe, embedder_precision
 from index.store import CharacterInfo, IndexData, IndexStore, Reference, _now, index_lock, project, write_index
+from index.text import NewPrompts, PromptEntry, embed_prompts, update_text
 from index.uploads import delete_unused_uploads, keep_upload
 
 __all__ = ["BuildReport", "Embedder", "RemovedReferences", "add_references", "add_upload", "build_index",
@@ -210,12 +211,14 @@ def _quarantine(data: IndexData, new: set[str], keep: bool) -> list[Reference]:
     return out
 
 
-def _characters(data: IndexData) -> dict[str, CharacterInfo]:
+def _characters(data: IndexData, texts: NewPrompts | None = None,
+                skipped: list[tuple[str, str]] | None = None) -> dict[str, CharacterInfo]:
     """Recompute every character's calibration from the stored background embeddings.
 
     Quarantined references take no part; a character with only quarantined references keeps its
-    metadata row (so `index info` can list it) with the shared threshold.
+    metadata row (so `index info` can list it) with the shared threshold. The text channel: `index.text.update_text`.
     """
+    update_text(data, texts, skipped)
     active = [i for i, r in enumerate(data.vector_refs) if not data.references[data.vector_refs[i]].quarantine]
     chars, scores = background_scores(data.vectors[active], [data.references[data.vector_refs[i]].character
                                                              for i in active],
@@ -245,12 +248,12 @@ def build_index(
     background: str | Path | None = None,
     force: bool = False,
     keep_generic: bool = False,
-    progress: Progress = _noop,
+    progress: Progress = _noop, prompts: Sequence[PromptEntry] = (),
 ) -> BuildReport:
     """Build a new index at `out` from reference entries.
 
     References that look generic against the background set are quarantined (kept on disk, listed
-    by `index info`, never matched) unless `keep_generic`.
+    by `index info`, never matched) unless `keep_generic`. Text `prompts`: `index.text.embed_prompts`.
 
     Raises:
         IndexStoreError: `out` already holds an index (and not `force`), or no reference could be read.
@@ -258,7 +261,7 @@ def build_index(
     out = Path(out)
     if (out / "index.json").exists() and not force:
         raise IndexStoreError(f"{out}: an index already exists here (use --force to replace it, or `mamori index add`)")
-    report = BuildReport()
+    report, texts = BuildReport(), embed_prompts(entries, prompts, embedder, set())  # fails before any image work
     with index_lock(out):
         refs, vecs, vec_refs, views, hashes, local, checks = _embed_entries(entries, embedder, {}, report, progress)
         if not refs:
@@ -278,7 +281,7 @@ def build_index(
         )
         _add_hashes(data, hashes)
         report.quarantined = _quarantine(data, {r.id for r in refs}, keep_generic)
-        data.characters = _characters(data)
+        data.characters = _characters(data, texts, report.skipped)
         write_index(out, data)
     report.added = refs
     report.characters = len(data.characters)
@@ -287,13 +290,14 @@ def build_index(
 
 def add_references(
     path: str | Path, entries: Sequence[ReferenceEntry], embedder: Embedder, *, keep_generic: bool = False,
-    progress: Progress = _noop,
+    progress: Progress = _noop, prompts: Sequence[PromptEntry] = (),
 ) -> BuildReport:
-    """Add references to an existing index (duplicates by sha256 are skipped) and commit."""
+    """Add references and text prompts to an existing index (duplicates by sha256 are skipped) and commit."""
     report = BuildReport()
     with index_lock(path):
         data = IndexStore.open(path).data
         check_identity(data.backbone, embedder, str(path))
+        texts = embed_prompts(entries, prompts, embedder, {r.character for r in data.references.values()})
         known = {r.sha256: r for r in data.references.values()}
         refs, vecs, vec_refs, views, hashes, local, checks = _embed_entries(entries, embedder, known, report, progress)
         if refs:
@@ -305,7 +309,8 @@ def add_references(
             data.vector_views += views
             _add_hashes(data, hashes)
             report.quarantined = _quarantine(data, {r.id for r in refs}, keep_generic)
-            data.characters = _characters(data)
+        if refs or texts:
+            data.characters = _characters(data, texts, report.skipped)
             write_index(path, data)
     report.added = refs
     report.characters = len(data.characters)

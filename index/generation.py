@@ -1,4 +1,5 @@
-"""One generation's files on disk: `meta.sqlite` (refs, vectors, pdq, characters tables),
+"""One generation's files on disk: `meta.sqlite` (refs, vectors, pdq, characters tables; from
+format 4, the prompts and text_calibration tables of `index.prompts` when the index has prompts),
 `vectors.faiss`, `background.npz` (background embeddings, centre, precision probe) and `local.npz`
 (SIFT features of each reference view). `index.store` decides when a generation is written and
 committed; this module only writes and reads one folder."""
@@ -18,11 +19,16 @@ import numpy as np
 from index.errors import IncompatibleIndexError
 from index.local import LocalFeatures
 from index.nearcopy import PDQ_BYTES
+from index.prompts import read_prompt_tables, write_prompt_tables
 from index.records import CharacterInfo, IndexData, Reference
 
-__all__ = ["FORMAT_VERSION", "fsync_path", "read_generation", "write_generation"]
+__all__ = ["FORMAT_VERSION", "OLDEST_FORMAT_VERSION", "format_version", "fsync_path", "read_generation",
+           "write_generation"]
 
-FORMAT_VERSION = 3
+#: 4: format 3 + text prompts (`index.prompts`). An index without prompts is still written as
+#: format 3, so a mamori that predates prompts keeps reading it; format 3 is read as "no prompts".
+FORMAT_VERSION = 4
+OLDEST_FORMAT_VERSION = 3
 _SCHEMA = """
 CREATE TABLE refs (
     id TEXT PRIMARY KEY, sha256 TEXT UNIQUE NOT NULL, character TEXT NOT NULL,
@@ -37,6 +43,11 @@ CREATE TABLE characters (
     flag_sim REAL, review_sim REAL);
 """
 
+
+
+def format_version(data: IndexData) -> int:
+    """The format version `data` is written in: 4 with text prompts, else 3."""
+    return FORMAT_VERSION if data.text is not None else OLDEST_FORMAT_VERSION
 
 
 def fsync_path(path: Path) -> None:
@@ -77,6 +88,8 @@ def write_generation(gen: Path, data: IndexData) -> None:
             "INSERT INTO characters VALUES (?,?,?,?,?,?,?,?,?,?)",
             [tuple(asdict(c).values()) for c in data.characters.values()],
         )
+        if data.text is not None:
+            write_prompt_tables(db, data.text)
         db.commit()
     finally:
         db.close()
@@ -127,9 +140,10 @@ def read_generation(gen: Path, manifest: dict[str, Any]) -> tuple[IndexData, Any
         raise IncompatibleIndexError(
             f"index format version {version} is newer than this mamori understands ({FORMAT_VERSION}); upgrade mamori"
         )
-    if version < FORMAT_VERSION:
+    if version < OLDEST_FORMAT_VERSION:
         raise IncompatibleIndexError(
-            f"index format version {version} was written by an older mamori (this one reads {FORMAT_VERSION}: "
+            f"index format version {version} was written by an older mamori (this one reads "
+            f"{OLDEST_FORMAT_VERSION}-{FORMAT_VERSION}: "
             "reference views, near-copy hashes, quarantine, local features); rebuild it with `mamori index build`"
         )
     # as a file: URI (any character in the path percent-encoded), so that `?`, `#` or `%` in a
@@ -144,6 +158,7 @@ def read_generation(gen: Path, manifest: dict[str, Any]) -> tuple[IndexData, Any
         vec_rows = db.execute("SELECT ref, view FROM vectors ORDER BY row").fetchall()
         pdq_rows = db.execute("SELECT ref, view, quality, hash FROM pdq ORDER BY row").fetchall()
         chars = {row[0]: CharacterInfo(*row) for row in db.execute("SELECT * FROM characters")}
+        text = read_prompt_tables(db, int(manifest["backbone"]["dim"])) if version >= 4 else None
     finally:
         db.close()
     with np.load(gen / "background.npz") as bg:
@@ -173,5 +188,6 @@ def read_generation(gen: Path, manifest: dict[str, Any]) -> tuple[IndexData, Any
         local_check=local_check,
         precision=str(manifest.get("precision") or ""),
         probe=probe,
+        text=text,
     )
     return data, flat

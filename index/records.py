@@ -1,5 +1,5 @@
-"""The records an index holds in memory: references, per-character calibration, and the whole
-`IndexData` of one generation, plus the projection every vector goes through (`project`)."""
+"""The records an index holds in memory: references, per-character calibration, text prompts, and
+the whole `IndexData` of one generation, plus the projection every vector goes through (`project`)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ from typing import Any
 
 import numpy as np
 
+from index.calibrate import Calibration
 from index.local import LocalFeatures
 from index.nearcopy import PDQ_BYTES
 
-__all__ = ["CharacterInfo", "IndexData", "Reference", "project"]
+__all__ = ["CharacterInfo", "IndexData", "Reference", "TextPrompts", "project"]
 
 @dataclass(frozen=True)
 class Reference:
@@ -48,6 +49,21 @@ class CharacterInfo:
 
 
 @dataclass
+class TextPrompts:
+    """The text prompts of a CLIP index (`index.text`): row i is `characters[i]`'s prompt
+    `prompts[i]`, embedded by the text tower as `vectors[i]` (raw, L2-normalised, not centred).
+
+    `calibration`: per character with prompts, its text-channel calibration (its own scale, one
+    threshold shared by the characters: `index.text`).
+    """
+
+    characters: list[str]
+    prompts: list[str]
+    vectors: np.ndarray
+    calibration: dict[str, Calibration] = field(default_factory=dict)
+
+
+@dataclass
 class IndexData:
     """Everything an index holds, in memory: what `write_index` writes and `IndexStore` reads.
 
@@ -78,6 +94,8 @@ class IndexData:
     precision: str = ""
     #: (R, D) raw embeddings of the precision probe at that precision (`index.precision`), or None
     probe: np.ndarray | None = None
+    #: text prompts and their calibration (CLIP backbones, `index.text`); None: no prompts
+    text: TextPrompts | None = None
 
     def __post_init__(self) -> None:
         if self.centre.size == 0:

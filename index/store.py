@@ -5,7 +5,7 @@ Layout of an index folder:
     INDEX/index.json          the commit point: format version, backbone, counts, thresholds,
                               and the name of the current generation folder
     INDEX/gen-<id>/vectors.faiss    exact inner-product FAISS index (rows = vectors table)
-    INDEX/gen-<id>/meta.sqlite      refs, vectors and characters tables
+    INDEX/gen-<id>/meta.sqlite      refs, vectors and characters tables (+ prompts, `index.prompts`)
     INDEX/gen-<id>/background.npz   background query embeddings kept for re-calibration
     INDEX/gen-<id>/local.npz        SIFT features of each reference view (`index.local`)
     INDEX/.lock               held (flock) by a writer
@@ -43,10 +43,11 @@ import numpy as np
 
 from index.calibrate import SCORE_FLAG, SCORE_REVIEW
 from index.errors import CorruptIndexError, IndexLockedError, IndexNotFoundError
-from index.generation import FORMAT_VERSION, fsync_path, read_generation, write_generation
+from index.generation import FORMAT_VERSION, format_version, fsync_path, read_generation, write_generation
 from index.local import VERIFIABLE, LocalFeatures
 from index.nearcopy import PdqMatcher
 from index.records import CharacterInfo, IndexData, Reference, project
+from index.text import TextMatcher, text_summary
 
 __all__ = [
     "FORMAT_VERSION",
@@ -98,9 +99,9 @@ def write_index(path: str | Path, data: IndexData) -> None:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    manifest = {
+    manifest: dict[str, Any] = {
         "format": "mamori-index",
-        "format_version": FORMAT_VERSION,
+        "format_version": format_version(data),
         "generation": gen,
         "backbone": data.backbone,
         "faiss": "IndexFlatIP",
@@ -116,6 +117,8 @@ def write_index(path: str | Path, data: IndexData) -> None:
     }
     if data.precision:
         manifest["precision"] = data.precision
+    if data.text is not None:
+        manifest["counts"]["prompts"] = len(data.text.prompts)
     tmp_json = path / f".tmp-index-{uuid.uuid4().hex}.json"
     with open(tmp_json, "w") as f:
         json.dump(manifest, f, indent=1, sort_keys=True)
@@ -215,6 +218,8 @@ class IndexStore:
                 self._local.setdefault(ref.character, []).extend((ref, f) for f in views.values() if len(f))
                 if data.local_check.get(ref_id, 0) >= VERIFIABLE:
                     self._verifiable.add(ref.character)
+        #: the text channel's query side (`index.text`); None when the index holds no prompts
+        self.text = TextMatcher(data, data.text) if data.text is not None else None
         self._background = faiss.IndexFlatIP(faiss_index.d)
         if len(data.background):
             self._background.add(np.ascontiguousarray(project(data.background, data.centre)))
@@ -331,4 +336,5 @@ class IndexStore:
             {"id": r.id, "character": r.character, "source_path": r.source_path, "reason": r.quarantine}
             for r in sorted(self.references.values(), key=lambda r: (r.character, r.source_path)) if r.quarantine
         ]
+        text_summary(out, self.data)  # per character `prompts`, and `text` (the text channel's calibration)
         return out

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from helpers import PROTECTED, reference_art, run_cli
@@ -51,23 +52,52 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {"positive": root / "positive.mp4", "negative": root / "negative.mp4"}
 
 
-@pytest.fixture(scope="session")
-def tiny_openclip(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """A tiny open_clip ViT saved as a model config + safetensors + plain state-dict file."""
+def _tiny_clip(root: Path, arch: str, *, context_length: int, vocab_size: int) -> tuple[Path, dict[str, Any]]:
+    """A tiny open_clip ViT (seed 0) registered as `arch`: its config file and state dict, saved
+    as `root/<arch>.safetensors`."""
     import open_clip
     import torch
     from safetensors.torch import save_file
 
-    root = tmp_path_factory.mktemp("tiny")
     cfg = {"embed_dim": 32,
            "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16},
-           "text_cfg": {"context_length": 8, "vocab_size": 64, "width": 32, "heads": 2, "layers": 1}}
-    config = root / "mamori-tiny.json"
+           "text_cfg": {"context_length": context_length, "vocab_size": vocab_size, "width": 32, "heads": 2,
+                        "layers": 1}}
+    config = root / f"{arch}.json"
     config.write_text(json.dumps(cfg))
     open_clip.add_model_config(str(config))
     torch.manual_seed(0)
-    model = open_clip.create_model("mamori-tiny")
-    sd = {k: v.contiguous() for k, v in model.state_dict().items()}
-    save_file(sd, str(root / "tiny.safetensors"))
+    sd = {k: v.contiguous() for k, v in open_clip.create_model(arch).state_dict().items()}
+    save_file(sd, str(root / f"{arch}.safetensors"))
+    return config, sd
+
+
+@pytest.fixture(scope="session")
+def tiny_openclip(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A tiny open_clip ViT saved as a model config + safetensors + plain state-dict file."""
+    import torch
+
+    root = tmp_path_factory.mktemp("tiny")
+    config, sd = _tiny_clip(root, "mamori-tiny", context_length=8, vocab_size=64)
     torch.save(sd, root / "tiny.pt")
-    return {"config": config, "safetensors": root / "tiny.safetensors", "pt": root / "tiny.pt", "root": root}
+    return {"config": config, "safetensors": root / "mamori-tiny.safetensors", "pt": root / "tiny.pt", "root": root}
+
+
+@pytest.fixture(scope="session")
+def small_background(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Twelve small drawn scenes: enough background images to calibrate (`index.calibrate.MIN_BACKGROUND`),
+    quick to embed."""
+    root = tmp_path_factory.mktemp("small-bg")
+    for i in range(12):
+        draw_scene(f"sbg-{i}", 192, 108).save(root / f"scene-{i}.png")
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_text(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    """A tiny open_clip model whose text tower takes the bundled CLIP tokenizer (full 49,408-token
+    vocabulary, 16-token context): text prompts work with it. {"config", "weights", "name", "root"}."""
+    root = tmp_path_factory.mktemp("tiny-text")
+    config, _ = _tiny_clip(root, "mamori-tiny-text", context_length=16, vocab_size=49408)
+    weights = root / "mamori-tiny-text.safetensors"
+    return {"config": config, "weights": weights, "name": f"openclip:{config}:{weights}", "root": root}

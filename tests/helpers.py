@@ -25,6 +25,9 @@ _SCRIPT = Path(sys.executable).with_name("mamori")  # the installed console scri
 MAMORI = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "detector.cli"]
 
 
+#: one-colour characters of the index tests (`tests/index/conftest.py`: `refs`)
+COLOURS = {"red": (255, 0, 0), "green": (0, 255, 0), "blue": (0, 0, 255)}
+
 def run_cli(*args: str, check: bool = False, timeout: float = 600) -> subprocess.CompletedProcess[str]:
     """Run the real `mamori` CLI in a subprocess (same interpreter as the tests)."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}

@@ -13,15 +13,38 @@ if TYPE_CHECKING:
     from detector.cli.common import Subparsers
     from detector.embedding import RegionEmbedder
     from index.build import BuildReport
+    from index.manifest import ReferenceEntry
+    from index.prompts import PromptEntry
 
 __all__ = ["add_parser"]
 
+PROMPTS_HELP = ("text prompts, CSV with columns character,prompt (one prompt a row; CLIP backbones only; "
+                "docs/text-prompts.md)")
 
-def _embedder(backbone: str, a: argparse.Namespace) -> RegionEmbedder:
+
+def _embedder(backbone: str, a: argparse.Namespace, *, text: bool = False) -> RegionEmbedder:
+    """The backbone as an embedder; with `text` (prompts to embed) its text tower too, and a
+    backbone without one is refused here, before any image is embedded."""
     from detector.backbones import load_backbone
     from detector.embedding import RegionEmbedder
+    from detector.text import no_text_tower
 
-    return RegionEmbedder(load_backbone(backbone, precision=a.precision, device=a.device))
+    embedder = RegionEmbedder(load_backbone(backbone, precision=a.precision, device=a.device, text=text))
+    if text and embedder.backbone.text is None:
+        raise no_text_tower(backbone)
+    return embedder
+
+
+def _inputs(a: argparse.Namespace, *, prompts_only: bool = False) -> tuple[list[ReferenceEntry], list[PromptEntry]]:
+    """Reference entries (folder or --manifest) and the --prompts file's prompts; with
+    `prompts_only` (index add), --prompts alone is enough."""
+    from index import read_references
+    from index.prompts import read_prompts
+
+    prompts = read_prompts(a.prompts) if a.prompts else []
+    if prompts_only and prompts and a.refs_dir is None and a.manifest is None:
+        return [], prompts
+    return read_references(a.refs_dir, a.manifest), prompts
 
 
 def _print_report(report: BuildReport, out: TextIO = sys.stderr) -> None:
@@ -41,18 +64,19 @@ def _print_report(report: BuildReport, out: TextIO = sys.stderr) -> None:
 
 
 def cmd_index_build(a: argparse.Namespace) -> int:
-    from index import build_index, read_references
+    from index import build_index
 
-    entries = read_references(a.refs_dir, a.manifest)
+    entries, prompts = _inputs(a)
     print(f"building {a.out} from {len(entries)} reference image(s) with backbone {a.backbone}", file=sys.stderr)
     report = build_index(
         entries,
         a.out,
-        _embedder(a.backbone, a),
+        _embedder(a.backbone, a, text=bool(prompts) or any(e.prompt for e in entries)),
         background=a.background,
         force=a.force,
         keep_generic=a.keep_generic,
         progress=progress_printer(a.quiet),
+        prompts=prompts,
     )
     _print_report(report)
     if a.background is None:
@@ -63,12 +87,13 @@ def cmd_index_build(a: argparse.Namespace) -> int:
 
 
 def cmd_index_add(a: argparse.Namespace) -> int:
-    from index import IndexStore, add_references, read_references
+    from index import IndexStore, add_references
 
-    entries = read_references(a.refs_dir, a.manifest)
+    entries, prompts = _inputs(a, prompts_only=True)
     name = IndexStore.open(a.index).backbone["name"]
+    embedder = _embedder(name, a, text=bool(prompts) or any(e.prompt for e in entries))
     report = add_references(
-        a.index, entries, _embedder(name, a), keep_generic=a.keep_generic, progress=progress_printer(a.quiet)
+        a.index, entries, embedder, keep_generic=a.keep_generic, progress=progress_printer(a.quiet), prompts=prompts
     )
     _print_report(report)
     return ExitCode.OK
@@ -107,6 +132,7 @@ def _print_info(info: dict[str, Any]) -> None:
         "verify     yes: reference art detailed enough for geometric verification (a failed check lowers "
         "the score); weak: only a successful check counts"
     )
+    _print_prompts(info)
     print(
         f"verdicts   flag >= {info['thresholds'].get('score_flag')}, review >= "
         f"{info['thresholds'].get('score_review')} (calibrated score)"
@@ -115,6 +141,21 @@ def _print_info(info: dict[str, Any]) -> None:
     print(f"quarantined {len(q)} reference(s)" + (":" if q else ""))
     for r in q:
         print(f"  {r['id']} {r['character']} {r['source_path']}: {r['reason']}")
+
+
+def _print_prompts(info: dict[str, Any]) -> None:
+    """The text channel: its calibration and each character's prompts (docs/text-prompts.md)."""
+    text = info.get("text")
+    if not text:
+        print("prompts    none (text prompts: CLIP backbones, --prompts or a manifest `prompt` column)")
+        return
+    print(
+        f"prompts    {text['prompts']} text prompt(s); text channel flag_sim {text['flag_sim']:.3f}, "
+        f"review_sim {text['review_sim']:.3f}, calibration {text['source']} (n={text['n_background']})"
+    )
+    for name, c in info["characters"].items():
+        for p in c.get("prompts", []):
+            print(f"  {name[:28]:28} {p['id']:24} {p['prompt']}")
 
 
 def cmd_index_info(a: argparse.Namespace) -> int:
@@ -144,7 +185,8 @@ def _add_build(ix: Subparsers, common: argparse.ArgumentParser) -> None:
         parents=[common],
         help="build an index from reference art",
         description="Embed reference art (REFS_DIR/<character>/<images> or a manifest CSV "
-        "with columns path,character,franchise,rights_holder,license) into a new index.",
+        "with columns path,character,franchise,rights_holder,license and an optional prompt column) "
+        "into a new index.",
     )
     b.add_argument("refs_dir", nargs="?", help="folder with one sub-folder of images per character")
     b.add_argument("--manifest", help="manifest CSV (paths relative to the CSV's folder)")
@@ -155,6 +197,7 @@ def _add_build(ix: Subparsers, common: argparse.ArgumentParser) -> None:
         help="clip-vit-b32 (default), effnet-lite0-imagenet (offline), or openclip:ARCH:TAG_OR_PATH",
     )
     b.add_argument("--background", help="folder of non-protected images used to calibrate thresholds")
+    b.add_argument("--prompts", help=PROMPTS_HELP)
     b.add_argument("--force", action="store_true", help="replace an existing index at --out")
     b.add_argument(
         "--keep-generic",
@@ -166,10 +209,11 @@ def _add_build(ix: Subparsers, common: argparse.ArgumentParser) -> None:
 
 
 def _add_add(ix: Subparsers, common: argparse.ArgumentParser) -> None:
-    ad = ix.add_parser("add", parents=[common], help="add references to an index (same backbone)")
+    ad = ix.add_parser("add", parents=[common], help="add references or text prompts to an index (same backbone)")
     ad.add_argument("index")
     ad.add_argument("refs_dir", nargs="?")
     ad.add_argument("--manifest")
+    ad.add_argument("--prompts", help=PROMPTS_HELP + "; alone, adds only prompts")
     ad.add_argument("--keep-generic", action="store_true", help="keep references that look generic (see build)")
     add_model_options(ad)
     ad.set_defaults(func=cmd_index_add)

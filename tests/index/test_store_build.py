@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from helpers import COLOURS
 from PIL import Image
 
 from index import (
@@ -50,17 +51,7 @@ class FakeEmbedder:
         return [self._vec(im)[None] for im in images]
 
 
-COLOURS = {"red": (255, 0, 0), "green": (0, 255, 0), "blue": (0, 0, 255)}
 
-
-@pytest.fixture
-def refs(tmp_path: Path) -> Path:
-    root = tmp_path / "refs"
-    for name, rgb in COLOURS.items():
-        (root / name).mkdir(parents=True)
-        Image.new("RGB", (8, 8), rgb).save(root / name / "a.png")
-    Image.new("RGB", (8, 8), (250, 5, 5)).save(root / "red" / "b.png")
-    return root
 
 
 def test_build_open_search(tmp_path: Path, refs: Path) -> None:
