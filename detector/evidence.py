@@ -9,6 +9,10 @@ Steps:
        "nearcopy"` when it scores higher than the embedding evidence. Text channel (CLIP indexes
        with prompts, `detector.text`): a character's best prompt match is a hit with `channel:
        "text"` when it scores higher than the embedding evidence.
+       Allow-list (`index.allowlist`): a region that is a near-duplicate of a region a reviewer
+       allowed for character c is no evidence for c in any channel; when such a region alone
+       would have been a hit at the review threshold, the frame records the decision in
+       `suppressed` (the result's `suppressed` list, `detector.scoring`).
 
 Geometric verification of the strongest hits is step 1b (`detector.verify`); the hits of all
 sampled frames become a video's result in `detector.scoring` (steps 2-3).
@@ -17,17 +21,18 @@ sampled frames become a video's result in `detector.scoring` (steps 2-3).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from detector.regions import Box
+from detector.results import Suppression
 from detector.text import text_hits
 from index.calibrate import BG_K, calibrated_score, normalise
 from index.nearcopy import PDQ_BYTES, nearcopy_score
 from index.store import IndexStore, Reference
 
-__all__ = ["TOP_K", "CharacterHit", "FrameEvidence", "frame_evidence"]
+__all__ = ["TOP_K", "CharacterHit", "FrameEvidence", "frame_evidence", "suppressions"]
 
 #: Nearest reference vectors looked up per region.
 TOP_K = 32
@@ -50,6 +55,8 @@ class CharacterHit:
 class FrameEvidence:
     time: float
     hits: dict[str, CharacterHit]
+    #: character -> id of the reviewer decision whose allowed region removed a hit for it
+    suppressed: dict[str, str] = field(default_factory=dict)
 
     def scaled(self, scale: float) -> FrameEvidence:
         """The same evidence with boxes multiplied by `scale` (sampled frame -> source pixels,
@@ -60,7 +67,7 @@ class FrameEvidence:
             x0, y0, x1, y1 = (round(v * scale) for v in box)
             return x0, y0, x1, y1
 
-        return FrameEvidence(self.time, {c: replace(h, box=scaled(h.box)) for c, h in self.hits.items()})
+        return replace(self, hits={c: replace(h, box=scaled(h.box)) for c, h in self.hits.items()})
 
 
 def frame_evidence(store: IndexStore, time: float, vectors: np.ndarray, boxes: Sequence[Box],
@@ -74,6 +81,8 @@ def frame_evidence(store: IndexStore, time: float, vectors: np.ndarray, boxes: S
     sims, refs = store.search(vectors, TOP_K)
     chars = sorted({ref.character for row in refs for ref in row})
     hits: dict[str, CharacterHit] = {}
+    allowed = store.allow.match(vectors)
+    suppressed: dict[str, str] = {}
     if chars:
         col = {c: j for j, c in enumerate(chars)}
         # characters outside a region's top-k sit below its k-th similarity: use that as their value
@@ -90,26 +99,59 @@ def frame_evidence(store: IndexStore, time: float, vectors: np.ndarray, boxes: S
         norm = normalise(best, store.background_similarity(vectors, BG_K))[:, : len(chars)]
         found = np.array([[x is not None for x in row] for row in best_ref])
         norm = np.where(found, norm, -np.inf)
+        if allowed:
+            norm = _suppress(store, norm, col, allowed, suppressed)
         for c, j in col.items():
             r = int(np.argmax(norm[:, j]))
             found_ref = best_ref[r][j]
-            if found_ref is None:
+            if found_ref is None or not np.isfinite(norm[r, j]):  # (every region allowed: -inf)
                 continue
             info = store.characters[c]
             n = float(norm[r, j])
             hits[c] = CharacterHit(float(best[r, j]), n, float(calibrated_score(n, info.flag_sim, info.sigma)),
                                    found_ref, boxes[r])
     for c, t in text_hits(store, vectors).items():
-        if c not in hits or t.score > hits[c].score:
+        if (t.region, c) in allowed:
+            if t.score >= store.review_score:
+                suppressed.setdefault(c, allowed[t.region, c])
+        elif c not in hits or t.score > hits[c].score:
             hits[c] = CharacterHit(t.similarity, t.normalised, t.score, t.reference, boxes[t.region], "text")
     if hashes is not None and len(hashes[0]):
         dist, prefs = store.match_pdq(*hashes)
         for r, (d, pref) in enumerate(zip(dist, prefs, strict=True)):
             if pref is None:
                 continue
+            if (r, pref.character) in allowed:
+                suppressed.setdefault(pref.character, allowed[r, pref.character])
+                continue
             s = float(nearcopy_score(d))
             cur = hits.get(pref.character)
             if cur is None or s > cur.score:
                 n = cur.normalised if cur is not None else -np.inf
                 hits[pref.character] = CharacterHit(1.0 - float(d) / (PDQ_BYTES * 8), n, s, pref, boxes[r], "nearcopy")
-    return FrameEvidence(time, hits)
+    return FrameEvidence(time, hits, suppressed)
+
+
+def _suppress(store: IndexStore, norm: np.ndarray, col: dict[str, int], allowed: dict[tuple[int, str], str],
+              suppressed: dict[str, str]) -> np.ndarray:
+    """`norm` with each allowed (region, character) cell removed (-inf); a character whose removed
+    cells held evidence at the review threshold gets the decision in `suppressed`."""
+    out = norm.copy()
+    for (r, c), decision in allowed.items():
+        j = col.get(c)
+        if j is None or not np.isfinite(norm[r, j]):
+            continue
+        info = store.characters[c]
+        if calibrated_score(float(norm[r, j]), info.flag_sim, info.sigma) >= store.review_score:
+            suppressed.setdefault(c, decision)
+        out[r, j] = -np.inf
+    return out
+
+
+def suppressions(store: IndexStore, evidence: Sequence[FrameEvidence]) -> tuple[Suppression, ...]:
+    """Per (character, decision), the sampled frames whose evidence the allow-list removed."""
+    frames: dict[tuple[str, str], int] = {}
+    for ev in evidence:
+        for c, d in ev.suppressed.items():
+            frames[c, d] = frames.get((c, d), 0) + 1
+    return tuple(Suppression(c, d, store.allow.reviewer(d), n) for (c, d), n in sorted(frames.items()))

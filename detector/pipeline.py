@@ -146,7 +146,7 @@ class EvidenceReuse:
             return ev
         source = self.last if p.kind == "repeat" else self.blanks[p.key] if p.key is not None else None
         assert source is not None, f"{p.kind} frame with nothing to reuse"
-        return FrameEvidence(p.frame.time, source.hits)
+        return FrameEvidence(p.frame.time, source.hits, source.suppressed)
 
 
 def prepare_frames(frames: Iterator[Frame], embedder: RegionEmbedder, *, nearcopy: bool,

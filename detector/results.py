@@ -3,7 +3,9 @@
 `Result.to_dict()` is the result schema of DESIGN.md, extended (never renamed) with `kind`,
 `warnings`, `sha256` (of the input, in batch scans), `timeline` (score over time), `error_kind`,
 `path_bytes`, per character `inliers`, and per segment `reference_id`, `similarity`, `box`,
-`frames`, `channel` and `inliers`.
+`frames`, `channel` and `inliers`, per character `policy` (the match-policy rule that decided
+it, written only when one did), and `suppressed` (matches a reviewer's allow-list removed;
+written only when there are any, so results without an allow-list are unchanged).
 
 File names that are not UTF-8 (bytes on Linux; Python holds them as surrogate escapes) cannot be
 written as JSON text that every reader accepts. So `to_dict()` writes every string as valid
@@ -21,8 +23,8 @@ from typing import Any
 
 from detector.errors import MediaError, MediaLimitError
 
-__all__ = ["ERROR_KINDS", "RETRY_KINDS", "VERDICTS", "CharacterResult", "Result", "Segment", "error_kind_of",
-           "path_of"]
+__all__ = ["ERROR_KINDS", "RETRY_KINDS", "VERDICTS", "CharacterResult", "PolicyMatch", "Result", "Segment",
+           "Suppression", "error_kind_of", "path_of"]
 
 VERDICTS = ("flag", "review", "pass", "error")
 #: why an input's verdict is `error`: media (unreadable, or not a regular file), limit (over a
@@ -56,6 +58,18 @@ class Segment:
 
 
 @dataclass(frozen=True)
+class PolicyMatch:
+    """What a match-policy rule did to a character (`index.policy`, `detector.policy`): the rule
+    (its name, else its 1-based position), its `action` label, the character's verdict after the
+    policy, and its seconds on screen (None for a still image)."""
+
+    rule: str | int
+    action: str | None
+    verdict: str
+    on_screen: float | None
+
+
+@dataclass(frozen=True)
 class CharacterResult:
     character: str
     franchise: str
@@ -65,6 +79,20 @@ class CharacterResult:
     #: best geometric-verification inlier count over the video (None: never checked); a match
     #: is verified at >= `detector.verify.MIN_INLIERS`
     inliers: int | None = None
+    #: the index's match-policy rule that decided this character (`detector.policy`); None: no
+    #: rule matched (then `to_dict` leaves `policy` out, so results without a policy are unchanged)
+    policy: PolicyMatch | None = None
+
+
+@dataclass(frozen=True)
+class Suppression:
+    """Matches of `character` that a reviewer's not-infringing decision (`decision_id`, by
+    `reviewer`) removed, in `frames` sampled frames (`index.allowlist`)."""
+
+    character: str
+    decision_id: str
+    reviewer: str
+    frames: int
 
 
 @dataclass(frozen=True)
@@ -86,6 +114,8 @@ class Result:
 
     #: one of ERROR_KINDS when `verdict` is `error`, else None
     error_kind: str | None = None
+    #: matches removed by the index's allow-list, per (character, decision); () when none
+    suppressed: tuple[Suppression, ...] = ()
 
     @classmethod
     def failed(cls, path: str, exc: BaseException, kind: str | None = None) -> Result:
@@ -104,6 +134,8 @@ class Result:
         d["score"] = round(self.score, 4)
         for c in d["characters"]:
             c["score"] = round(c["score"], 4)
+            if c["policy"] is None:
+                del c["policy"]
             for s in c["segments"]:
                 for k in ("start", "end", "peak_time", "peak_score", "similarity"):
                     s[k] = round(s[k], 4)
@@ -113,6 +145,10 @@ class Result:
         if self.duration is not None:
             d["duration"] = round(self.duration, 3)
         d["path_bytes"] = _path_bytes(self.path) if d["path"] != self.path else None
+        if not self.suppressed:
+            del d["suppressed"]
+        else:
+            d["suppressed"] = list(d["suppressed"])
         out: dict[str, Any] = d
         return out
 

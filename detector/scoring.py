@@ -24,7 +24,9 @@ Steps:
     3. A *segment* is a run of sampled frames whose frame score is at least the review threshold,
        allowing GAP_FRAMES unsupported frames inside it; it reports start, end, the peak frame and
        its reference, region box and channel. Verdict: `flag` if the video score >= the index's
-       flag threshold, `review` if >= its review threshold, else `pass`.
+       flag threshold, `review` if >= its review threshold, else `pass`. With a match policy
+       (`detector.policy`), each character is judged by its rule's thresholds and `min_seconds`
+       and the video's verdict is the strongest character verdict (the same without a policy).
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from detector.evidence import TOP_K, CharacterHit, FrameEvidence, frame_evidence
+from detector.evidence import TOP_K, CharacterHit, FrameEvidence, frame_evidence, suppressions
+from detector.policy import decide, levels_for, sampling_step, strongest
 from detector.results import CharacterResult, Result, Segment
 from detector.verify import MIN_INLIERS, VERIFY_TOP, logit, sigmoid, verified_score, verify_frame
 from index.calibrate import calibrated_score
@@ -118,19 +121,27 @@ def aggregate(store: IndexStore, path: str, evidence: Sequence[FrameEvidence], *
     flag, review = store.flag_score, store.review_score
     characters = []
     top = 0.0
+    verdicts = []  # each character's, after the match policy (`detector.policy`)
+    step = sampling_step([ev.time for ev in evidence], duration)
     for c in sorted({c for ev in evidence for c in ev.hits}):
         track = [(ev.time, ev.hits.get(c)) for ev in evidence]
         score = character_score(store, c, [h for _, h in track if h is not None], len(evidence))
         top = max(top, score)
-        segments = _segments(track, review)
-        if segments and score >= review:
-            info = store.characters[c]
+        info = store.characters[c]
+        levels = levels_for(store.data.policy, info, flag=flag, review=review)
+        segments = _segments(track, levels.review)
+        verdict, policy = decide(levels, verdict_for(score, levels.flag, levels.review), segments, step=step,
+                                 still=kind == "image")
+        verdicts.append(verdict)
+        if segments and score >= levels.review:
             inliers = max((h.inliers for _, h in track if h is not None and h.inliers is not None), default=None)
-            characters.append(CharacterResult(c, info.franchise, info.rights_holder, score, tuple(segments), inliers))
+            characters.append(CharacterResult(c, info.franchise, info.rights_holder, score, tuple(segments), inliers,
+                                              policy))
     characters.sort(key=lambda cr: (-cr.score, cr.character))
-    return Result(path=path, verdict=verdict_for(top, flag, review), score=top, frames=len(evidence),
+    verdict = strongest(verdicts) if verdicts else verdict_for(top, flag, review)
+    return Result(path=path, verdict=verdict, score=top, frames=len(evidence),
                   duration=duration, characters=tuple(characters), kind=kind, warnings=tuple(warnings),
-                  timeline=timeline(evidence))
+                  timeline=timeline(evidence), suppressed=suppressions(store, evidence))
 
 
 def timeline(evidence: Sequence[FrameEvidence], points: int = TIMELINE_POINTS) -> tuple[tuple[float, float], ...]:

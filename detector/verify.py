@@ -85,4 +85,4 @@ def verify_frame(store: IndexStore, image: Image.Image, ev: FrameEvidence) -> Fr
             hits[c] = replace(h, inliers=n, score=verified_score(h.score, n), reference=ref)
         elif store.verifiable(c):  # a failed check only counts for art detailed enough to verify
             hits[c] = replace(h, inliers=n)
-    return FrameEvidence(ev.time, hits)
+    return replace(ev, hits=hits)

@@ -8,6 +8,7 @@
     ├── CorruptIndexError        index files present but unreadable or inconsistent
     ├── IncompatibleIndexError   an index made with another backbone, weights or format version
     ├── IndexLockedError         another process is writing the same index
+    ├── PolicyError              a match policy file that cannot be used (`index.policy`)
     └── ReferenceNotFoundError   a remove that matched no reference or character
 
 The builtin `IndexError` is never shadowed.
@@ -23,6 +24,7 @@ __all__ = [
     "IndexNotFoundError",
     "IndexStoreError",
     "ManifestError",
+    "PolicyError",
     "ReferenceImageError",
     "ReferenceNotFoundError",
 ]
@@ -58,6 +60,10 @@ class IncompatibleIndexError(IndexStoreError):
 
 class IndexLockedError(IndexStoreError):
     """Another process holds the index's write lock."""
+
+
+class PolicyError(IndexStoreError):
+    """A match policy (POLICY.toml) with a syntax error, an unknown key, a wrong type or a value out of range."""
 
 
 class ReferenceNotFoundError(IndexStoreError):

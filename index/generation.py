@@ -1,5 +1,6 @@
 """One generation's files on disk: `meta.sqlite` (refs, vectors, pdq, characters tables; from
-format 4, the prompts and text_calibration tables of `index.prompts` when the index has prompts),
+format 4, the prompts and text_calibration tables of `index.prompts` when the index has prompts;
+from format 6, the allowlist and allow_decisions tables of `index.allowlist`),
 `vectors.faiss`, `background.npz` (background embeddings, centre, precision probe) and `local.npz`
 (SIFT features of each reference view). `index.store` decides when a generation is written and
 committed; this module only writes and reads one folder."""
@@ -16,6 +17,7 @@ from typing import Any
 import faiss
 import numpy as np
 
+from index.allowlist import read_allow_tables, write_allow_tables
 from index.errors import IncompatibleIndexError
 from index.local import LocalFeatures
 from index.nearcopy import PDQ_BYTES
@@ -27,7 +29,10 @@ __all__ = ["FORMAT_VERSION", "OLDEST_FORMAT_VERSION", "format_version", "fsync_p
 
 #: 4: format 3 + text prompts (`index.prompts`). An index without prompts is still written as
 #: format 3, so a mamori that predates prompts keeps reading it; format 3 is read as "no prompts".
-FORMAT_VERSION = 4
+#: 5: + a match policy (`index.policy`, in index.json), written only when one is set.
+#: 6: + the allow-list (`index.allowlist`), written only when not empty; older formats read as
+#: an empty allow-list.
+FORMAT_VERSION = 6
 OLDEST_FORMAT_VERSION = 3
 _SCHEMA = """
 CREATE TABLE refs (
@@ -46,8 +51,14 @@ CREATE TABLE characters (
 
 
 def format_version(data: IndexData) -> int:
-    """The format version `data` is written in: 4 with text prompts, else 3."""
-    return FORMAT_VERSION if data.text is not None else OLDEST_FORMAT_VERSION
+    """The format version `data` is written in: 6 with an allow-list, 5 with a match policy, 4 with
+    text prompts, else 3."""
+    if len(data.allow):  # the allow-list (`index.allowlist`)
+        return 6
+    v = 4 if data.text is not None else OLDEST_FORMAT_VERSION
+    if data.policy is not None:  # 5: a match policy (`index.policy`, kept in index.json)
+        v = max(v, 5)
+    return v
 
 
 def fsync_path(path: Path) -> None:
@@ -90,6 +101,8 @@ def write_generation(gen: Path, data: IndexData) -> None:
         )
         if data.text is not None:
             write_prompt_tables(db, data.text)
+        if len(data.allow):
+            write_allow_tables(db, data.allow)
         db.commit()
     finally:
         db.close()
@@ -159,6 +172,7 @@ def read_generation(gen: Path, manifest: dict[str, Any]) -> tuple[IndexData, Any
         pdq_rows = db.execute("SELECT ref, view, quality, hash FROM pdq ORDER BY row").fetchall()
         chars = {row[0]: CharacterInfo(*row) for row in db.execute("SELECT * FROM characters")}
         text = read_prompt_tables(db, int(manifest["backbone"]["dim"])) if version >= 4 else None
+        allow = read_allow_tables(db, int(manifest["backbone"]["dim"]))  # format < 6: no table, empty
     finally:
         db.close()
     with np.load(gen / "background.npz") as bg:
@@ -188,6 +202,6 @@ def read_generation(gen: Path, manifest: dict[str, Any]) -> tuple[IndexData, Any
         local_check=local_check,
         precision=str(manifest.get("precision") or ""),
         probe=probe,
-        text=text,
+        text=text, allow=allow,
     )
     return data, flat

@@ -4,7 +4,7 @@ the whole `IndexData` of one generation, plus the projection every vector goes t
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -12,7 +12,10 @@ from index.calibrate import Calibration
 from index.local import LocalFeatures
 from index.nearcopy import PDQ_BYTES
 
-__all__ = ["CharacterInfo", "IndexData", "Reference", "TextPrompts", "project"]
+if TYPE_CHECKING:
+    from index.policy import Policy
+
+__all__ = ["AllowList", "CharacterInfo", "IndexData", "Reference", "TextPrompts", "project"]
 
 @dataclass(frozen=True)
 class Reference:
@@ -64,6 +67,21 @@ class TextPrompts:
 
 
 @dataclass
+class AllowList:
+    """Regions a reviewer decided are not infringing (`index.allowlist`): row i of `vectors` (raw
+    region embedding) was allowed for `characters[i]` by decision `decisions[i]`; `info` holds each
+    decision's path, sha256, reviewer, note and time."""
+
+    characters: list[str] = field(default_factory=list)
+    decisions: list[str] = field(default_factory=list)
+    vectors: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
+    info: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.decisions)
+
+
+@dataclass
 class IndexData:
     """Everything an index holds, in memory: what `write_index` writes and `IndexStore` reads.
 
@@ -96,6 +114,10 @@ class IndexData:
     probe: np.ndarray | None = None
     #: text prompts and their calibration (CLIP backbones, `index.text`); None: no prompts
     text: TextPrompts | None = None
+    #: regions allowed by reviewers' not-infringing decisions (`index.allowlist`; format 6)
+    allow: AllowList = field(default_factory=AllowList)
+    #: the match policy (`index.policy`; stored in `index.json`, format 5); None: the default, no policy
+    policy: Policy | None = None
 
     def __post_init__(self) -> None:
         if self.centre.size == 0:

@@ -41,11 +41,13 @@ from typing import Any
 import faiss
 import numpy as np
 
+from index.allowlist import AllowMatcher, allow_summary, prune_allowlist
 from index.calibrate import SCORE_FLAG, SCORE_REVIEW
 from index.errors import CorruptIndexError, IndexLockedError, IndexNotFoundError
 from index.generation import FORMAT_VERSION, format_version, fsync_path, read_generation, write_generation
 from index.local import VERIFIABLE, LocalFeatures
 from index.nearcopy import PdqMatcher
+from index.policy import read_policy
 from index.records import CharacterInfo, IndexData, Reference, project
 from index.text import TextMatcher, text_summary
 
@@ -89,6 +91,7 @@ def write_index(path: str | Path, data: IndexData) -> None:
     """
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
+    prune_allowlist(data, data.characters)  # a character without references keeps no allow-list
     tmp = path / f".tmp-{uuid.uuid4().hex}"
     tmp.mkdir()
     try:
@@ -119,6 +122,8 @@ def write_index(path: str | Path, data: IndexData) -> None:
         manifest["precision"] = data.precision
     if data.text is not None:
         manifest["counts"]["prompts"] = len(data.text.prompts)
+    if data.policy is not None:  # `index.policy`: stored here, beside the thresholds it refines
+        manifest["policy"] = data.policy.to_dict()
     tmp_json = path / f".tmp-index-{uuid.uuid4().hex}.json"
     with open(tmp_json, "w") as f:
         json.dump(manifest, f, indent=1, sort_keys=True)
@@ -220,6 +225,8 @@ class IndexStore:
                     self._verifiable.add(ref.character)
         #: the text channel's query side (`index.text`); None when the index holds no prompts
         self.text = TextMatcher(data, data.text) if data.text is not None else None
+        #: reviewers' allowed regions (`index.allowlist`), matched in `detector.evidence`
+        self.allow = AllowMatcher(data.allow, data.centre)
         self._background = faiss.IndexFlatIP(faiss_index.d)
         if len(data.background):
             self._background.add(np.ascontiguousarray(project(data.background, data.centre)))
@@ -268,6 +275,7 @@ class IndexStore:
             manifest = json.loads(manifest_path.read_text())
             gen = path / manifest["generation"]
             data, faiss_index = read_generation(gen, manifest)
+            data.policy = read_policy(manifest)  # kept in index.json, not in the generation folder
         except (OSError, EOFError, KeyError, ValueError, sqlite3.Error, RuntimeError, zipfile.BadZipFile) as exc:
             raise CorruptIndexError(f"{path}: index files are unreadable ({exc})") from exc
         if faiss_index.ntotal != len(data.vector_refs) or faiss_index.d != int(data.backbone["dim"]):
@@ -326,6 +334,7 @@ class IndexStore:
         out = dict(self.manifest)
         out["path"] = str(self.path)
         out.setdefault("precision", None)  # an index from before the precision was recorded
+        out.setdefault("policy", None)  # the match policy (`index.policy`); null: none, the thresholds decide
         out["characters"] = {
             name: {"references": per_char.get(name, 0),
                    **{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in asdict(c).items()},
@@ -337,4 +346,5 @@ class IndexStore:
             for r in sorted(self.references.values(), key=lambda r: (r.character, r.source_path)) if r.quarantine
         ]
         text_summary(out, self.data)  # per character `prompts`, and `text` (the text channel's calibration)
+        out["allowlist"] = allow_summary(self.data.allow)
         return out

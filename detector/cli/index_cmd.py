@@ -1,4 +1,4 @@
-"""`mamori index build | add | remove | info | thresholds`: make and manage a reference index."""
+"""`mamori index build | add | remove | info | thresholds | policy`: make and manage a reference index."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import sys
 from typing import TYPE_CHECKING, Any, TextIO
 
 from detector.cli.common import DEFAULT_BACKBONE, ExitCode, _unit_float, add_model_options, progress_printer
+from detector.cli.review_cmd import print_allowlist
 
 if TYPE_CHECKING:
     from detector.cli.common import Subparsers
@@ -133,6 +134,8 @@ def _print_info(info: dict[str, Any]) -> None:
         "the score); weak: only a successful check counts"
     )
     _print_prompts(info)
+    print_allowlist(info)
+    _print_policy(info.get("policy"))
     print(
         f"verdicts   flag >= {info['thresholds'].get('score_flag')}, review >= "
         f"{info['thresholds'].get('score_review')} (calibrated score)"
@@ -179,6 +182,34 @@ def cmd_index_thresholds(a: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+def cmd_index_policy(a: argparse.Namespace) -> int:
+    """Store a validated POLICY.toml, clear the policy, or print the current one (as TOML)."""
+    from index import IndexStore
+    from index.policy import clear_policy, load_policy, policy_toml, set_policy
+
+    if a.clear:
+        clear_policy(a.index)
+        print(f"{a.index}: policy cleared (the index's thresholds decide every verdict)", file=sys.stderr)
+    elif a.policy:
+        policy = load_policy(a.policy)
+        set_policy(a.index, policy)
+        print(f"{a.index}: policy with {len(policy.rules)} rule(s) stored", file=sys.stderr)
+    print(policy_toml(IndexStore.open(a.index).manifest.get("policy")), end="")
+    return ExitCode.OK
+
+
+def _print_policy(policy: dict[str, Any] | None) -> None:
+    """`index info`'s match-policy lines: one per rule, in the order they are tried."""
+    if not policy:
+        print("policy     none (the verdict thresholds below apply to every character)")
+        return
+    print(f"policy     {len(policy['rule'])} rule(s), first match wins (`mamori index policy`):")
+    for i, rule in enumerate(policy["rule"], 1):
+        match = ", ".join(f"{k}={rule[k]!r}" for k in ("character", "franchise", "rights_holder") if k in rule)
+        then = ", ".join(f"{k} {rule[k]}" for k in ("flag", "review", "min_seconds", "action") if k in rule)
+        print(f"  {rule.get('name', i)}: {match or 'every character'} -> {then or 'no change'}")
+
+
 def _add_build(ix: Subparsers, common: argparse.ArgumentParser) -> None:
     b = ix.add_parser(
         "build",
@@ -220,7 +251,7 @@ def _add_add(ix: Subparsers, common: argparse.ArgumentParser) -> None:
 
 
 def _add_manage(ix: Subparsers, common: argparse.ArgumentParser) -> None:
-    """remove, info and thresholds."""
+    """remove, info, thresholds and policy."""
     rm = ix.add_parser("remove", parents=[common], help="remove a character or one reference (takedown/opt-out)")
     rm.add_argument("index")
     g = rm.add_mutually_exclusive_group(required=True)
@@ -245,6 +276,20 @@ def _add_manage(ix: Subparsers, common: argparse.ArgumentParser) -> None:
     th.add_argument("--flag", type=_unit_float, help="flag when score >= this")
     th.add_argument("--review", type=_unit_float, help="send to review when score >= this (and below --flag)")
     th.set_defaults(func=cmd_index_thresholds)
+
+    po = ix.add_parser(
+        "policy",
+        parents=[common],
+        help="show, set or clear the match policy (per-franchise thresholds, min_seconds, action)",
+        description="Store a match policy in the index: ordered [[rule]] tables matching franchise, "
+        "rights_holder and/or character, with optional flag/review thresholds, min_seconds on screen "
+        "and an action label (docs/cli.md, Match policy). Without POLICY or --clear, print the current policy.",
+    )
+    po.add_argument("index")
+    g = po.add_mutually_exclusive_group()
+    g.add_argument("policy", nargs="?", metavar="POLICY.toml", help="policy file to validate and store")
+    g.add_argument("--clear", action="store_true", help="remove the policy (back to the index's thresholds)")
+    po.set_defaults(func=cmd_index_policy)
 
 
 def add_parser(sub: Subparsers, common: argparse.ArgumentParser) -> None:

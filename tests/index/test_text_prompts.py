@@ -25,6 +25,7 @@ from index import (
     remove_references,
 )
 from index.calibrate import MARGIN, OTHER_WEIGHT, SIGMA_FLOOR
+from index.generation import FORMAT_VERSION
 from index.prompts import PromptEntry, collect_prompts, read_prompts
 from index.records import project
 from index.text import TEXT_DEFAULT, text_normalised
@@ -145,7 +146,7 @@ def test_index_without_prompts_is_format_3_and_older_formats_are_refused(tmp_pat
     with sqlite3.connect(out / manifest["generation"] / "meta.sqlite") as db:
         tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     assert "prompts" not in tables
-    for version in (2, 5):
+    for version in (2, FORMAT_VERSION + 1):
         (out / "index.json").write_text(json.dumps({**manifest, "format_version": version}))
         with pytest.raises(IncompatibleIndexError):
             IndexStore.open(out)

@@ -1,0 +1,186 @@
+"""Applying reviewer decisions (`detector.decisions`) to an index: `mamori review apply`.
+
+Steps for each `not_infringing` decision:
+    1. the input must still be the file that was reviewed (its sha256 is checked);
+    2. its segments for the character: from the given scan results (the line of that path/sha256),
+       or else from scoring the file again (`Detector.score_video`);
+    3. only the sampled frames inside a segment (and the one nearest its peak) are converted
+       (`MediaReader`); each is cut into regions as the scanner does and embedded;
+    4. the regions that make the character's evidence are allowed: first the region of the
+       segment's box (at its peak frame), then, while the frame still has a hit for the character
+       at the review threshold (`frame_evidence`, with verification, and with what is allowed so
+       far suppressed), that hit's region. So a frame where the character filled several
+       overlapping windows does not keep flagging through the next window.
+    5. all decisions are committed as one new generation under the index lock (`index.allowlist`).
+
+`infringing` decisions are accepted and reported, but not stored yet: adding confirmed depictions
+as references is a later step (issue 17 item 3).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from detector.api import Detector
+from detector.batch import input_sha
+from detector.decisions import Decision
+from detector.errors import MediaError
+from detector.evidence import frame_evidence
+from detector.frames import Frame, MediaReader
+from detector.regions import Box
+from detector.results import Segment, path_of
+from detector.verify import verify_frame
+from index.allowlist import AllowMatcher, allow_regions
+from index.nearcopy import region_hashes
+from index.store import _now
+
+__all__ = ["MAX_REGIONS_PER_FRAME", "Applied", "apply_decisions", "read_results"]
+
+#: at most this many regions allowed per frame of a segment (a 16:9 frame has 47)
+MAX_REGIONS_PER_FRAME = 64
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What became of one decision: `status` applied, recorded (infringing, not used yet) or skipped."""
+
+    decision: Decision
+    status: str
+    message: str
+    regions: int = 0
+    frames: int = 0
+
+
+def read_results(path: str | Path) -> list[dict[str, Any]]:
+    """The result lines of a scan's JSONL output (a damaged line is skipped, as `--resume` does)."""
+    out = []
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(rec, dict) and "path" in rec:
+            out.append(rec)
+    return out
+
+
+def _segments_from(records: list[dict[str, Any]], d: Decision) -> list[Segment] | str:
+    """The character's segments in the result line of the decision's input, or why there are none."""
+    rec = next((r for r in reversed(records) if r.get("sha256") == d.sha256), None)
+    if rec is None:
+        rec = next((r for r in reversed(records) if path_of(r) == d.path and not r.get("sha256")), None)
+    if rec is None:
+        return f"no result for {d.path} with sha256 {d.sha256[:12]}... in --results"
+    char = next((c for c in rec.get("characters") or [] if c.get("character") == d.character), None)
+    if char is None:
+        return f"the result for {d.path} has no match of {d.character!r}"
+    return [Segment(**{**s, "box": tuple(s["box"])}) for s in char["segments"]]
+
+
+def _wanted(segments: list[Segment], frame: Frame, step: float) -> list[Segment]:
+    """The segments a sampled frame belongs to (inside it, or the one nearest its peak)."""
+    return [s for s in segments
+            if s.start - 1e-3 <= frame.time <= s.end + 1e-3 or abs(frame.time - s.peak_time) < step / 2]
+
+
+def _iou(a: Box, b: Box) -> float:
+    w = max(0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h
+    return w * h / union if union > 0 else 0.0
+
+
+def _frame_regions(det: Detector, d: Decision, frame: Frame, seeds: list[Box], allowed: np.ndarray,
+                   update: Callable[[np.ndarray], None]) -> np.ndarray:
+    """Step 4 for one frame: the raw vectors of the regions to allow (`allowed` are this
+    decision's vectors so far; `update` stores a new set so that `det.store` suppresses it)."""
+    pixels, boxes = det.embedder.prepare_frame(frame.image)
+    vectors = det.embed_pixels(pixels)
+    hashes = region_hashes(frame.image, boxes) if det.nearcopy else None
+    def shrunk(box: Box) -> Box:  # source pixels -> the sampled frame's
+        x0, y0, x1, y1 = (round(v / frame.scale) for v in box)
+        return x0, y0, x1, y1
+
+    chosen = {max(range(len(boxes)), key=lambda i: _iou(boxes[i], shrunk(box))) for box in seeds}
+    for _ in range(MAX_REGIONS_PER_FRAME):
+        update(np.concatenate([allowed, vectors[sorted(chosen)]]))
+        ev = frame_evidence(det.store, frame.time, vectors, boxes, hashes)
+        if det.verify:
+            ev = verify_frame(det.store, frame.image, ev)
+        hit = ev.hits.get(d.character)
+        if hit is None or hit.score < det.store.review_score or boxes.index(hit.box) in chosen:
+            break
+        chosen.add(boxes.index(hit.box))
+    out: np.ndarray = vectors[sorted(chosen)]
+    return out
+
+
+def _allow(det: Detector, d: Decision, segments: list[Segment]) -> Applied:
+    """Steps 3-4: embed and allow the decision's regions in `det.store.data` (not yet written)."""
+    data = det.store.data
+    info = {"character": d.character, "path": d.path, "sha256": d.sha256, "reviewer": d.reviewer,
+            "note": d.note, "added_at": _now()}
+
+    def update(vectors: np.ndarray) -> None:
+        allow_regions(data, d.id, info, vectors)
+        det.store.allow = AllowMatcher(data.allow, data.centre)
+
+    allowed = np.zeros((0, int(data.backbone["dim"])), np.float32)
+    frames = 0
+    reader = MediaReader(d.path, fps=det.fps, max_frames=det.max_frames, max_pixels=det.max_pixels)
+    last = max(s.end for s in segments) + 1.0 / det.fps
+    for frame in reader:
+        if frame.time > last:
+            break
+        wanted = _wanted(segments, frame, 1.0 / det.fps)
+        if not wanted:
+            continue
+        seeds = [s.box for s in wanted if abs(frame.time - s.peak_time) < 0.5 / det.fps]
+        allowed = np.concatenate([allowed, _frame_regions(det, d, frame, seeds, allowed, update)])
+        frames += 1
+    update(allowed)
+    return Applied(d, "applied", f"{len(allowed)} region(s) of {frames} frame(s) allowed for {d.character}",
+                   len(allowed), frames)
+
+
+def _apply_one(det: Detector, d: Decision, records: list[dict[str, Any]] | None) -> Applied:
+    if d.decision == "infringing":
+        return Applied(d, "recorded", "infringing: accepted, not used yet (confirmed depictions are not "
+                       "added as references by this version)")
+    if d.character not in det.store.characters:
+        return Applied(d, "skipped", f"character {d.character!r} is not in this index")
+    sha = input_sha(d.path)
+    if sha != d.sha256:
+        why = "cannot be read" if sha is None else f"has sha256 {sha[:12]}..., not {d.sha256[:12]}..."
+        return Applied(d, "skipped", f"{d.path} {why}")
+    try:
+        if records is not None:
+            segments = _segments_from(records, d)
+        else:
+            result = det.score_video(d.path)
+            char = next((c for c in result.characters if c.character == d.character), None)
+            segments = list(char.segments) if char else f"{d.path} no longer matches {d.character!r}"
+        if isinstance(segments, str):
+            return Applied(d, "skipped", segments)
+        return _allow(det, d, segments)
+    except MediaError as exc:
+        return Applied(d, "skipped", f"{type(exc).__name__}: {exc}")
+
+
+def apply_decisions(det: Detector, decisions: Iterable[Decision], *, records: list[dict[str, Any]] | None = None,
+                    commit: Callable[[], None]) -> list[Applied]:
+    """Apply each decision to `det.store.data` (steps 1-4), then `commit()` it if any was applied.
+
+    The caller holds the index lock and opened `det.store` under it; `commit` writes the new
+    generation (`index.store.write_index`).
+    """
+    out = [_apply_one(det, d, records) for d in decisions]
+    if any(a.status == "applied" for a in out):
+        commit()
+    return out

@@ -1,0 +1,67 @@
+"""End to end: scan → a reviewer's not-infringing decision → `mamori review apply` → scan again."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+from helpers import reference_art, run_cli
+
+from detector.synth import make_clip
+
+
+def _lines(path: Path) -> dict[str, dict]:
+    return {Path(r["path"]).name: r for r in map(json.loads, path.read_text().splitlines())}
+
+
+def test_not_infringing_decision_suppresses_that_clip_only(index_dir: Path, clips: dict[str, Path],
+                                                            tmp_path: Path) -> None:
+    index = tmp_path / "index"
+    shutil.copytree(index_dir, index)
+    other = tmp_path / "other.mp4"  # akane again, in another pose and scene
+    make_clip(other, "clip-other", reference_art("akane", 1), duration=3.0, appear=(0.5, 2.5),
+              height_frac=0.6, x_frac=0.3)
+    first = tmp_path / "first.jsonl"
+    assert run_cli("scan", clips["positive"], other, "--index", index, "--out", first).returncode == 1
+    before = _lines(first)
+    pos = before["positive.mp4"]
+    assert pos["verdict"] == "flag" and pos["characters"][0]["character"] == "akane" and "suppressed" not in pos
+    assert before["other.mp4"]["verdict"] == "flag"
+
+    sha = hashlib.sha256(clips["positive"].read_bytes()).hexdigest()
+    decisions = tmp_path / "decisions.jsonl"
+    decisions.write_text(json.dumps({"path": str(clips["positive"]), "sha256": sha, "character": "akane",
+                                     "decision": "not_infringing", "note": "licensed", "reviewer": "kim"}) + "\n"
+                         + json.dumps({"path": str(other), "sha256": "0" * 64, "character": "akane",
+                                       "decision": "not_infringing", "reviewer": "kim"}) + "\n")
+    proc = run_cli("review", "apply", decisions, "--index", index, "--results", first)
+    assert proc.returncode == 1, proc.stderr  # the second decision names the wrong sha256: skipped
+    assert "1 decision(s) applied" in proc.stderr and "1 skipped" in proc.stderr, proc.stderr
+    assert f"{decisions}:2" in proc.stderr
+
+    again = tmp_path / "again.jsonl"
+    run_cli("scan", clips["positive"], other, "--index", index, "--out", again)
+    after = _lines(again)
+    pos = after["positive.mp4"]
+    assert all(c["character"] != "akane" for c in pos["characters"]), pos
+    [sup] = [s for s in pos["suppressed"] if s["character"] == "akane"]
+    assert sup["reviewer"] == "kim" and sup["decision_id"].startswith("d-") and sup["frames"] >= 1
+    assert after["other.mp4"]["verdict"] == "flag" and after["other.mp4"]["characters"][0]["character"] == "akane"
+
+    info = json.loads(run_cli("index", "info", index, "--json", check=True).stdout)
+    assert info["format_version"] == 6 and info["allowlist"]["counts"]["akane"]["decisions"] == 1
+    [entry] = info["allowlist"]["entries"]
+    assert entry["id"] == sup["decision_id"] and entry["note"] == "licensed" and entry["sha256"] == sha
+    assert "allowlist  akane" in run_cli("index", "info", index, check=True).stdout
+
+    run_cli("index", "remove", index, "--character", "akane", check=True)  # its allow-list goes with it
+    assert json.loads(run_cli("index", "info", index, "--json", check=True).stdout)["allowlist"]["entries"] == []
+
+
+def test_bad_decisions_line_is_an_error(index_dir: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "d.jsonl"
+    bad.write_text('{"path": "a.mp4", "sha256": "' + "a" * 64 + '", "character": "akane", "decision": "maybe"}\n')
+    proc = run_cli("review", "apply", bad, "--index", index_dir)
+    assert proc.returncode == 2 and f"{bad}:1" in proc.stderr and "decision must be one of" in proc.stderr
