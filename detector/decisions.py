@@ -18,7 +18,7 @@ from pathlib import Path
 
 from detector.errors import ConfigError
 
-__all__ = ["DECISIONS", "Decision", "DecisionFileError", "read_decisions"]
+__all__ = ["DECISIONS", "Decision", "DecisionFileError", "decisions_from", "read_decisions"]
 
 DECISIONS = ("infringing", "not_infringing")
 _REQUIRED = ("path", "sha256", "character", "decision")
@@ -65,6 +65,17 @@ def _decision(obj: object, where: str) -> Decision:
         raise DecisionFileError(f"{where}: sha256 must be 64 hex digits")
     return Decision(obj["path"], obj["sha256"].lower(), obj["character"], obj["decision"],
                     obj.get("note") or "", obj.get("reviewer") or "", where)
+
+
+def decisions_from(objs: object, source: str) -> list[Decision]:
+    """Decisions given as a JSON list of objects (the HTTP service's body); `source[i]` names a bad one.
+
+    Raises:
+        DecisionFileError: not a non-empty list, or an item that is not a valid decision.
+    """
+    if not isinstance(objs, list) or not objs:
+        raise DecisionFileError(f"{source}: a non-empty list of decisions is required")
+    return [_decision(obj, f"{source}[{i}]") for i, obj in enumerate(objs)]
 
 
 def read_decisions(path: str | Path) -> list[Decision]:

@@ -8,7 +8,8 @@ by score, duration or path; filterable by verdict; 50 per page): the path (a lin
 relative to the report), verdict, score, duration, a chart of the score over time (the result's
 `timeline`, with the flag and review thresholds when the index is given), and per character
 (franchise, rights holder, score) its segments: times, the matched frame with the matched region
-boxed, side by side with the reference image it matched.
+boxed, side by side with the reference image it matched; and decision buttons that download the
+decisions file `mamori review apply` reads (`detector.report_decisions`).
 
 How it stays small: the page holds the rows as JSON and draws one page of rows at a time;
 thumbnails (at most THUMB_SIDE px, JPEG) are files in the sibling folder `<report>_files/` and
@@ -35,6 +36,7 @@ from urllib.parse import quote
 
 from PIL import Image, ImageDraw
 
+from detector import report_decisions as decisions
 from detector.errors import MediaError
 from detector.results import path_of
 from detector.verify import MIN_INLIERS
@@ -142,7 +144,7 @@ def report_data(results: Sequence[dict[str, Any]], files: Path | None, base: Pat
     "v": verdict, "s": score, "d": duration, "n": frames sampled, "t": timeline times (a list, or
     {"a": first, "d": step} when evenly spaced), "y": timeline scores in percent, "c":
     [[character#, score, [[start, end, peak_time, peak_score, reference#, channel, frame thumbnail
-    or "", why-missing# or -1], ...], inliers (only when checked)], ...]}; `characters[#]` = [name,
+    or "", why-missing# or -1], ...], inliers (only when checked)], ...], "x": sha256 or ""}; `characters[#]` = [name,
     franchise, rights holder], `references[#]` = [path, thumbnail or "", why missing], `why[#]` = a
     reason text.
     """
@@ -179,7 +181,7 @@ def report_data(results: Sequence[dict[str, Any]], files: Path | None, base: Pat
         tl = r.get("timeline") or []
         rows.append({"p": r["path"], "h": _link(path_of(r), base), "v": r["verdict"], "s": r.get("score"),
                      "d": r.get("duration"), "n": r.get("frames"), "t": _times([t for t, _ in tl]),
-                     "y": [round(100 * v) for _, v in tl], "c": chars})
+                     "y": [round(100 * v) for _, v in tl], "c": chars, "x": r.get("sha256") or ""})
         if progress is not None:
             progress("report", i, len(wanted))
     return {"rows": rows, "characters": characters.items, "references": references.items, "why": why.items}
@@ -213,9 +215,12 @@ def write_report(results: Sequence[dict[str, Any]], out: str | Path, *, index: s
                  "files": quote(files.name) + "/" if files is not None else "",
                  "generated": time.strftime("%Y-%m-%d %H:%M:%S %Z")})
     # JSON inside <script>: escape '<' so no string can close the element
+    sha_tag = decisions.sha256_script(data, files, data["files"])
     payload = json.dumps(data, separators=(",", ":")).replace("<", "\\u003c")
     head, tail = _PAGE.split("__DATA__")
-    page = head.replace("__TITLE__", html.escape(f"mamori review: {out.stem}")) + payload + tail
+    head = head.replace("__DECISIONS_CSS__", decisions.CSS).replace("__DECISIONS__", decisions.CONTROLS)
+    page = (head.replace("__TITLE__", html.escape(f"mamori review: {out.stem}")) + payload
+            + tail.replace("__DECISIONS_JS__", decisions.SCRIPT).replace("__DECISIONS_SRC__", sha_tag))
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_text(page, encoding="utf-8")
     os.replace(tmp, out)
@@ -238,8 +243,7 @@ th.sort{cursor:pointer;text-decoration:underline}
 .seg{display:flex;gap:8px;align-items:flex-start;margin:4px 0 10px}
 .seg img{max-width:200px;max-height:140px;border:1px solid #bbb;background:#eee}
 .miss{width:200px;height:60px;border:1px dashed #bbb;font-size:11px;color:#777;overflow:hidden}
-.meta{font-size:12px;color:#555}svg{background:#fafafa;border:1px solid #ddd}
-</style></head>
+.meta{font-size:12px;color:#555}svg{background:#fafafa;border:1px solid #ddd}__DECISIONS_CSS__</style></head>
 <body>
 <header><h1>__TITLE__</h1><div id="summary"></div></header>
 <div id="controls">
@@ -248,12 +252,11 @@ th.sort{cursor:pointer;text-decoration:underline}
  <option value="path-asc">path</option></select>
  show: <select id="filter"><option value="all">flag and review</option><option value="flag">flag</option>
  <option value="review">review</option></select>
- <button id="prev">&larr; previous</button><span id="pageinfo"></span><button id="next">next &rarr;</button>
-</div>
+ <button id="prev">&larr; previous</button><span id="pageinfo"></span><button id="next">next &rarr;</button>__DECISIONS__</div>
 <table><thead><tr><th class="sort" data-key="path">video</th><th class="sort" data-key="score">score</th>
 <th>score over time</th><th>evidence: matched frame (region boxed) | reference</th></tr></thead>
 <tbody id="rows"></tbody></table>
-<script type="application/json" id="data">__DATA__</script>
+<script type="application/json" id="data">__DATA__</script>__DECISIONS_SRC__
 <script>
 "use strict";
 const D = JSON.parse(document.getElementById("data").textContent);
@@ -311,6 +314,7 @@ function row(r) {
     td3.appendChild(el("div", {}, name + " (" + (franchise || "?") + "; rights: " + (rights || "?") + "): " +
       fmt(score, 3) + (inliers === undefined ? "" : "; geometric check: best frame " + inliers +
       " matching keypoints" + (inliers >= D.min_inliers ? " (frame verified)" : " (not verified)"))));
+    td3.appendChild(decisionControls(r, name));
     for (const [start, end, peak, peakScore, ref, channel, frame, why] of segs) {
       const [refPath, refImg, refWhy] = D.references[ref];
       const d = el("div", {class: "seg"});
@@ -352,6 +356,7 @@ for (const th of document.querySelectorAll("th.sort")) th.onclick = () => {
   s.value = th.dataset.key === "path" ? "path-asc" : (s.value === "score-desc" ? "score-asc" : "score-desc");
   apply();
 };
+__DECISIONS_JS__
 apply();
 </script></body></html>
 """

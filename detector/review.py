@@ -13,8 +13,9 @@ Steps for each `not_infringing` decision:
        overlapping windows does not keep flagging through the next window.
     5. all decisions are committed as one new generation under the index lock (`index.allowlist`).
 
-`infringing` decisions are accepted and reported, but not stored yet: adding confirmed depictions
-as references is a later step (issue 17 item 3).
+Each `infringing` decision goes through steps 1-2 too; its segments' regions become references of
+the character (`detector.confirmed`), added after that commit, or, without a `confirmed` folder
+(`--no-add-confirmed`), it is only recorded.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import numpy as np
 
 from detector.api import Detector
 from detector.batch import input_sha
+from detector.confirmed import confirmed_entries
 from detector.decisions import Decision
 from detector.errors import MediaError
 from detector.evidence import frame_evidence
@@ -37,6 +39,7 @@ from detector.regions import Box
 from detector.results import Segment, path_of
 from detector.verify import verify_frame
 from index.allowlist import AllowMatcher, allow_regions
+from index.manifest import ReferenceEntry
 from index.nearcopy import region_hashes
 from index.store import _now
 
@@ -48,13 +51,16 @@ MAX_REGIONS_PER_FRAME = 64
 
 @dataclass(frozen=True)
 class Applied:
-    """What became of one decision: `status` applied, recorded (infringing, not used yet) or skipped."""
+    """What became of one decision: `status` applied, recorded (infringing, not added) or skipped.
+
+    `entries`: an infringing decision's confirmed regions, to add as references (`detector.confirmed`)."""
 
     decision: Decision
     status: str
     message: str
     regions: int = 0
     frames: int = 0
+    entries: tuple[ReferenceEntry, ...] = ()
 
 
 def read_results(path: str | Path) -> list[dict[str, Any]]:
@@ -149,10 +155,18 @@ def _allow(det: Detector, d: Decision, segments: list[Segment]) -> Applied:
                    len(allowed), frames)
 
 
-def _apply_one(det: Detector, d: Decision, records: list[dict[str, Any]] | None) -> Applied:
-    if d.decision == "infringing":
-        return Applied(d, "recorded", "infringing: accepted, not used yet (confirmed depictions are not "
-                       "added as references by this version)")
+def _segments(det: Detector, d: Decision, records: list[dict[str, Any]] | None) -> list[Segment] | str:
+    """Step 2: the decision's segments, or why there are none."""
+    if records is not None:
+        return _segments_from(records, d)
+    result = det.score_video(d.path)
+    char = next((c for c in result.characters if c.character == d.character), None)
+    return list(char.segments) if char else f"{d.path} no longer matches {d.character!r}"
+
+
+def _apply_one(det: Detector, d: Decision, records: list[dict[str, Any]] | None, confirmed: Path | None) -> Applied:
+    if d.decision == "infringing" and confirmed is None:
+        return Applied(d, "recorded", "infringing: recorded, not added as references (--no-add-confirmed)")
     if d.character not in det.store.characters:
         return Applied(d, "skipped", f"character {d.character!r} is not in this index")
     sha = input_sha(d.path)
@@ -160,27 +174,30 @@ def _apply_one(det: Detector, d: Decision, records: list[dict[str, Any]] | None)
         why = "cannot be read" if sha is None else f"has sha256 {sha[:12]}..., not {d.sha256[:12]}..."
         return Applied(d, "skipped", f"{d.path} {why}")
     try:
-        if records is not None:
-            segments = _segments_from(records, d)
-        else:
-            result = det.score_video(d.path)
-            char = next((c for c in result.characters if c.character == d.character), None)
-            segments = list(char.segments) if char else f"{d.path} no longer matches {d.character!r}"
+        segments = _segments(det, d, records)
         if isinstance(segments, str):
             return Applied(d, "skipped", segments)
-        return _allow(det, d, segments)
+        if confirmed is None or d.decision == "not_infringing":
+            return _allow(det, d, segments)
+        entries = tuple(confirmed_entries(det, d, segments, confirmed))
+        if not entries:
+            return Applied(d, "skipped", f"no region of {d.character!r} could be cut from {d.path}")
+        return Applied(d, "applied", f"{len(entries)} confirmed region(s) to add", frames=len(entries), entries=entries)
     except MediaError as exc:
         return Applied(d, "skipped", f"{type(exc).__name__}: {exc}")
 
 
 def apply_decisions(det: Detector, decisions: Iterable[Decision], *, records: list[dict[str, Any]] | None = None,
-                    commit: Callable[[], None]) -> list[Applied]:
-    """Apply each decision to `det.store.data` (steps 1-4), then `commit()` it if any was applied.
+                    commit: Callable[[], None], confirmed: str | Path | None = None) -> list[Applied]:
+    """Apply each decision to `det.store.data` (steps 1-4), then `commit()` it if the allow-list changed.
 
     The caller holds the index lock and opened `det.store` under it; `commit` writes the new
-    generation (`index.store.write_index`).
+    generation (`index.store.write_index`). With `confirmed` (the index folder), infringing
+    decisions' crops are saved there and returned as `Applied.entries`: the caller adds them with
+    `detector.confirmed.add_confirmed` after releasing the lock.
     """
-    out = [_apply_one(det, d, records) for d in decisions]
-    if any(a.status == "applied" for a in out):
+    folder = Path(confirmed) if confirmed is not None else None
+    out = [_apply_one(det, d, records, folder) for d in decisions]
+    if any(a.status == "applied" and a.decision.decision == "not_infringing" for a in out):
         commit()
     return out

@@ -329,14 +329,16 @@ class IndexStore:
     def summary(self) -> dict[str, Any]:
         """What `mamori index info` prints: the manifest plus per-character counts."""
         per_char: dict[str, int] = {}
+        reviewed: dict[str, int] = {}  # references from reviewers' infringing decisions (`extra.source`)
         for r in self.references.values():
             per_char[r.character] = per_char.get(r.character, 0) + 1
+            reviewed[r.character] = reviewed.get(r.character, 0) + (r.extra.get("source") == "review")
         out = dict(self.manifest)
         out["path"] = str(self.path)
         out.setdefault("precision", None)  # an index from before the precision was recorded
         out.setdefault("policy", None)  # the match policy (`index.policy`); null: none, the thresholds decide
         out["characters"] = {
-            name: {"references": per_char.get(name, 0),
+            name: {"references": per_char.get(name, 0), "from_review": reviewed.get(name, 0),
                    **{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in asdict(c).items()},
                    "verifiable": self.verifiable(name)}
             for name, c in sorted(self.characters.items())

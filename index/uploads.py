@@ -4,7 +4,9 @@ The HTTP service's `POST /v1/admin/references` keeps each uploaded image here (t
 where each reference came from, and the review report shows it). A file stays while any
 reference uses it: a duplicate upload never touches it, and a removal deletes only the files of
 the removed references that no remaining reference uses (`unused_uploads`). Art outside
-`INDEX/uploads/` (a build's reference folder) is the user's and is never deleted.
+`INDEX/uploads/` (a build's reference folder) is the user's and is never deleted. Files in
+`INDEX/confirmed/` (regions of videos that reviewers confirmed as infringing, added as references
+by `mamori review apply`, `detector.confirmed`) are deleted the same way as uploads.
 """
 
 from __future__ import annotations
@@ -18,9 +20,11 @@ from pathlib import Path
 from index.images import file_sha256
 from index.store import Reference
 
-__all__ = ["UPLOADS", "delete_unused_uploads", "keep_upload", "unused_uploads"]
+__all__ = ["CONFIRMED", "UPLOADS", "delete_unused_uploads", "keep_upload", "unused_uploads"]
 
 UPLOADS = "uploads"
+#: reference art cut from videos reviewers confirmed as infringing (`detector.confirmed`)
+CONFIRMED = "confirmed"
 
 
 def keep_upload(index: str | Path, file: str | Path, suffix: str = "") -> tuple[Path, bool]:
@@ -42,15 +46,16 @@ def _key(path: str | Path) -> str:
 
 
 def unused_uploads(index: str | Path, removed: Iterable[Reference], remaining: Iterable[Reference]) -> list[Path]:
-    """The files in `INDEX/uploads/` that the removed references used and no remaining one does."""
-    folder = _key(Path(index) / UPLOADS)
+    """The files in `INDEX/uploads/` or `INDEX/confirmed/` that the removed references used and no
+    remaining one does."""
+    folders = {_key(Path(index) / UPLOADS), _key(Path(index) / CONFIRMED)}
     still = {_key(r.source_path) for r in remaining if r.source_path}
     out: dict[str, Path] = {}
     for r in removed:
         if not r.source_path:
             continue
         key = _key(r.source_path)
-        if os.path.dirname(key) == folder and key not in still and os.path.isfile(key):
+        if os.path.dirname(key) in folders and key not in still and os.path.isfile(key):
             out[key] = Path(key)  # the resolved file in uploads/, never a link elsewhere that points there
     return list(out.values())
 

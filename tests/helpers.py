@@ -6,6 +6,7 @@ import contextlib
 import io
 import os
 import random
+import shutil
 import socket
 import subprocess
 import sys
@@ -82,6 +83,17 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def serving_copy(index: Path, root: Path, tokens: dict[str, str], *args: str) -> Iterator[dict[str, Any]]:
+    """`serving` on a copy of `index` in `root/index` (for tests that change it), with a tokens file
+    of `tokens` ({token: "score,admin"}); yields `serving`'s dict plus "index": the copy."""
+    copy = root / "index"
+    shutil.copytree(index, copy)
+    (root / "tokens.txt").write_text("".join(f"{t} {scopes}\n" for t, scopes in tokens.items()))
+    with serving(copy, root, "--tokens", str(root / "tokens.txt"), *args) as srv:
+        yield {**srv, "index": copy}
 
 
 @contextlib.contextmanager

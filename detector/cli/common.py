@@ -34,6 +34,7 @@ __all__ = [
     "ExitCode",
     "Progress",
     "Subparsers",
+    "add_flood_options",
     "add_media_options",
     "add_model_options",
     "common_parent",
@@ -82,6 +83,16 @@ def _unit_float(s: str) -> float:
     if not 0 <= v <= 1:
         raise argparse.ArgumentTypeError(f"must be between 0 and 1, not {s}")
     return v
+
+
+def add_flood_options(sp: argparse.ArgumentParser, of: str) -> None:
+    """--flood-share and --flood-min (`detector.flood`); `of` names what is counted."""
+    from detector.flood import FLOOD_MIN, FLOOD_SHARE
+
+    sp.add_argument("--flood-share", type=_unit_float, default=FLOOD_SHARE, metavar="SHARE",
+                    help=f"flood alert: a reference that matches more than this share of {of} (default %(default)s)")
+    sp.add_argument("--flood-min", type=_positive_int, default=FLOOD_MIN, metavar="N",
+                    help=f"...once at least N {of} are counted (default %(default)s)")
 
 
 def common_parent() -> argparse.ArgumentParser:

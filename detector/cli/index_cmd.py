@@ -1,4 +1,5 @@
-"""`mamori index build | add | remove | info | thresholds | policy`: make and manage a reference index."""
+"""`mamori index build | add | remove | info | thresholds | policy | quarantine | enable`: make and
+manage a reference index."""
 
 from __future__ import annotations
 
@@ -108,6 +109,26 @@ def cmd_index_remove(a: argparse.Namespace) -> int:
         print(f"removed {r.id} {r.character} {r.source_path}", file=sys.stderr)
     for f in gone.deleted_files:
         print(f"deleted {f} (uploaded art no remaining reference uses)", file=sys.stderr)
+    return ExitCode.OK
+
+
+def cmd_index_quarantine(a: argparse.Namespace) -> int:
+    from index.quarantine import find_reference, quarantine_references
+    from index.store import IndexStore
+
+    ref = find_reference(IndexStore.open(a.index).data, a.reference, a.index)
+    done = quarantine_references(a.index, [ref.id], a.reason)
+    state = "quarantined" if done else f"already quarantined ({ref.quarantine})"
+    print(f"{state}: {ref.id} {ref.character} {ref.source_path}", file=sys.stderr)
+    return ExitCode.OK
+
+
+def cmd_index_enable(a: argparse.Namespace) -> int:
+    from index.quarantine import enable_reference
+
+    ref, was = enable_reference(a.index, a.reference)
+    state = f"enabled (was quarantined: {was})" if was else "not quarantined, unchanged"
+    print(f"{state}: {ref.id} {ref.character} {ref.source_path}", file=sys.stderr)
     return ExitCode.OK
 
 
@@ -292,6 +313,20 @@ def _add_manage(ix: Subparsers, common: argparse.ArgumentParser) -> None:
     po.set_defaults(func=cmd_index_policy)
 
 
+def _add_quarantine(ix: Subparsers, common: argparse.ArgumentParser) -> None:
+    """quarantine and enable (one reference: its id, sha256 or source path)."""
+    qu = ix.add_parser("quarantine", parents=[common],
+                       help="keep a reference in the index but never match it (e.g. one that floods scans)")
+    qu.add_argument("index")
+    qu.add_argument("reference", help="its id, sha256 or source path")
+    qu.add_argument("--reason", default="quarantined by hand", help="shown by `index info` (default %(default)r)")
+    qu.set_defaults(func=cmd_index_quarantine)
+    en = ix.add_parser("enable", parents=[common], help="clear a reference's quarantine: match it again")
+    en.add_argument("index")
+    en.add_argument("reference", help="its id, sha256 or source path")
+    en.set_defaults(func=cmd_index_enable)
+
+
 def add_parser(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     """`mamori index` and its sub-commands."""
     ix = sub.add_parser("index", help="build and manage a reference index").add_subparsers(
@@ -300,3 +335,4 @@ def add_parser(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     _add_build(ix, common)
     _add_add(ix, common)
     _add_manage(ix, common)
+    _add_quarantine(ix, common)

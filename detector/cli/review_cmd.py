@@ -1,4 +1,4 @@
-"""`mamori review apply`: reviewers' decisions into the index's allow-list (`detector.review`)."""
+"""`mamori review apply`: reviewers' decisions into the index's allow-list and references (`detector.review`)."""
 
 from __future__ import annotations
 
@@ -16,14 +16,18 @@ from detector.cli.common import (
 )
 
 if TYPE_CHECKING:
-    from detector.cli.common import Subparsers
+    from collections.abc import Sequence
 
-__all__ = ["add_parser", "print_allowlist"]
+    from detector.cli.common import Subparsers
+    from detector.review import Applied
+
+__all__ = ["add_parser", "print_allowlist", "review_summary"]
 
 
 def cmd_review_apply(a: argparse.Namespace) -> int:
     from detector.api import Detector
     from detector.backbones import load_backbone
+    from detector.confirmed import add_confirmed
     from detector.decisions import read_decisions
     from detector.review import apply_decisions, read_results
     from index.store import IndexStore, index_lock, write_index
@@ -34,19 +38,31 @@ def cmd_review_apply(a: argparse.Namespace) -> int:
         store = IndexStore.open(a.index)
         det = Detector(store, load_backbone(store.backbone["name"], precision=a.precision, device=a.device),
                        fps=a.fps, max_frames=a.max_frames)
-        applied = apply_decisions(det, decisions, records=records, commit=lambda: write_index(a.index, store.data))
+        applied = apply_decisions(det, decisions, records=records, commit=lambda: write_index(a.index, store.data),
+                                  confirmed=a.index if a.add_confirmed else None)
+    applied = add_confirmed(a.index, applied, det.embedder)  # its own commit, under the lock again
     for r in applied:
         print(f"{r.status:8} {r.decision.where}: {r.decision.decision} {r.decision.character} in "
               f"{r.decision.path} ({r.decision.id}): {r.message}", file=sys.stderr)
-    n = sum(r.status == "applied" for r in applied)
-    skipped = sum(r.status == "skipped" for r in applied)
-    print(f"{n} decision(s) applied, {sum(r.status == 'recorded' for r in applied)} infringing recorded "
-          f"(not used yet), {skipped} skipped", file=sys.stderr)
-    return ExitCode.FLAGGED if skipped else ExitCode.OK
+    print(review_summary(applied), file=sys.stderr)
+    return ExitCode.FLAGGED if any(r.status == "skipped" for r in applied) else ExitCode.OK
+
+
+def review_summary(applied: Sequence[Applied]) -> str:
+    """The last line of `review apply`: how many decisions of each kind applied, recorded, skipped."""
+    allowed = sum(r.status == "applied" and r.decision.decision == "not_infringing" for r in applied)
+    confirmed = [r for r in applied if r.status == "applied" and r.decision.decision == "infringing"]
+    return (f"{allowed + len(confirmed)} decision(s) applied ({allowed} not infringing into the allow-list, "
+            f"{len(confirmed)} infringing: {sum(r.regions for r in confirmed)} reference(s) added), "
+            f"{sum(r.status == 'recorded' for r in applied)} infringing recorded only, "
+            f"{sum(r.status == 'skipped' for r in applied)} skipped")
 
 
 def print_allowlist(info: dict[str, Any]) -> None:
-    """`index info`'s allow-list lines."""
+    """`index info`'s lines on review: references from infringing decisions, and the allow-list."""
+    confirmed = ", ".join(f"{c} {n['from_review']}" for c, n in info["characters"].items() if n.get("from_review"))
+    print(f"confirmed  {confirmed} reference(s) from reviewers' infringing decisions" if confirmed else
+          "confirmed  none (`mamori review apply` adds reviewers' infringing decisions as references)")
     allow = info.get("allowlist") or {"counts": {}, "entries": []}
     if not allow["entries"]:
         print("allowlist  none (`mamori review apply` adds reviewers' not-infringing decisions)")
@@ -63,14 +79,17 @@ def add_parser(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     rv = sub.add_parser("review", help="apply reviewers' decisions to an index").add_subparsers(
         dest="review_command", required=True, metavar="SUBCOMMAND")
     ap = rv.add_parser(
-        "apply", parents=[common], help="store not-infringing decisions as the index's allow-list",
+        "apply", parents=[common], help="apply reviewers' decisions: allow-list and confirmed references",
         description="Each not_infringing decision's matched regions (from --results, or found by scoring the "
         "file again) are embedded and stored in the index's allow-list for that character: near-duplicates "
-        "of them no longer count as evidence for it. infringing decisions are accepted but not used yet. "
+        "of them no longer count as evidence for it. Each infringing decision's matched regions are cut out "
+        "(INDEX/confirmed/) and added as references of the character, unless --no-add-confirmed. "
         "Exit 0 when every decision applied, 1 when some were skipped. docs/cli.md.")
     ap.add_argument("decisions", help="decisions file, JSON lines: path, sha256, character, decision, note, reviewer")
     ap.add_argument("--index", required=True, help="index folder")
     ap.add_argument("--results", help="the scan's JSONL results (else each file is scored again)")
+    ap.add_argument("--no-add-confirmed", dest="add_confirmed", action="store_false",
+                    help="only record infringing decisions; do not add their regions as references")
     ap.add_argument("--fps", type=_positive_float, default=DEFAULT_FPS,
                     help="frames sampled per second, as in the scan (default %(default)s)")
     ap.add_argument("--max-frames", type=_positive_int, default=DEFAULT_MAX_FRAMES,

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from detector.cli.common import (
     ExitCode,
     _positive_int,
+    add_flood_options,
     add_media_options,
     detector_options,
     iter_inputs,
@@ -24,6 +25,7 @@ from detector.errors import ConfigError
 
 if TYPE_CHECKING:
     from detector.cli.common import Subparsers
+    from detector.flood import FloodCounter
 
 __all__ = ["add_parser"]
 
@@ -76,9 +78,11 @@ def _scan_results(a: argparse.Namespace, jobs: Iterator[tuple[Path, str | None]]
 
 
 def _write_results(
-    a: argparse.Namespace, results: Results, first: int, total: int, this_run: list[dict[str, Any]]
+    a: argparse.Namespace, results: Results, first: int, total: int, this_run: list[dict[str, Any]],
+    flood: FloodCounter,
 ) -> tuple[dict[str, int], int]:
-    """Write each result line as it comes (progress on stderr); (counts per verdict, frames)."""
+    """Write each result line as it comes (progress on stderr), counting matches per reference
+    in `flood`; (counts per verdict, frames)."""
     counts = {"flag": 0, "review": 0, "pass": 0, "error": 0}
     frames = 0
     t1 = time.monotonic()
@@ -90,6 +94,7 @@ def _write_results(
             if a.csv and not a.out:
                 this_run.append(result)
             counts[result["verdict"]] += 1
+            flood.add(result)
             frames += result["frames"]
             if not a.quiet:
                 top = result["characters"][0]["character"] if result["characters"] else ""
@@ -116,8 +121,23 @@ def _write_exports(a: argparse.Namespace, this_run: list[dict[str, Any]]) -> Non
         print(f"wrote a review report of {n} video(s) to {a.report}", file=sys.stderr)
 
 
+def _print_flood(a: argparse.Namespace, flood: FloodCounter) -> None:
+    """Stderr lines for the references that matched an unusual share of the batch (with --resume:
+    of all of --out, counted again from the file: one result per input)."""
+    from detector.export import read_results
+    from detector.flood import FloodCounter, flood_lines
+
+    if a.resume:
+        flood = FloodCounter()
+        for rec in read_results(a.out):
+            flood.add(rec)
+    for line in flood_lines(flood.flooding(share=a.flood_share, min_total=a.flood_min), index=a.index):
+        print(line, file=sys.stderr)
+
+
 def cmd_scan(a: argparse.Namespace) -> int:
     from detector.batch import completed
+    from detector.flood import FloodCounter
 
     inputs = _scan_inputs(a)
     if not inputs:
@@ -130,7 +150,8 @@ def cmd_scan(a: argparse.Namespace) -> int:
     this_run: list[dict[str, Any]] = []
     t0 = time.monotonic()
     results = _scan_results(a, _jobs(inputs, done, skipped))
-    counts, frames = _write_results(a, results, len(skipped) + 1, len(inputs), this_run)
+    flood = FloodCounter()
+    counts, frames = _write_results(a, results, len(skipped) + 1, len(inputs), this_run, flood)
     dt, n = time.monotonic() - t0, len(inputs) - len(skipped)
     summary = ", ".join(f"{v} {k}" for k, v in counts.items())
     where = f"; results in {a.out}" if a.out else ""
@@ -140,6 +161,7 @@ def cmd_scan(a: argparse.Namespace) -> int:
         f"files/s): {summary}{resumed}{where}",
         file=sys.stderr,
     )
+    _print_flood(a, flood)
     if a.csv or a.report:
         _write_exports(a, this_run)
     # only the inputs skipped now, as their content is now: an old flag of since-edited content does not count
@@ -206,6 +228,7 @@ def _add_scan(sub: Subparsers, common: argparse.ArgumentParser) -> None:
         metavar="ADDR",
         help="existing Ray cluster (host:6379 or ray://host:10001); default: a private local Ray",
     )
+    add_flood_options(s, "inputs")
     s.set_defaults(func=cmd_scan)
 
 

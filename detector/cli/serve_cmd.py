@@ -14,6 +14,7 @@ from detector.cli.common import (
     ExitCode,
     _positive_float,
     _positive_int,
+    add_flood_options,
     add_model_options,
 )
 from detector.errors import ConfigError
@@ -77,6 +78,10 @@ def cmd_serve(a: argparse.Namespace) -> int:
         precision=a.precision,
         device=a.device,
         fps=a.fps,
+        flood_window=a.flood_window,
+        flood_share=a.flood_share,
+        flood_min=a.flood_min,
+        flood_action=a.flood_action,
     )
     _log_requests(a.quiet)
     if tokens is None:
@@ -153,6 +158,21 @@ def add_parser(sub: Subparsers, common: argparse.ArgumentParser) -> None:
         default="auto",
         help="merge concurrent requests' forward passes in one model thread: auto = on (measured "
         "faster under concurrency on CPU; default %(default)s)",
+    )
+    sv.add_argument(
+        "--flood-window",
+        type=_positive_int,
+        default=1000,
+        metavar="N",
+        help="flood watch: count matches per reference over the last N scored requests (default %(default)s)",
+    )
+    add_flood_options(sv, "the window's requests")
+    sv.add_argument(
+        "--flood-action",
+        choices=("alert", "quarantine"),
+        default="alert",
+        help="when a reference floods: alert (log it, GET /v1/index, metrics) or also quarantine it in the "
+        "index until an admin enables it (default %(default)s)",
     )
     add_model_options(sv)
     sv.set_defaults(func=cmd_serve)

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from detector.errors import ConfigError
+from detector.flood import FLOOD_MIN, FLOOD_SHARE
 from detector.frames import DEFAULT_FPS
 from detector.limits import Limits
 
@@ -25,6 +26,11 @@ class ServiceConfig:
     precision: str = "auto"
     device: str | None = None
     fps: float = DEFAULT_FPS
+    #: flood watch (`detector.service.flood`): scored requests counted, share, minimum, action
+    flood_window: int = 1000
+    flood_share: float = FLOOD_SHARE
+    flood_min: int = FLOOD_MIN
+    flood_action: str = "alert"  # or quarantine
 
 
 def read_tokens(path: str | Path) -> dict[str, frozenset[str]]:

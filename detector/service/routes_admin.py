@@ -69,7 +69,7 @@ async def add_reference(request: Request) -> dict[str, Any]:
 
 
 def _removed(gone: RemovedReferences, gen: Any) -> dict[str, Any]:
-    return {"removed": [r.id for r in gone], "deleted_files": [f"uploads/{p.name}" for p in gone.deleted_files],
+    return {"removed": [r.id for r in gone], "deleted_files": [f"{p.parent.name}/{p.name}" for p in gone.deleted_files],
             "generation": gen}
 
 
@@ -85,6 +85,18 @@ async def remove_character(request: Request, name: str) -> dict[str, Any]:
     state = get_state(request)
     state.current()
     return _removed(*await _change(state, lambda: remove_references(state.cfg.index, character=name)))
+
+
+@router.post("/v1/admin/references/{ref:path}/enable")
+async def enable_reference(request: Request, ref: str) -> dict[str, Any]:
+    """Clear a reference's quarantine (the flood action's or the build's); its flood counts restart."""
+    from index.quarantine import enable_reference as enable
+
+    state = get_state(request)
+    state.current()
+    (done, was), gen = await _change(state, lambda: enable(state.cfg.index, ref))
+    state.flood.enabled(done.id)
+    return {"enabled": done.id, "character": done.character, "was_quarantined": was or None, "generation": gen}
 
 
 @router.post("/v1/admin/reload")

@@ -12,6 +12,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 
 from detector.service.errors import Busy, LimitExceeded
+from detector.service.flood import after_score
 from detector.service.state import get_state, require
 
 __all__ = ["router"]
@@ -29,7 +30,8 @@ async def index_info(request: Request) -> dict[str, Any]:
     summary.update({"flag_score": det.store.flag_score, "review_score": det.store.review_score,
                     "precision": det.backbone.precision, "index_precision": det.store.precision or None,
                     "precision_check": None if check is None else check.to_dict(),
-                    "limits": state.cfg.limits.__dict__, "version": request.app.version})
+                    "limits": state.cfg.limits.__dict__, "version": request.app.version,
+                    "flood": state.flood.summary(det.store)})
     return summary
 
 
@@ -56,5 +58,7 @@ async def score(request: Request, fps: float | None = Query(None, gt=0, le=30),
         state.metrics.in_flight.dec()
     request.state.verdict = result.verdict
     state.metrics.verdicts.labels(result.verdict).inc()
-    return JSONResponse(result.to_dict(),
+    body = result.to_dict()
+    await after_score(state, body)
+    return JSONResponse(body,
                         headers={"X-Mamori-Index-Generation": str(det.store.manifest.get("generation"))})

@@ -22,7 +22,8 @@ from detector.backbones import Backbone, load_backbone
 from detector.batching import Batcher
 from detector.service.config import ServiceConfig
 from detector.service.errors import Forbidden, NotReady, Unauthorized
-from detector.service.uploads import Upload, receive_upload
+from detector.service.flood import FloodWatch
+from detector.service.uploads import RAW_TYPES, Upload, receive_upload
 from index import IndexStore
 
 __all__ = ["Metrics", "ServiceState", "get_state", "require"]
@@ -54,6 +55,7 @@ class ServiceState:
         self.pool = ThreadPoolExecutor(max_workers=cfg.workers, thread_name_prefix="mamori-score")
         self.slots = threading.BoundedSemaphore(cfg.workers + cfg.queue)
         self.metrics = Metrics()
+        self.flood = FloodWatch(cfg, self.metrics.registry)
 
     def load(self) -> None:
         try:
@@ -83,12 +85,12 @@ class ServiceState:
         self.detector = self._detector(IndexStore.open(self.cfg.index))
         return self.detector
 
-    async def receive(self, request: Request, folder: Path) -> Upload:
+    async def receive(self, request: Request, folder: Path, raw_types: tuple[str, ...] = RAW_TYPES) -> Upload:
         """The request's upload in `folder`, within the configured size and time limits."""
         lim = self.cfg.limits
         deadline = asyncio.get_running_loop().time() + lim.request_timeout
         return await receive_upload(request, folder, max_bytes=int(lim.max_upload_mb * 2**20), deadline=deadline,
-                                    filename=request.headers.get("x-filename", "upload"))
+                                    filename=request.headers.get("x-filename", "upload"), raw_types=raw_types)
 
     def current(self) -> Detector:
         det = self.detector

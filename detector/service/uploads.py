@@ -218,8 +218,9 @@ def _boundary(content_type: str) -> bytes:
 
 
 async def receive_upload(request: Request, folder: Path, *, max_bytes: int, deadline: float,
-                         filename: str = "upload") -> Upload:
-    """Stream the request body into `folder` (see the module docstring for every refusal)."""
+                         filename: str = "upload", raw_types: tuple[str, ...] = RAW_TYPES) -> Upload:
+    """Stream the request body into `folder` (see the module docstring for every refusal); `raw_types`:
+    the content types taken as a raw body (an admin route that reads JSON passes its own)."""
     ctype = request.headers.get("content-type", "")
     mime = ctype.split(";")[0].strip().lower()
     declared = request.headers.get("content-length")
@@ -228,7 +229,7 @@ async def receive_upload(request: Request, folder: Path, *, max_bytes: int, dead
     sink: _RawSink | _MultipartSink
     if mime == "multipart/form-data":
         sink = _MultipartSink(folder, ctype)
-    elif mime.startswith(RAW_TYPES):
+    elif mime.startswith(raw_types):
         sink = _RawSink(folder, filename)
     else:
         raise UnsupportedMediaType(f"content type {mime or 'none'!r} is not accepted: send an image/*, video/* or "

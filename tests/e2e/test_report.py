@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cdp import Browser
 from helpers import reference_art, run_cli
 from PIL import Image
 
@@ -122,6 +123,41 @@ def test_report_renders_rows_and_images_in_chromium(report: dict[str, Path]) -> 
     assert len(np.unique(px.reshape(-1, 3)[::7], axis=0)) > 500  # thumbnails, not just text on white
 
 
+@needs_chromium
+def test_decisions_clicked_in_the_report_download_and_apply(report: dict[str, Path], index_dir: Path,
+                                                            tmp_path: Path) -> None:
+    """Click decisions in the page, download them, and feed the file to `mamori review apply`."""
+    row = "[...document.querySelectorAll('tr.row')].find(r => r.querySelector('a').textContent.endsWith('/{}'))"
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    with Browser(str(CHROMIUM), downloads) as b:
+        b.open(report["html"].as_uri(), ready="document.body.dataset.rendered > 0")
+        b.type("document.getElementById('reviewer')", "kim")
+        b.click(row.format("positive.mp4") + ".querySelector('.dec button[data-d=not_infringing]')")
+        b.type(row.format("positive.mp4") + ".querySelector('.dec .note')", "licensed fan art")
+        b.click(row.format("wide.mp4") + ".querySelector('.dec button[data-d=infringing]')")
+        b.click(row.format("wide.mp4") + ".querySelector('.dec button[data-d=\"\"]')")  # undecided again
+        b.click(row.format("wide.mp4") + ".querySelector('.dec button[data-d=infringing]')")
+        assert b.eval("document.getElementById('decided').textContent") == "2 decisions"
+        b.click("document.getElementById('download')")
+        got = b.download("decisions.jsonl")
+    lines = [json.loads(line) for line in got.read_text().splitlines()]
+    results = {Path(r["path"]).name: r for r in map(json.loads, report["results"].read_text().splitlines())}
+    by_name = {Path(d["path"]).name: d for d in lines}
+    assert by_name["positive.mp4"] == {"path": results["positive.mp4"]["path"], "sha256": results["positive.mp4"]["sha256"],
+                                       "character": "akane", "decision": "not_infringing",
+                                       "note": "licensed fan art", "reviewer": "kim"}
+    assert by_name["wide.mp4"]["decision"] == "infringing" and by_name["wide.mp4"]["character"] == "benkei"
+    assert len(lines) == 2
+    index = tmp_path / "index"
+    shutil.copytree(index_dir, index)
+    proc = run_cli("review", "apply", got, "--index", index, "--results", report["results"], "--fps", "2")
+    assert proc.returncode == 0, proc.stderr
+    assert "2 decision(s) applied (1 not infringing into the allow-list, 1 infringing:" in proc.stderr, proc.stderr
+    info = json.loads(run_cli("index", "info", index, "--json", check=True).stdout)
+    assert info["allowlist"]["counts"]["akane"]["decisions"] == 1 and info["characters"]["benkei"]["from_review"] >= 1
+
+
 def _fake_results(n: int, video: str, reference: str) -> list[dict[str, object]]:
     """n flagged results at the largest size a row can have (3 characters x 3 segments, a full
     120-point timeline), pointing at videos that no longer exist."""
@@ -152,7 +188,8 @@ def test_a_10000_video_report_stays_small_and_opens(tmp_path: Path) -> None:
     size = (tmp_path / "big.html").stat().st_size
     print(f"10,000-row report: {size / 1e6:.1f} MB HTML, written in {took:.1f}s", file=sys.stderr)
     assert n == 10_000 and size < MAX_10K_BYTES
-    assert len(list((tmp_path / "big_files").iterdir())) == 1  # the one reference; frames are gone
+    # the one reference (frames are gone) and the rows' sha256 for the decision buttons
+    assert sorted(p.suffix for p in (tmp_path / "big_files").iterdir()) == [".jpg", ".js"]
     if CHROMIUM is None:
         pytest.skip("headless Chromium not installed: 10,000-row render not checked")
     dom = _chromium((tmp_path / "big.html").as_uri(), "--dump-dom")

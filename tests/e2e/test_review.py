@@ -65,3 +65,36 @@ def test_bad_decisions_line_is_an_error(index_dir: Path, tmp_path: Path) -> None
     bad.write_text('{"path": "a.mp4", "sha256": "' + "a" * 64 + '", "character": "akane", "decision": "maybe"}\n')
     proc = run_cli("review", "apply", bad, "--index", index_dir)
     assert proc.returncode == 2 and f"{bad}:1" in proc.stderr and "decision must be one of" in proc.stderr
+
+
+def test_infringing_decision_adds_confirmed_references_once(index_dir: Path, clips: dict[str, Path],
+                                                             tmp_path: Path) -> None:
+    index = tmp_path / "index"
+    shutil.copytree(index_dir, index)
+    results = tmp_path / "results.jsonl"
+    assert run_cli("scan", clips["positive"], "--index", index, "--out", results).returncode == 1
+    sha = hashlib.sha256(clips["positive"].read_bytes()).hexdigest()
+    decisions = tmp_path / "decisions.jsonl"
+    decisions.write_text(json.dumps({"path": str(clips["positive"]), "sha256": sha, "character": "akane",
+                                     "decision": "infringing", "note": "fan edit", "reviewer": "kim"}) + "\n")
+    only = run_cli("review", "apply", decisions, "--index", index, "--results", results, "--no-add-confirmed")
+    assert only.returncode == 0 and "1 infringing recorded only" in only.stderr, only.stderr
+    refs_before = json.loads(run_cli("index", "info", index, "--json", check=True).stdout)["counts"]["references"]
+
+    proc = run_cli("review", "apply", decisions, "--index", index, "--results", results)
+    assert proc.returncode == 0 and "1 infringing:" in proc.stderr, proc.stderr
+    info = json.loads(run_cli("index", "info", index, "--json", check=True).stdout)
+    added = info["characters"]["akane"]["from_review"]
+    assert added >= 1 and info["counts"]["references"] == refs_before + added
+    assert "confirmed  akane" in run_cli("index", "info", index, check=True).stdout
+    files = sorted((index / "confirmed").glob("d-*.png"))
+    assert len(files) == added
+
+    again = run_cli("review", "apply", decisions, "--index", index, "--results", results)  # idempotent
+    assert again.returncode == 0 and "already in the index" in again.stderr, again.stderr
+    info = json.loads(run_cli("index", "info", index, "--json", check=True).stdout)
+    assert info["characters"]["akane"]["from_review"] == added and sorted((index / "confirmed").glob("*")) == files
+
+    assert not any(q["source_path"].startswith(str(index / "confirmed")) for q in info["quarantined"])
+    run_cli("index", "remove", index, "--reference", files[0], check=True)  # removable like any reference
+    assert not files[0].exists()

@@ -231,3 +231,29 @@ def test_damaged_feature_file_is_a_corrupt_index_error(tmp_path: Path, refs: Pat
     (gen / name).write_bytes(bytes(raw))
     with pytest.raises(CorruptIndexError, match="unreadable"):
         IndexStore.open(tmp_path / "idx")
+
+
+def test_quarantine_by_hand_and_enable_again(tmp_path: Path, refs: Path) -> None:
+    from index.errors import ReferenceNotFoundError
+    from index.quarantine import enable_reference, quarantine_references
+
+    build_index(read_folder(refs), tmp_path / "idx", FakeEmbedder())
+    store = IndexStore.open(tmp_path / "idx")
+    green = next(r for r in store.references.values() if r.character == "green")
+    gen = store.manifest["generation"]
+    assert [r.id for r in quarantine_references(tmp_path / "idx", [green.id, "no-such-id"], "flood: test")] == [green.id]
+    store = IndexStore.open(tmp_path / "idx")
+    assert store.manifest["generation"] != gen and store.active_characters == 2
+    assert [(q["id"], q["reason"]) for q in store.summary()["quarantined"]] == [(green.id, "flood: test")]
+    _, hits = store.search(FakeEmbedder()._vec(Image.new("RGB", (2, 2), COLOURS["green"]))[None], k=10)
+    assert all(h.character != "green" for h in hits[0])
+    gen = store.manifest["generation"]
+    assert quarantine_references(tmp_path / "idx", [green.id], "again") == []  # already: nothing written
+    assert IndexStore.open(tmp_path / "idx").manifest["generation"] == gen
+    ref, was = enable_reference(tmp_path / "idx", green.source_path)  # by source path, like `remove`
+    assert (ref.id, ref.quarantine, was) == (green.id, "", "flood: test")
+    store = IndexStore.open(tmp_path / "idx")
+    assert store.summary()["quarantined"] == [] and store.active_characters == 3
+    assert enable_reference(tmp_path / "idx", green.id)[1] == ""  # not quarantined: unchanged
+    with pytest.raises(ReferenceNotFoundError):
+        enable_reference(tmp_path / "idx", "nope")

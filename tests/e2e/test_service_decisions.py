@@ -1,0 +1,74 @@
+"""`POST /v1/admin/decisions` through the real `mamori serve`: decisions change the served index."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from helpers import reference_art, serving_copy
+
+from detector.synth import make_clip
+
+TOKENS = {"score": "tok-score", "admin": "tok-admin"}
+SCOPES = {"score": "score", "admin": "score,admin"}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, index_dir: Path) -> Iterator[dict[str, object]]:
+    root = tmp_path_factory.mktemp("serve-decisions")
+    with serving_copy(index_dir, root, {t: SCOPES[who] for who, t in TOKENS.items()}, "--max-upload-mb", "1",
+                      "--fps", "2") as srv:
+        yield srv
+
+
+def _client(server: dict[str, object], who: str = "admin") -> httpx.Client:
+    return httpx.Client(base_url=str(server["base"]), headers={"Authorization": f"Bearer {TOKENS[who]}"}, timeout=300)
+
+
+def _decision(path: Path, decision: str, **kw: str) -> dict[str, str]:
+    return {"path": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest(), "character": "akane",
+            "decision": decision, "reviewer": "kim", **kw}
+
+
+def test_refusals(server: dict[str, object], clips: dict[str, Path]) -> None:
+    body = {"decisions": [_decision(clips["positive"], "infringing")]}
+    with _client(server, "score") as c:
+        assert c.post("/v1/admin/decisions", json=body).status_code == 403
+    with _client(server) as c:
+        r = c.post("/v1/admin/decisions", content=b"{}", headers={"content-type": "text/plain"})
+        assert r.status_code == 415 and r.json()["error"] == "UnsupportedMediaType"
+        r = c.post("/v1/admin/decisions", json={"decisions": [{**body["decisions"][0], "decision": "maybe"}]})
+        assert r.status_code == 422 and "decisions[0]" in r.json()["message"], r.text
+        assert c.post("/v1/admin/decisions", json={"decisions": []}).status_code == 422
+        assert c.post("/v1/admin/decisions", json={"decision": []}).status_code == 422
+        r = c.post("/v1/admin/decisions", content=b"{" + b" " * 2**20 + b"}", headers={"content-type": "application/json"})
+        assert r.status_code == 413 and r.json()["limit"] == "max_upload_mb"
+
+
+def test_decisions_change_the_served_index(server: dict[str, object], clips: dict[str, Path], tmp_path: Path) -> None:
+    other = tmp_path / "other.mp4"  # akane in another pose: a licensed use
+    make_clip(other, "clip-other-http", reference_art("akane", 1), duration=3.0, appear=(0.5, 2.5),
+              height_frac=0.6, x_frac=0.3)
+    body = {"decisions": [_decision(clips["positive"], "infringing", note="fan edit"),
+                          _decision(other, "not_infringing", note="licensed"),
+                          {**_decision(other, "not_infringing"), "sha256": "0" * 64, "reviewer": "lee"}]}
+    with _client(server) as c:
+        gen0 = c.get("/v1/index").json()["generation"]
+        r = c.post("/v1/admin/decisions", json=body)
+        assert r.status_code == 200, r.text
+        out = r.json()
+        assert [d["status"] for d in out["decisions"]] == ["applied", "applied", "skipped"], out
+        assert out["applied"] == 2 and out["skipped"] == 1 and out["generation"] != gen0
+        info = c.get("/v1/index").json()
+        assert info["generation"] == out["generation"]
+        added = info["characters"]["akane"]["from_review"]
+        assert added == out["decisions"][0]["regions"] >= 1
+        assert info["allowlist"]["counts"]["akane"]["decisions"] == 1
+
+        again = c.post("/v1/admin/decisions", json={"decisions": body["decisions"][:1]}).json()  # idempotent
+        assert again["applied"] == 1 and "already in the index" in again["decisions"][0]["message"], again
+        assert c.get("/v1/index").json()["characters"]["akane"]["from_review"] == added
+    assert len(list((Path(str(server["index"])) / "confirmed").glob("d-*.png"))) == added
