@@ -69,7 +69,8 @@ def variant(name: str, store: Any) -> Iterator[None]:
     elif name == "support-1":
         scoring.SUPPORT_FRAMES = 1
     elif name == "per-char-threshold":
-        store.data.characters = {c: dataclasses.replace(i, flag_sim=i.bg_max + MARGIN)
+        # a character without background statistics (defaults) keeps the shared threshold
+        store.data.characters = {c: i if i.bg_max is None else dataclasses.replace(i, flag_sim=i.bg_max + MARGIN)
                                  for c, i in store.data.characters.items()}
     try:
         yield
@@ -104,6 +105,7 @@ def main() -> None:
             review = sum(results[v]["verdict"] in ("flag", "review") for v, lab in labels.items() if not lab.positive)
             rows.append(f"| {set_dir.name} | {name} | {r.ap:.3f} | {r.recall:.3f} | {r.fpr:.3f} | {r.char_acc:.3f} | "
                         f"{review}/{r.n_negative} |")
+            print(rows[-1], flush=True)
     print("| set | variant | AP | flag recall | flag FPR | char acc | negatives at review+ |")
     print("|---|---|---|---|---|---|---|")
     print("\n".join(rows))
