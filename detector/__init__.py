@@ -11,10 +11,10 @@ The names that need torch (`Detector`, the backbone registry) are imported on fi
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from detector.allocator import keep_freed_memory
+from index.lazy import lazy_exports
 
 keep_freed_memory()  # first, before torch and numpy start threads (see detector/allocator.py)
 
@@ -62,14 +62,4 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    """Import a torch-backed public name on first use, then keep it as a module attribute."""
-    if name not in _LAZY:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(_LAZY[name]), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _LAZY, __all__)

@@ -8,8 +8,7 @@ so `import index` does not import FAISS, OpenCV, NumPy or PIL.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from index.errors import (
     CorruptIndexError,
@@ -21,6 +20,7 @@ from index.errors import (
     ReferenceImageError,
     ReferenceNotFoundError,
 )
+from index.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from index.build import BuildReport, Embedder, add_references, build_index, remove_references, set_thresholds
@@ -69,14 +69,4 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    """Import a public name on first use, then keep it as a module attribute."""
-    if name not in _LAZY:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(_LAZY[name]), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _LAZY, __all__)
