@@ -21,6 +21,7 @@ from detector.errors import MediaError, MediaLimitError, UnreadableMediaError
 from detector.evidence import FrameEvidence, frame_evidence
 from detector.frames import DEFAULT_FPS, DEFAULT_MAX_FRAMES, Frame, MediaReader
 from detector.pipeline import EvidenceReuse, PreparedFrame, RegionCache, prefetch, prepare_frames
+from detector.recording import FrameRecorder, add_to_store
 from detector.results import Result
 from detector.scoring import aggregate
 from detector.verify import verify_frame
@@ -28,6 +29,8 @@ from index.build import check_identity
 from index.errors import ImageTooLargeError, IncompatibleIndexError, ReferenceImageError
 from index.images import DEFAULT_MAX_PIXELS, open_image
 from index.precision import check_precision
+from index.scancodec import StoreCodec
+from index.scanstore import StoreWriter
 from index.store import IndexStore
 
 __all__ = ["Detector"]
@@ -61,6 +64,8 @@ class Detector:
         #: PDQ-hash every region for the near-copy channel (~0.5 ms per region); off when the
         #: index has no usable reference hash
         self.nearcopy = store.has_pdq
+        #: `scan --store`: the store's codec; batch scans then record each input (`detector.engines`)
+        self.recording: StoreCodec | None = None
         #: geometric verification of each frame's strongest candidates (`detector.verify.verify_frame`)
         self.verify = verify
         #: the index's precision probe re-embedded here when the precisions differ (`index.precision`);
@@ -97,10 +102,12 @@ class Detector:
             )
         return cls(store, load_backbone(name, precision=precision, device=device), **options)
 
-    def _evidence(self, frames: Iterator[Frame], deadline: float | None = None) -> list[FrameEvidence]:
+    def _evidence(self, frames: Iterator[Frame], deadline: float | None = None,
+                  recorder: FrameRecorder | None = None) -> list[FrameEvidence]:
         """Per sampled frame, its evidence (`detector.pipeline`: decoding and cropping run in a
         background thread while this one runs the model and the search). Past `deadline`
-        (`time.monotonic()`), stops with MediaLimitError(limit="request_timeout")."""
+        (`time.monotonic()`), stops with MediaLimitError(limit="request_timeout"). `recorder`
+        (`scan --store`) gets every frame's region vectors."""
         evidence: list[FrameEvidence] = []
         reuse = EvidenceReuse()  # repeats and known flat frames reuse evidence (pipeline step 2)
         regions = RegionCache(self.embed_pixels, self.backbone.dim)  # keeps unchanged regions' vectors
@@ -108,7 +115,10 @@ class Detector:
                                                    skip=self.skip_repeats))
 
         def compute(p: PreparedFrame) -> FrameEvidence:
-            ev = frame_evidence(self.store, p.frame.time, regions.vectors_for(p), p.boxes, p.hashes)
+            vectors = regions.vectors_for(p)
+            if recorder is not None:
+                recorder.embedded(p, vectors)
+            ev = frame_evidence(self.store, p.frame.time, vectors, p.boxes, p.hashes)
             if self.verify:
                 ev = verify_frame(self.store, p.frame.image, ev)
             return ev.scaled(p.frame.scale)  # boxes in the source's pixels
@@ -118,6 +128,8 @@ class Detector:
                 prepared.close()
                 raise MediaLimitError(f"scoring did not finish within request_timeout ({p.frame.index} frames done)",
                                       limit="request_timeout")
+            if recorder is not None and p.pixels is None:
+                recorder.reused(p)
             evidence.append(reuse.evidence_for(p, compute))
         return evidence
 
@@ -139,27 +151,39 @@ class Detector:
         return aggregate(self.store, name, evidence, kind="image", duration=0.0, warnings=self.warnings)
 
     def score_video(self, path: str | Path, *, fps: float | None = None, max_frames: int | None = None,
-                    deadline: float | None = None, name: str | None = None) -> Result:
+                    deadline: float | None = None, name: str | None = None, store: StoreWriter | None = None,
+                    recorder: FrameRecorder | None = None) -> Result:
         """Score a video, animated GIF or still image file, sampling at `fps`.
 
         Args:
             deadline: `time.monotonic()` value after which scoring stops with MediaLimitError.
             name: the `path` reported in the result (default: `path`).
+            store: also keep the video's region embeddings in this scan store (`detector.recording`;
+                the file is hashed for the store's catalogue), for `mamori rescan`.
+            recorder: collects the region embeddings for the caller instead (batch scans).
 
         Raises:
             UnreadableMediaError, MediaLimitError: the file cannot be used.
         """
-        reader = MediaReader(path, fps=fps or self.fps, max_frames=max_frames or self.max_frames,
-                             max_pixels=self.max_pixels, max_duration=self.max_duration,
-                             max_stream_frames=self.max_frames_total, deadline=deadline)
-        evidence = self._evidence(iter(reader), deadline)
-        return aggregate(self.store, name or str(path), evidence, kind=reader.kind, duration=reader.duration,
-                         warnings=[*self.warnings, *reader.warnings])
+        fps, max_frames = fps or self.fps, max_frames or self.max_frames
+        reader = MediaReader(path, fps=fps, max_frames=max_frames, max_pixels=self.max_pixels,
+                             max_duration=self.max_duration, max_stream_frames=self.max_frames_total, deadline=deadline)
+        if store is not None and recorder is None:
+            recorder = FrameRecorder(store.store.codec)
+        evidence = self._evidence(iter(reader), deadline, recorder)
+        result = aggregate(self.store, name or str(path), evidence, kind=reader.kind, duration=reader.duration,
+                           warnings=[*self.warnings, *reader.warnings])
+        if store is not None and recorder is not None:
+            from detector.batch import hash_file
 
-    def score_file(self, path: str | Path, **kw: float) -> Result:
+            row = {**result.to_dict(), "sha256": hash_file(path)[0]}
+            add_to_store(store, self.store, str(path), row, recorder.record(), fps, max_frames)
+        return result
+
+    def score_file(self, path: str | Path, **kw: Any) -> Result:
         """Like `score_video`, but an unusable file gives a Result with verdict `error`."""
         try:
-            return self.score_video(path, **kw)  # type: ignore[arg-type]
+            return self.score_video(path, **kw)
         except MediaError as exc:
             return Result.failed(str(path), exc)
 

@@ -24,10 +24,10 @@ import os
 import tempfile
 import time
 from collections import deque
-from collections.abc import Generator, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
@@ -35,7 +35,9 @@ from detector.batch import FileChangedError, hash_file, input_sha, stamp
 from detector.errors import ConfigError, DetectorError, UnreadableMediaError
 from detector.results import Result
 
-__all__ = ["Job", "scan_ray", "scan_threads", "score_one"]
+__all__ = ["Job", "in_threads", "scan_ray", "scan_threads", "score_one"]
+
+T = TypeVar("T")
 
 log = logging.getLogger("mamori.engines")
 
@@ -44,24 +46,35 @@ log = logging.getLogger("mamori.engines")
 Job = tuple[Path, str | None]
 
 
-def _score_stamped(det: Any, path: Path) -> Result | None:
+def _score_stamped(det: Any, path: Path) -> tuple[Result, bytes | None] | None:
     """The input's result with the sha256 of the bytes scored, or None when the file changed
-    between its stamp (taken before hashing) and the end of scoring (`detector.batch`)."""
+    between its stamp (taken before hashing) and the end of scoring (`detector.batch`). With
+    `det.recording` set (`scan --store`), also the video's store record (`detector.recording`)."""
     try:
         sha, before = hash_file(path)
     except FileChangedError:
         return None
     except Exception as exc:  # noqa: BLE001 - an input's failure is its result, whatever it is
-        return Result.failed(str(path), exc)
+        return Result.failed(str(path), exc), None
+    recorder = None
     try:
-        result = det.score_file(path)
+        if getattr(det, "recording", None) is not None:
+            from detector.recording import FrameRecorder
+
+            recorder = FrameRecorder(det.recording)
+            result = det.score_file(path, recorder=recorder)
+        else:
+            result = det.score_file(path)
     except Exception as exc:  # noqa: BLE001
         result = Result.failed(str(path), exc)
     try:
         after = stamp(path)
     except UnreadableMediaError:
         return None
-    return dataclasses.replace(result, sha256=sha) if after == before else None
+    if after != before:
+        return None
+    record = recorder.record().to_bytes() if recorder is not None and result.verdict != "error" else None
+    return dataclasses.replace(result, sha256=sha), record
 
 
 def score_one(det: Any, path: Path) -> dict[str, Any]:
@@ -69,12 +82,16 @@ def score_one(det: Any, path: Path) -> dict[str, Any]:
 
     Never raises for the input: any failure on it (unreadable media, a decoder or model error, a
     bug) becomes its `error` result, with `error_kind` saying which. A file that changes while it
-    is scored is scored again, once.
+    is scored is scored again, once. With `det.recording` set, a scored input's dict also holds
+    its scan-store record under "_record" (bytes; the caller stores it and removes the key).
     """
     for _ in range(2):
-        result = _score_stamped(det, path)
-        if result is not None:
-            return result.to_dict()
+        scored = _score_stamped(det, path)
+        if scored is not None:
+            out = scored[0].to_dict()
+            if scored[1] is not None:
+                out["_record"] = scored[1]
+            return out
     exc = FileChangedError(f"{path}: changed while it was scanned, twice; scan it again when it is complete")
     # the hash as the file is now (None if unreadable): readers key lines by (path, sha256), so a
     # later successful line for the same content replaces this one
@@ -93,18 +110,24 @@ def scan_threads(det: Any, jobs: Iterable[Job], workers: int = 1) -> Generator[d
     this generator), inputs not started are cancelled and running ones are abandoned, not waited
     for: their threads finish in the background (`mamori scan` then exits without joining them).
     """
+    return in_threads(lambda job: score_one(det, job[0]), jobs, workers)
+
+
+def in_threads(fn: Callable[[T], dict[str, Any]], items: Iterable[T], workers: int,
+               name: str = "mamori-scan") -> Generator[dict[str, Any], None, None]:
+    """`fn(item)` for each item on `workers` threads, results in completion order (`scan_threads`)."""
     if workers == 1:
-        for path, _ in jobs:
-            yield score_one(det, path)
+        for item in items:
+            yield fn(item)
         return
     # PyTorch's CPU thread count is per calling thread (OpenMP): set it in each worker thread, or
     # every worker runs as many threads as there are cores and they fight over them
-    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mamori-scan",
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name,
                               initializer=torch.set_num_threads, initargs=(_threads_per_worker(workers),))
     pending: set[Future[dict[str, Any]]] = set()
     try:
-        for path, _ in jobs:
-            pending.add(pool.submit(score_one, det, path))
+        for item in items:
+            pending.add(pool.submit(fn, item))
             if len(pending) >= 2 * workers:
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)
                 yield from (f.result() for f in done)
@@ -128,13 +151,18 @@ class _ScanWorker:
 
     def __init__(self, index_files: dict[str, bytes], options: dict[str, Any], threads: int, cwd: str) -> None:
         from detector.api import Detector
+        from index.scancodec import StoreCodec
         from index.store import restore_snapshot
 
         if os.path.isdir(cwd):  # relative input paths mean the same files as on the driver
             os.chdir(cwd)
         torch.set_num_threads(threads)
         self._dir = tempfile.TemporaryDirectory(prefix="mamori-index-")
+        options = dict(options)
+        codec = options.pop("store_codec", None)  # `scan --store`: records travel back with results
+        self.extra = options.pop("rescan", None)  # `rescan --engine ray` (`detector.rescan_engines`)
         self.det = Detector.open(restore_snapshot(index_files, self._dir.name), **options)
+        self.det.recording = StoreCodec.from_bytes(codec) if codec is not None else None
 
     def ready(self) -> bool:
         return True
@@ -235,6 +263,8 @@ def _ray_results(pool: _RayPool, jobs: Iterable[Job]) -> Iterator[dict[str, Any]
         job, attempt, value, died = done
         if isinstance(value, dict):
             yield value
+        elif isinstance(value, list):  # a rescan worker's results for one shard
+            yield from value
         elif died and attempt == 1:
             retry.append((job, 2))
         else:
@@ -257,7 +287,8 @@ def _start_ray(ray: Any, address: str | None, cpus: int) -> bool:
 
 
 def scan_ray(index: str | Path, options: dict[str, Any], jobs: Iterable[Job], workers: int,
-             address: str | None = None, cpus_per_worker: float = 1.0) -> Generator[dict[str, Any], None, None]:
+             address: str | None = None, cpus_per_worker: float = 1.0,
+             worker: type = _ScanWorker) -> Generator[dict[str, Any], None, None]:
     """Score `jobs` on `workers` Ray actors; results in completion order.
 
     Args:
@@ -281,7 +312,7 @@ def scan_ray(index: str | Path, options: dict[str, Any], jobs: Iterable[Job], wo
     try:
         files_ref = ray.put(files)
         del files
-        actor_cls = ray.remote(num_cpus=cpus_per_worker, max_restarts=0, max_task_retries=0)(_ScanWorker)
+        actor_cls = ray.remote(num_cpus=cpus_per_worker, max_restarts=0, max_task_retries=0)(worker)
         threads, cwd = max(1, int(cpus_per_worker)), os.getcwd()
 
         def make() -> Any:

@@ -4,8 +4,9 @@
 `warnings`, `sha256` (of the input, in batch scans), `timeline` (score over time), `error_kind`,
 `path_bytes`, per character `inliers`, and per segment `reference_id`, `similarity`, `box`,
 `frames`, `channel` and `inliers`, per character `policy` (the match-policy rule that decided
-it, written only when one did), and `suppressed` (matches a reviewer's allow-list removed;
-written only when there are any, so results without an allow-list are unchanged).
+it, written only when one did), `suppressed` (matches a reviewer's allow-list removed;
+written only when there are any, so results without an allow-list are unchanged), and `rescan`
+(only in `mamori rescan` results: they come from a scan store, not from the video).
 
 File names that are not UTF-8 (bytes on Linux; Python holds them as surrogate escapes) cannot be
 written as JSON text that every reader accepts. So `to_dict()` writes every string as valid
@@ -116,6 +117,10 @@ class Result:
     error_kind: str | None = None
     #: matches removed by the index's allow-list, per (character, decision); () when none
     suppressed: tuple[Suppression, ...] = ()
+    #: set on results of `mamori rescan` (`detector.rescan`): the store, when and against which
+    #: index generation the video was scanned, the characters rescored, and whether the
+    #: candidate frames were re-embedded from the video's pixels (`exact`, else `reason`)
+    rescan: dict[str, Any] | None = None
 
     @classmethod
     def failed(cls, path: str, exc: BaseException, kind: str | None = None) -> Result:
@@ -145,6 +150,8 @@ class Result:
         if self.duration is not None:
             d["duration"] = round(self.duration, 3)
         d["path_bytes"] = _path_bytes(self.path) if d["path"] != self.path else None
+        if self.rescan is None:
+            del d["rescan"]
         if not self.suppressed:
             del d["suppressed"]
         else:

@@ -9,7 +9,9 @@
     ├── IncompatibleIndexError   an index made with another backbone, weights or format version
     ├── IndexLockedError         another process is writing the same index
     ├── PolicyError              a match policy file that cannot be used (`index.policy`)
-    └── ReferenceNotFoundError   a remove that matched no reference or character
+    ├── ReferenceNotFoundError   a remove that matched no reference or character
+    └── ScanStoreError           a scan store (`index.scanstore`) missing, damaged, or made with
+                                 another backbone than the index it is used with
 
 The builtin `IndexError` is never shadowed.
 """
@@ -27,6 +29,7 @@ __all__ = [
     "PolicyError",
     "ReferenceImageError",
     "ReferenceNotFoundError",
+    "ScanStoreError",
 ]
 
 
@@ -68,3 +71,7 @@ class PolicyError(IndexStoreError):
 
 class ReferenceNotFoundError(IndexStoreError):
     """A remove that matched no reference or character (the index is unchanged)."""
+
+
+class ScanStoreError(IndexStoreError):
+    """A scan store that is missing, damaged, locked by a compaction, or made with another backbone."""

@@ -10,7 +10,7 @@ import threading
 import traceback
 from collections.abc import Sequence
 
-from detector.cli import demo_cmd, evaluate_cmd, index_cmd, report_cmd, review_cmd, scan_cmd, serve_cmd
+from detector.cli import demo_cmd, evaluate_cmd, index_cmd, report_cmd, rescan_cmd, review_cmd, scan_cmd, serve_cmd
 from detector.cli.common import ExitCode, common_parent
 
 __all__ = ["build_parser", "main"]
@@ -21,7 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     common = common_parent()
     p = argparse.ArgumentParser(prog="mamori", description="Find protected characters in generated images and video.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for command in (index_cmd, scan_cmd, evaluate_cmd, serve_cmd, report_cmd, review_cmd, demo_cmd):
+    for command in (index_cmd, scan_cmd, rescan_cmd, evaluate_cmd, serve_cmd, report_cmd, review_cmd, demo_cmd):
         command.add_parser(sub, common)
     return p
 

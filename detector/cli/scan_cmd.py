@@ -26,6 +26,8 @@ from detector.errors import ConfigError
 if TYPE_CHECKING:
     from detector.cli.common import Subparsers
     from detector.flood import FloodCounter
+    from index.scanstore import ScanStore
+    from index.store import IndexStore
 
 __all__ = ["add_parser"]
 
@@ -65,31 +67,74 @@ def _scan_inputs(a: argparse.Namespace) -> list[Path]:
     return list(unique([*iter_inputs(a.paths), *listed]))
 
 
-def _scan_results(a: argparse.Namespace, jobs: Iterator[tuple[Path, str | None]]) -> Results:
+def _scan_results(a: argparse.Namespace, jobs: Iterator[tuple[Path, str | None]], store: ScanStore | None) -> Results:
     options = {"backbone": a.backbone, "precision": a.precision, "device": a.device, **detector_options(a)}
     if a.engine == "ray":
         from detector.engines import scan_ray
 
+        if store is not None:  # workers encode their inputs' records; this process stores them
+            options["store_codec"] = store.codec.to_bytes()
         return scan_ray(a.index, options, jobs, a.workers, a.ray_address)
     from detector.api import Detector
     from detector.engines import scan_threads
 
-    return scan_threads(Detector.open(a.index, **options), jobs, a.workers)
+    det = Detector.open(a.index, **options)
+    det.recording = store.codec if store is not None else None
+    return scan_threads(det, jobs, a.workers)
+
+
+def _open_store(a: argparse.Namespace) -> tuple[ScanStore, IndexStore] | None:
+    """`--store`: the scan store (created, its codec trained on the index, if new) and the index
+    whose generation its videos are recorded against."""
+    if not a.store:
+        return None
+    from detector.recording import open_store
+    from detector.regions import DEFAULT_SCALES
+    from index.store import IndexStore
+
+    index = IndexStore.open(a.index)
+    return open_store(a.store, index, DEFAULT_SCALES), index
+
+
+class _Stored:
+    """Where `_write_results` puts each scored input's record (`--store`) before its line."""
+
+    def __init__(self, a: argparse.Namespace, opened: tuple[ScanStore, IndexStore] | None):
+        self.a, self.index = a, opened[1] if opened else None
+        self.writer = opened[0].writer() if opened else None
+
+    def add(self, result: dict[str, Any]) -> None:
+        blob = result.pop("_record", None)
+        if blob is None or self.writer is None or self.index is None:
+            return
+        from detector.recording import add_to_store
+        from detector.results import path_of
+        from index.scancodec import VideoRecord
+
+        add_to_store(self.writer, self.index, path_of(result), result, VideoRecord.from_bytes(blob),
+                     self.a.fps, self.a.max_frames)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
 
 
 def _write_results(
     a: argparse.Namespace, results: Results, first: int, total: int, this_run: list[dict[str, Any]],
-    flood: FloodCounter,
+    flood: FloodCounter, stored: _Stored,
 ) -> tuple[dict[str, int], int]:
     """Write each result line as it comes (progress on stderr), counting matches per reference
-    in `flood`; (counts per verdict, frames)."""
+    in `flood`; (counts per verdict, frames). With --store, an input's record is in the store
+    (committed) before its line is written: a line always has its record."""
     counts = {"flag": 0, "review": 0, "pass": 0, "error": 0}
     frames = 0
     t1 = time.monotonic()
     with contextlib.ExitStack() as stack:
         out = stack.enter_context(open(a.out, "a" if a.resume else "w", encoding="utf-8")) if a.out else sys.stdout
         stack.enter_context(contextlib.closing(results))  # stops the engine (Ctrl-C: pending inputs cancelled)
+        stack.callback(stored.close)
         for i, result in enumerate(results, first):
+            stored.add(result)
             write_line(out, result)
             if a.csv and not a.out:
                 this_run.append(result)
@@ -148,10 +193,11 @@ def cmd_scan(a: argparse.Namespace) -> int:
     done = completed(a.out, retry_errors=a.retry_errors) if a.resume else None
     skipped: list[tuple[Path, str]] = []
     this_run: list[dict[str, Any]] = []
+    opened = _open_store(a)
     t0 = time.monotonic()
-    results = _scan_results(a, _jobs(inputs, done, skipped))
+    results = _scan_results(a, _jobs(inputs, done, skipped), opened[0] if opened else None)
     flood = FloodCounter()
-    counts, frames = _write_results(a, results, len(skipped) + 1, len(inputs), this_run, flood)
+    counts, frames = _write_results(a, results, len(skipped) + 1, len(inputs), this_run, flood, _Stored(a, opened))
     dt, n = time.monotonic() - t0, len(inputs) - len(skipped)
     summary = ", ".join(f"{v} {k}" for k, v in counts.items())
     where = f"; results in {a.out}" if a.out else ""
@@ -227,6 +273,12 @@ def _add_scan(sub: Subparsers, common: argparse.ArgumentParser) -> None:
         "--ray-address",
         metavar="ADDR",
         help="existing Ray cluster (host:6379 or ray://host:10001); default: a private local Ray",
+    )
+    s.add_argument(
+        "--store",
+        metavar="STORE",
+        help="also keep each input's region embeddings (compressed) in this scan store, so characters added "
+        "to the index later can be found with `mamori rescan` without decoding the videos again",
     )
     add_flood_options(s, "inputs")
     s.set_defaults(func=cmd_scan)

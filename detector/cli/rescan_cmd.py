@@ -1,0 +1,126 @@
+"""`mamori rescan` (stored videos against today's index) and `mamori store info|compact`."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from detector.cli.common import ExitCode, _positive_int, add_model_options, write_line
+from detector.errors import ConfigError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from detector.cli.common import Subparsers
+    from index.scanstore import ScanStore, StoreEntry
+
+__all__ = ["add_parser"]
+
+
+def _results(a: argparse.Namespace, store: ScanStore, skip: set[tuple[str, str]]) -> Iterator[dict[str, Any]]:
+    from detector.api import Detector
+    from detector.rescan import select_characters
+
+    options = {"precision": a.precision, "device": a.device, "verify": not a.no_verify}
+    det = Detector.open(a.index, **options)  # the driver's own copy: it checks the backbone and the selection
+    store.check_backbone(det.store.backbone, f"index {a.index}")
+    selection = select_characters(det, store, characters=a.characters or (), since=a.since, every=a.all)
+    if a.engine == "ray":
+        from detector.rescan_engines import rescan_ray
+
+        del det
+        return rescan_ray(a.index, options, store, selection, store.shards(), a.workers, a.ray_address, skip)
+    from detector.rescan_engines import rescan_threads
+
+    entries: Iterator[StoreEntry] = (e for e in store.entries() if (e.path, e.sha256) not in skip)
+    return rescan_threads(det, store, entries, selection, a.workers)
+
+
+def cmd_rescan(a: argparse.Namespace) -> int:
+    from detector.batch import completed
+    from index.scanstore import ScanStore
+
+    if a.resume and not a.out:
+        raise ConfigError("--resume needs --out: the results file to resume")
+    if a.ray_address and a.engine != "ray":
+        raise ConfigError("--ray-address needs --engine ray")
+    if sum(map(bool, (a.characters, a.since, a.all))) > 1:
+        raise ConfigError("give one of --characters, --since and --all")
+    store = ScanStore.open(a.store)
+    total = len(store.entries())
+    skip = set(completed(a.out)) if a.resume else set()
+    counts = {"flag": 0, "review": 0, "pass": 0, "error": 0}
+    t0 = time.monotonic()
+    with contextlib.ExitStack() as stack:
+        if a.out:
+            Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+        out = stack.enter_context(open(a.out, "a" if a.resume else "w", encoding="utf-8")) if a.out else sys.stdout
+        results = _results(a, store, skip)
+        stack.enter_context(contextlib.closing(results))  # type: ignore[type-var]
+        for i, r in enumerate(results, len(skip) + 1):
+            write_line(out, r)
+            counts[r["verdict"]] += 1
+            if not a.quiet:
+                top = r["characters"][0]["character"] if r["characters"] else ""
+                print(f"[{i}/{total}] {r['path']}: {r['verdict']} {r['error'] or top}", file=sys.stderr, flush=True)
+    n = sum(counts.values())
+    print(f"rescanned {n} stored video(s) in {time.monotonic() - t0:.1f}s: "
+          + ", ".join(f"{v} {k}" for k, v in counts.items()) + (f"; results in {a.out}" if a.out else ""),
+          file=sys.stderr)
+    return ExitCode.FLAGGED if counts["flag"] else ExitCode.OK
+
+
+def cmd_store_info(a: argparse.Namespace) -> int:
+    from index.scanstore import ScanStore
+
+    print(json.dumps(ScanStore.open(a.store).info(), indent=1))
+    return ExitCode.OK
+
+
+def cmd_store_compact(a: argparse.Namespace) -> int:
+    from index.scanstore import ScanStore
+
+    before, after = ScanStore.open(a.store).compact()
+    print(f"compacted {a.store}: {before:,} -> {after:,} bytes", file=sys.stderr)
+    return ExitCode.OK
+
+
+def add_parser(sub: Subparsers, common: argparse.ArgumentParser) -> None:
+    """`mamori rescan` and `mamori store`."""
+    r = sub.add_parser(
+        "rescan", parents=[common], help="match videos already scanned with --store against the index, without decoding them",
+        description="Score the videos of a scan store (`mamori scan --store`) against the index: by default only "
+        "the characters with references the index did not hold when each video was scanned. Results are "
+        "JSON lines like scan's, with a `rescan` object. Frames where a reported character could match are "
+        "decoded again and checked exactly when the video is still at its path, unchanged. "
+        "Exit 0: nothing flagged, 1: something flagged, 2: fatal error.")
+    r.add_argument("store", metavar="STORE")
+    r.add_argument("--index", required=True, help="index folder (same backbone as the store)")
+    which = r.add_argument_group("characters reported (default: those new since each video was scanned)")
+    which.add_argument("--characters", nargs="+", metavar="NAME", help="these characters")
+    which.add_argument("--since", metavar="GENERATION",
+                       help="characters with references added after this index generation (see `mamori store info`)")
+    which.add_argument("--all", action="store_true", help="every character of the index")
+    r.add_argument("--out", help="write JSON lines here (default: stdout)")
+    r.add_argument("--resume", action="store_true", help="append to --out, skipping videos it already has a line for")
+    r.add_argument("--no-verify", action="store_true",
+                   help="never decode the videos: approximate evidence only, no geometric verification")
+    r.add_argument("--workers", type=_positive_int, default=1, help="videos (threads) or Ray actors side by side")
+    r.add_argument("--engine", choices=("local", "ray"), default="local", help="local or ray (one shard per task)")
+    r.add_argument("--ray-address", metavar="ADDR", help="existing Ray cluster; default: a private local Ray")
+    add_model_options(r)
+    r.set_defaults(func=cmd_rescan)
+    s = sub.add_parser("store", help="scan store housekeeping: info, compact")
+    ssub = s.add_subparsers(dest="store_command", required=True, metavar="COMMAND")
+    info = ssub.add_parser("info", parents=[common], help="what a scan store holds (JSON)")
+    info.add_argument("store", metavar="STORE")
+    info.set_defaults(func=cmd_store_info)
+    compact = ssub.add_parser("compact", parents=[common],
+                              help="rewrite the live records, dropping replaced ones and partial writes")
+    compact.add_argument("store", metavar="STORE")
+    compact.set_defaults(func=cmd_store_compact)

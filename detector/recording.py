@@ -1,0 +1,121 @@
+"""`scan --store`: recording a video's region embeddings while it is scanned (`index.scanstore`).
+
+`FrameRecorder` follows the scan pipeline's own decisions (`detector.pipeline`), so a store holds
+each embedding once: a new frame's *fresh* regions (unchanged ones are those of the previous new
+frame), a flat frame embedded in full, and for a repeated or known flat frame only which frame's
+evidence it reused. The codes are computed as frames go (a minute of 2 fps video is a few hundred
+kilobytes of codes; raw vectors are never held for the whole video).
+
+`open_store` opens a store for an index or creates one (training its codec on the index's
+background regions: `index.scancodec`); `add_to_store` appends one scanned video.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from detector.pipeline import PreparedFrame
+from index.errors import ScanStoreError
+from index.scancodec import KIND_NEW, KIND_OWN, KIND_REUSE, StoreCodec, VideoRecord
+from index.scanstore import ScanStore, StoreWriter
+from index.store import IndexStore
+
+__all__ = ["FrameRecorder", "add_to_store", "open_store", "training_vectors"]
+
+
+class FrameRecorder:
+    """Collects one video's `VideoRecord` as `Detector._evidence` goes through its frames."""
+
+    def __init__(self, codec: StoreCodec):
+        self.codec = codec
+        self._frames: list[tuple[float, int, int, float, int, int]] = []  # time, w, h, scale, kind, source
+        self._ids: list[np.ndarray] = []
+        self._codes: list[np.ndarray] = []
+        self._counts: list[int] = []
+        self._last_new = -1
+        self._blanks: dict[tuple[int, ...], int] = {}
+
+    def embedded(self, p: PreparedFrame, vectors: np.ndarray) -> None:
+        """A frame with pixels: `vectors` are all its regions' (R, D) vectors."""
+        i = len(self._frames)
+        if p.kind == "new":
+            ids = np.flatnonzero(p.fresh) if p.fresh is not None else np.arange(len(p.boxes))
+            kind = KIND_NEW
+            self._last_new = i
+        else:
+            ids = np.arange(len(p.boxes))
+            kind = KIND_OWN
+            if p.remember and p.key is not None:
+                self._blanks[p.key] = i
+        self._add(p, kind, -1, ids, vectors[ids])
+
+    def reused(self, p: PreparedFrame) -> None:
+        """A repeat or a known flat frame: it reuses an earlier frame's evidence."""
+        source = self._last_new if p.kind == "repeat" else self._blanks.get(p.key or (), -1)
+        if source < 0:
+            raise ScanStoreError(f"recording: {p.kind} frame at {p.frame.time:.2f}s reuses no recorded frame")
+        self._add(p, KIND_REUSE, source, np.zeros(0, np.int64), np.zeros((0, self.codec.dim), np.float32))
+
+    def _add(self, p: PreparedFrame, kind: int, source: int, ids: np.ndarray, vectors: np.ndarray) -> None:
+        fr = p.frame
+        self._frames.append((fr.time, fr.image.width, fr.image.height, fr.scale, kind, source))
+        self._ids.append(ids.astype(np.int16))
+        self._codes.append(self.codec.encode(vectors))
+        self._counts.append(len(ids))
+
+    def record(self) -> VideoRecord:
+        f = self._frames
+        return VideoRecord(
+            times=np.array([x[0] for x in f], np.float32),
+            sizes=np.array([(x[1], x[2]) for x in f], np.int32).reshape(-1, 2),
+            scales=np.array([x[3] for x in f], np.float32),
+            kinds=np.array([x[4] for x in f], np.uint8),
+            sources=np.array([x[5] for x in f], np.int32),
+            counts=np.array(self._counts, np.int32),
+            region_id=np.concatenate(self._ids) if self._ids else np.zeros(0, np.int16),
+            codes=np.concatenate(self._codes) if self._codes else np.zeros((0, self.codec.code_bytes), np.uint8),
+        )
+
+
+def training_vectors(index: IndexStore) -> np.ndarray:
+    """Raw region vectors to train a store codec on: the index's background regions; an index
+    with few of them adds its reference vectors (stored centred: the centre is added back, an
+    approximation of their raw direction good enough to place centroids)."""
+    data = index.data
+    vecs = [np.asarray(data.background, np.float32)] if len(data.background) else []
+    if sum(len(v) for v in vecs) < 1024 and len(data.vectors):
+        vecs.append(np.asarray(data.vectors, np.float32) + data.centre)
+    x = np.concatenate(vecs) if vecs else np.zeros((0, int(index.backbone["dim"])), np.float32)
+    if len(x) < 256:
+        raise ScanStoreError(f"{index.path}: the index has too few vectors ({len(x)}) to train a scan store's "
+                             "codec; build it with background images (--background)")
+    return x
+
+
+def open_store(path: str | Path, index: IndexStore, scales: tuple[float, ...]) -> ScanStore:
+    """The store at `path`, created (codec trained on the index) if there is none yet.
+
+    Raises:
+        ScanStoreError: damaged, or made with another backbone or other region scales.
+    """
+    path = Path(path)
+    if (path / "store.json").exists():
+        store = ScanStore.open(path)
+        store.check_backbone(index.backbone, f"index {index.path}")
+        if store.scales != tuple(scales):
+            raise ScanStoreError(f"{path}: the store's regions were cut at scales {store.scales}, not {scales}")
+        return store
+    return ScanStore.create(path, index.backbone, StoreCodec.train(training_vectors(index)), scales)
+
+
+def add_to_store(writer: StoreWriter, index: IndexStore, path: str, result: dict[str, Any], record: VideoRecord,
+                 fps: float, max_frames: int) -> None:
+    """Append one scanned input (`result`: its result line, with `sha256`) scored against `index`."""
+    manifest = index.manifest
+    generation = str(manifest.get("generation", ""))
+    writer.add_generation(generation, str(manifest.get("updated", "")), list(index.references))
+    writer.append(path, str(result["sha256"]), record, duration=result.get("duration"),
+                  kind=str(result.get("kind") or "video"), fps=fps, max_frames=max_frames, generation=generation)

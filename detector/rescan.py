@@ -1,0 +1,212 @@
+"""`mamori rescan`: score videos already scanned against today's index, from a scan store.
+
+Steps, per stored video (`rescan_entry`):
+    1. its sampled frames' region vectors from the store's codes (`index.scancodec`): a new
+       frame's unchanged regions are the previous new frame's, a repeated or known flat frame
+       reuses an earlier frame's evidence, exactly as the scan had them; each frame's boxes follow
+       from its size and the store's scales.
+    2. approximate evidence per frame: `detector.evidence.frame_evidence` against the *whole*
+       index (a character's normalised similarity subtracts its best other character: every
+       character takes part), then only the selected characters are kept (`select_characters`:
+       by default those with a reference the index did not hold when the video was scanned).
+    3. exact evidence where it can matter: a frame where a selected character scores at least
+       CANDIDATE_SCORE on the approximate vectors is a *candidate*. When the video file is still
+       at its path with the same sha256 (and `verify` is on), only the candidate frames are
+       decoded (the same sampling as the scan; the others are skipped after decoding, never
+       converted), the RESCORE_TOP regions that held each selected character's best approximate
+       similarity are embedded again exactly (and PDQ-hashed: the near-copy channel), their
+       evidence recomputed, and the frame verified geometrically, as a scan does. Otherwise the
+       result says why (`rescan.exact` false, `rescan.reason`): approximate embedding evidence
+       only, no verification, no near-copy channel.
+    4. the video's result, as a scan computes it (`detector.scoring.aggregate`), marked `rescan`.
+
+Why these constants: product-quantised vectors move a region's cosine to a reference by ~0.02
+(mean, effnet-lite0, 64-byte codes; `scripts/bench_rescan.py`), about one calibration sigma,
+so approximate scores only choose what to look at again. CANDIDATE_SCORE = VERIFY_MIN_SCORE: the
+frames a scan itself would verify; measured in the benchmark (docs/rescan.md): the share of a
+fresh scan's frames at the review threshold that are candidates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from detector.errors import MediaError
+from detector.evidence import TOP_K, FrameEvidence, frame_evidence
+from detector.frames import Frame, MediaReader
+from detector.regions import Box, frame_regions
+from detector.results import Result
+from detector.scoring import aggregate
+from detector.verify import VERIFY_MIN_SCORE, verify_frame
+from index.errors import ScanStoreError
+from index.nearcopy import PDQ_BYTES, region_hashes
+from index.scancodec import KIND_NEW, KIND_REUSE, VideoRecord
+from index.scanstore import ScanStore, StoreEntry
+
+if TYPE_CHECKING:
+    from detector.api import Detector
+
+__all__ = ["CANDIDATE_SCORE", "RESCORE_TOP", "Selection", "rescan_entry", "select_characters"]
+
+#: approximate frame score of a selected character that makes the frame a candidate (step 3)
+CANDIDATE_SCORE = VERIFY_MIN_SCORE
+#: regions re-embedded per selected character in a candidate frame
+RESCORE_TOP = 3
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which characters a rescan reports: `names` (None: per video, the characters with a
+    reference that the index generation the video was scanned with did not hold)."""
+
+    names: frozenset[str] | None
+
+    def for_entry(self, det: Detector, store: ScanStore, entry: StoreEntry) -> frozenset[str]:
+        if self.names is not None:
+            return self.names
+        return new_characters(det, store, entry.generation)
+
+
+def new_characters(det: Detector, store: ScanStore, generation: str) -> frozenset[str]:
+    """Characters with an active reference that index generation `generation` did not hold."""
+    known = store.generation_refs(generation)
+    if known is None:
+        raise ScanStoreError(f"{store.path}: index generation {generation!r} was never recorded in this store")
+    return frozenset(r.character for r in det.store.references.values() if r.id not in known and not r.quarantine)
+
+
+def select_characters(det: Detector, store: ScanStore, *, characters: Sequence[str] = (), since: str | None = None,
+                      every: bool = False) -> Selection:
+    """`--characters`, `--since GENERATION`, `--all`, or (none given) what is new per video.
+
+    Raises:
+        ScanStoreError: an unknown character or a generation the store never saw.
+    """
+    if every:
+        return Selection(frozenset(det.store.characters))
+    if characters:
+        unknown = sorted(set(characters) - set(det.store.characters))
+        if unknown:
+            raise ScanStoreError(f"not in the index: {', '.join(unknown)} (see `mamori index info`)")
+        return Selection(frozenset(characters))
+    if since is not None:
+        return Selection(new_characters(det, store, since))
+    return Selection(None)
+
+
+def _vectors(store: ScanStore, rec: VideoRecord) -> Iterator[tuple[int, np.ndarray, list[Box]]]:
+    """(frame, its (R, D) vectors, its boxes) of every frame with regions of its own (step 1)."""
+    decoded = store.codec.decode(rec.codes)
+    starts = np.concatenate([[0], np.cumsum(rec.counts)])
+    carried: np.ndarray | None = None
+    for f in range(rec.frames):
+        if rec.kinds[f] == KIND_REUSE:
+            continue
+        boxes = frame_regions(int(rec.sizes[f, 0]), int(rec.sizes[f, 1]), store.scales)
+        ids = rec.region_id[starts[f]:starts[f + 1]].astype(np.int64)
+        if rec.kinds[f] == KIND_NEW and carried is not None and len(carried) == len(boxes):
+            vectors = carried.copy()
+        else:
+            vectors = np.zeros((len(boxes), store.codec.dim), np.float32)
+        vectors[ids] = decoded[starts[f]:starts[f + 1]]
+        if rec.kinds[f] == KIND_NEW:
+            carried = vectors
+        yield f, vectors, boxes
+
+
+def _restrict(ev: FrameEvidence, chars: frozenset[str]) -> FrameEvidence:
+    return replace(ev, hits={c: h for c, h in ev.hits.items() if c in chars},
+                   suppressed={c: d for c, d in ev.suppressed.items() if c in chars})
+
+
+def _rescore_regions(det: Detector, vectors: np.ndarray, chars: frozenset[str]) -> np.ndarray:
+    """Indices of the RESCORE_TOP regions with the best approximate similarity to each character."""
+    sims, refs = det.store.search(vectors, TOP_K)
+    best = {c: np.full(len(vectors), -np.inf, np.float32) for c in chars}
+    for r, (row_s, row_r) in enumerate(zip(sims, refs, strict=True)):
+        for s, ref in zip(row_s, row_r, strict=True):
+            if ref.character in best and s > best[ref.character][r]:
+                best[ref.character][r] = s
+    picked = {int(i) for b in best.values() for i in np.argsort(-b)[:RESCORE_TOP] if np.isfinite(b[i])}
+    return np.array(sorted(picked), np.int64)
+
+
+def _exact(det: Detector, frame: Frame, vectors: np.ndarray, boxes: list[Box], chars: frozenset[str]) -> FrameEvidence:
+    """Step 3 for one decoded candidate frame (boxes in the sampled frame's pixels)."""
+    pixels, cut = det.embedder.prepare_frame(frame.image)
+    if cut != boxes:
+        raise ScanStoreError("the decoded frame's regions differ from the stored ones")
+    ids = _rescore_regions(det, vectors, chars)
+    vectors = vectors.copy()
+    if len(ids):
+        vectors[ids] = det.embed_pixels(pixels[ids])
+    hashes = None
+    if det.nearcopy and len(ids):
+        h, q = region_hashes(frame.image, [boxes[i] for i in ids])
+        hashes = (np.zeros((len(boxes), PDQ_BYTES), np.uint8), np.zeros(len(boxes), np.int32))
+        hashes[0][ids], hashes[1][ids] = h, q
+    ev = _restrict(frame_evidence(det.store, frame.time, vectors, boxes, hashes), chars)
+    return verify_frame(det.store, frame.image, ev)
+
+
+def _decoded(det: Detector, entry: StoreEntry, rec: VideoRecord, wanted: set[int]) -> Iterator[Frame]:
+    """The sampled frames `wanted` of the stored video, decoded as the scan sampled them."""
+    reader = MediaReader(entry.path, fps=entry.fps, max_frames=entry.max_frames, max_pixels=det.max_pixels)
+    last = max(wanted)
+    for fr in reader:
+        if fr.index in wanted:
+            if abs(fr.time - float(rec.times[fr.index])) > 1e-3:
+                raise ScanStoreError(f"sampled frame {fr.index} is at {fr.time:.3f}s, stored at {rec.times[fr.index]:.3f}s")
+            yield fr
+        if fr.index >= last:
+            return
+
+
+def _pixels_reason(det: Detector, entry: StoreEntry) -> str | None:
+    """None when the stored video can be decoded for step 3, else why not."""
+    from detector.batch import hash_file
+
+    if not det.verify:
+        return "verification is off (--no-verify)"
+    try:
+        sha, _ = hash_file(entry.path)
+    except (OSError, MediaError) as exc:
+        return f"the video is not readable at its path ({type(exc).__name__}: {exc})"
+    return None if sha == entry.sha256 else "the file at the video's path has changed since it was scanned"
+
+
+def rescan_entry(det: Detector, store: ScanStore, entry: StoreEntry, selection: Selection) -> Result:
+    """One stored video's result against `det`'s index (the module docstring's steps)."""
+    rec = store.read(entry)
+    chars = selection.for_entry(det, store, entry)
+    own: dict[int, FrameEvidence] = {}
+    vectors: dict[int, tuple[np.ndarray, list[Box]]] = {}
+    for f, vecs, boxes in _vectors(store, rec):
+        ev = _restrict(frame_evidence(det.store, float(rec.times[f]), vecs, boxes), chars)
+        own[f] = ev
+        if any(h.score >= CANDIDATE_SCORE for h in ev.hits.values()):
+            vectors[f] = (vecs, boxes)
+    reason = _pixels_reason(det, entry) if vectors else None
+    exact = 0
+    if vectors and reason is None:
+        try:
+            for fr in _decoded(det, entry, rec, set(vectors)):
+                own[fr.index] = _exact(det, fr, *vectors[fr.index], chars)
+                exact += 1
+        except (MediaError, ScanStoreError) as exc:
+            reason = f"the video could not be decoded again ({exc})"
+    evidence = []
+    for f in range(rec.frames):
+        src = int(rec.sources[f]) if rec.kinds[f] == KIND_REUSE else f
+        ev = own[src]
+        evidence.append(replace(ev, time=float(rec.times[f])).scaled(float(rec.scales[f])))
+    result = aggregate(det.store, entry.path, evidence, kind=entry.kind, duration=entry.duration,
+                       warnings=det.warnings)
+    info = {"store": str(store.path), "scanned_at": entry.scanned_at, "scanned_generation": entry.generation,
+            "characters": sorted(chars), "candidate_frames": len(vectors), "exact_frames": exact,
+            "exact": reason is None, "reason": reason}
+    return replace(result, sha256=entry.sha256, rescan=info)

@@ -1,0 +1,61 @@
+"""How `mamori rescan` spreads stored videos over workers (the scan engines' counterparts).
+
+- `rescan_threads` (`--workers N`): N threads sharing one Detector, one stored video each.
+- `rescan_ray` (`--engine ray`): shards are independent (`index.scanstore`), so each Ray actor
+  takes a whole shard at a time and returns its videos' results; the store must be on storage
+  every node sees at the same path (like the inputs of `scan --engine ray`). The actors, their
+  replacement when one dies and the retry are the scan engine's (`detector.engines.scan_ray`).
+Any failure on one video (a damaged record, a bug) becomes that video's `error` result.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Collection, Generator, Iterable
+from pathlib import Path
+from typing import Any
+
+from detector.engines import _ScanWorker, in_threads, scan_ray
+from detector.rescan import Selection, rescan_entry
+from detector.results import Result
+from index.scanstore import ScanStore, StoreEntry
+
+__all__ = ["rescan_one", "rescan_ray", "rescan_threads"]
+
+
+def rescan_one(det: Any, store: ScanStore, entry: StoreEntry, selection: Selection) -> dict[str, Any]:
+    """One stored video's result dict; never raises for the video."""
+    try:
+        return rescan_entry(det, store, entry, selection).to_dict()
+    except Exception as exc:  # noqa: BLE001 - a video's failure is its result
+        failed = Result.failed(entry.path, exc)
+        return dataclasses.replace(failed, sha256=entry.sha256, rescan={"store": str(store.path)}).to_dict()
+
+
+def rescan_threads(det: Any, store: ScanStore, entries: Iterable[StoreEntry], selection: Selection,
+                   workers: int = 1) -> Generator[dict[str, Any], None, None]:
+    """Results of `entries` in completion order, at most 2 x workers in flight."""
+    return in_threads(lambda e: rescan_one(det, store, e, selection), entries, workers, "mamori-rescan")
+
+
+class _RescanWorker(_ScanWorker):
+    """A Ray actor: the scan worker's Detector, and the store it rescans shard by shard."""
+
+    def score(self, shard: str) -> list[dict[str, Any]]:  # type: ignore[override]
+        extra = self.extra or {}
+        store = ScanStore.open(extra["store"])
+        names = extra.get("names")
+        selection = Selection(frozenset(names) if names is not None else None)
+        skip = {tuple(k) for k in extra.get("skip", ())}
+        return [rescan_one(self.det, store, e, selection) for e in store.entries(shard)
+                if (e.path, e.sha256) not in skip]
+
+
+def rescan_ray(index: str | Path, options: dict[str, Any], store: ScanStore, selection: Selection,
+               shards: Iterable[str], workers: int, address: str | None = None,
+               skip: Collection[tuple[str, str]] = ()) -> Generator[dict[str, Any], None, None]:
+    """Results of every video of `shards`, one shard per Ray task, in completion order."""
+    extra = {"store": str(Path(store.path).resolve()),
+             "names": sorted(selection.names) if selection.names is not None else None, "skip": sorted(skip)}
+    jobs = ((Path(shard), None) for shard in shards)
+    return scan_ray(index, {**options, "rescan": extra}, jobs, workers, address, worker=_RescanWorker)
