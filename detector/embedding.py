@@ -56,9 +56,15 @@ class RegionEmbedder:
     def prepare_frame(self, image: Image.Image) -> tuple[torch.Tensor, list[Box]]:
         """The first half of `embed_frames` (no model): a frame's regions as one uint8 (R, 3, S, S)
         batch ready for `Backbone.embed_pixels`, and the regions' boxes."""
+        return self.prepare_regions(image, None)
+
+    def prepare_regions(self, image: Image.Image, ids: Sequence[int] | None) -> tuple[torch.Tensor, list[Box]]:
+        """`prepare_frame` for only the regions `ids` (None: all), the same pixels as there
+        (`mamori rescan` re-embeds a few regions of a frame); the boxes are all the frame's."""
         boxes = self.regions(image)
         pixels = image_tensor(image)
-        crops = [pad_square_tensor(pixels)] + [pixels[:, y0:y1, x0:x1] for x0, y0, x1, y1 in boxes[1:]]
+        crops = [pad_square_tensor(pixels) if i == 0 else pixels[:, boxes[i][1]:boxes[i][3], boxes[i][0]:boxes[i][2]]
+                 for i in (range(len(boxes)) if ids is None else ids)]
         return self.backbone.resize(crops), boxes
 
     def embed_frames(self, images: Sequence[Image.Image]) -> list[tuple[np.ndarray, list[Box]]]:

@@ -19,6 +19,7 @@ from index.errors import (
     ManifestError,
     ReferenceImageError,
     ReferenceNotFoundError,
+    ScanStoreError,
 )
 from index.lazy import lazy_exports
 
@@ -46,6 +47,7 @@ __all__ = [
     "ReferenceEntry",
     "ReferenceImageError",
     "ReferenceNotFoundError",
+    "ScanStoreError",
     "add_references",
     "build_index",
     "calibrated_score",
