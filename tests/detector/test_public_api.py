@@ -16,7 +16,8 @@ def test_index_exports() -> None:
     assert set(index.__all__) == {
         "SCORE_FLAG", "SCORE_REVIEW", "BuildReport", "CharacterInfo", "CorruptIndexError", "Embedder",
         "IncompatibleIndexError", "IndexLockedError", "IndexNotFoundError", "IndexStore", "IndexStoreError",
-        "ManifestError", "Reference", "ReferenceEntry", "ReferenceImageError", "ReferenceNotFoundError", "add_references", "build_index",
+        "ManifestError", "Reference", "ReferenceEntry", "ReferenceImageError", "ReferenceNotFoundError", "ScanStoreError",
+        "add_references", "build_index",
         "calibrated_score", "open_image", "read_folder", "read_manifest", "read_references", "remove_references",
         "set_thresholds",
     }
