@@ -30,8 +30,8 @@ approximate embeddings are rough (cosine to the exact crop embedding, effnet on 
 character on dev + redrawn (`scripts/shortlist_recall.py --cv 2`, effnet-lite0-imagenet, frames
 sampled at 0.5 fps: 180 dev + 120 redrawn frames, 441 *matching regions*: a character's best
 region in a frame at the review threshold or above under the full search, after verification):
-per fold the highest threshold keeping >= 99% of the other fold's matching regions, the
-constant the same choice over all characters.
+for each fold, the highest threshold that keeps >= 99% of the *other* fold's matching regions,
+judged on the fold; the constant is the same choice made over all characters.
     MAP_MIN_SCORE     fold choices 0.115 / 0.045, pooled 0.095. Out of fold: 436 of 441 matching
                       regions kept (dev 213/215, redrawn 223/226: 0.989); at 0.095, 15.8 (dev) and
                       24.4 (redrawn) regions embedded per frame of 47, coarse ones included.
