@@ -24,6 +24,7 @@ from detector.pipeline import EvidenceReuse, PreparedFrame, RegionCache, prefetc
 from detector.recording import FrameRecorder, add_to_store
 from detector.results import Result
 from detector.scoring import aggregate
+from detector.shortlist import RegionSearch
 from detector.verify import verify_frame
 from index.build import check_identity
 from index.errors import ImageTooLargeError, IncompatibleIndexError, ReferenceImageError
@@ -46,7 +47,7 @@ class Detector:
     def __init__(self, store: IndexStore, backbone: Backbone, *, fps: float = DEFAULT_FPS,
                  max_frames: int = DEFAULT_MAX_FRAMES, max_pixels: int = DEFAULT_MAX_PIXELS,
                  skip_repeats: bool = True, max_duration: float | None = None,
-                 max_frames_total: int | None = None, verify: bool = True):
+                 max_frames_total: int | None = None, verify: bool = True, shortlist: bool = True):
         self.embedder = RegionEmbedder(backbone)
         check_identity(store.backbone, self.embedder, str(store.path))
         self.store = store
@@ -68,6 +69,8 @@ class Detector:
         self.recording: StoreCodec | None = None
         #: geometric verification of each frame's strongest candidates (`detector.verify.verify_frame`)
         self.verify = verify
+        #: embed only the regions a cheap pass shortlists (`detector.shortlist`); False: every region
+        self.shortlist = shortlist
         #: the index's precision probe re-embedded here when the precisions differ (`index.precision`);
         #: a drift past the calibration margin becomes a warning in every result
         self.precision_check = check_precision(store, self.embedder)
@@ -83,8 +86,8 @@ class Detector:
             index: the index folder.
             backbone: expected backbone name; an index built with another one is refused.
             precision, device: how the backbone runs (`detector.inference`: auto, fp32, bf16).
-            options: `fps`, `max_frames`, `max_pixels`, `skip_repeats`, `verify`, `max_duration`,
-                `max_frames_total` for this detector (see `__init__`).
+            options: `fps`, `max_frames`, `max_pixels`, `skip_repeats`, `verify`, `shortlist`,
+                `max_duration`, `max_frames_total` for this detector (see `__init__`).
 
         Raises:
             index.IndexNotFoundError, index.IncompatibleIndexError, detector.BackboneError
@@ -111,14 +114,20 @@ class Detector:
         evidence: list[FrameEvidence] = []
         reuse = EvidenceReuse()  # repeats and known flat frames reuse evidence (pipeline step 2)
         regions = RegionCache(self.embed_pixels, self.backbone.dim)  # keeps unchanged regions' vectors
+        # a scan store needs every region (`scan --store`): recording turns the shortlist off
+        search = (RegionSearch(self.store, self.backbone, self.embed_pixels)
+                  if self.shortlist and recorder is None else None)
         prepared = prefetch(lambda: prepare_frames(frames, self.embedder, nearcopy=self.nearcopy,
-                                                   skip=self.skip_repeats))
+                                                   skip=self.skip_repeats, all_regions=search is not None))
 
         def compute(p: PreparedFrame) -> FrameEvidence:
-            vectors = regions.vectors_for(p)
-            if recorder is not None:
-                recorder.embedded(p, vectors)
-            ev = frame_evidence(self.store, p.frame.time, vectors, p.boxes, p.hashes)
+            if search is None:
+                vectors, boxes, hashes = regions.vectors_for(p), p.boxes, p.hashes
+                if recorder is not None:
+                    recorder.embedded(p, vectors)
+            else:
+                vectors, boxes, hashes = search.regions(p)
+            ev = frame_evidence(self.store, p.frame.time, vectors, boxes, hashes)
             if self.verify:
                 ev = verify_frame(self.store, p.frame.image, ev)
             return ev.scaled(p.frame.scale)  # boxes in the source's pixels

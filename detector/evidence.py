@@ -32,7 +32,7 @@ from index.calibrate import BG_K, calibrated_score, normalise
 from index.nearcopy import PDQ_BYTES, nearcopy_score
 from index.store import IndexStore, Reference
 
-__all__ = ["TOP_K", "CharacterHit", "FrameEvidence", "frame_evidence", "suppressions"]
+__all__ = ["TOP_K", "CharacterHit", "FrameEvidence", "frame_evidence", "region_matrix", "suppressions"]
 
 #: Nearest reference vectors looked up per region.
 TOP_K = 32
@@ -78,27 +78,12 @@ def frame_evidence(store: IndexStore, time: float, vectors: np.ndarray, boxes: S
         vectors: (R, D) raw region embeddings; `boxes[r]` is region r's box.
         hashes: optional ((R, 32) uint8 PDQ hashes, (R,) qualities) of the same regions.
     """
-    sims, refs = store.search(vectors, TOP_K)
-    chars = sorted({ref.character for row in refs for ref in row})
+    chars, best, best_ref, norm = region_matrix(store, vectors)
     hits: dict[str, CharacterHit] = {}
     allowed = store.allow.match(vectors)
     suppressed: dict[str, str] = {}
     if chars:
         col = {c: j for j, c in enumerate(chars)}
-        # characters outside a region's top-k sit below its k-th similarity: use that as their value
-        absent = store.active_characters > len(chars)
-        width = len(chars) + int(absent)
-        best = np.repeat(sims[:, -1:], width, axis=1).astype(np.float32)
-        best_ref: list[list[Reference | None]] = [[None] * len(chars) for _ in boxes]
-        for r in range(len(boxes)):
-            for sim, ref in zip(sims[r], refs[r]):
-                j = col[ref.character]
-                if best_ref[r][j] is None or sim > best[r, j]:
-                    best[r, j] = sim
-                    best_ref[r][j] = ref
-        norm = normalise(best, store.background_similarity(vectors, BG_K))[:, : len(chars)]
-        found = np.array([[x is not None for x in row] for row in best_ref])
-        norm = np.where(found, norm, -np.inf)
         if allowed:
             norm = _suppress(store, norm, col, allowed, suppressed)
         for c, j in col.items():
@@ -130,6 +115,32 @@ def frame_evidence(store: IndexStore, time: float, vectors: np.ndarray, boxes: S
                 n = cur.normalised if cur is not None else -np.inf
                 hits[pref.character] = CharacterHit(1.0 - float(d) / (PDQ_BYTES * 8), n, s, pref, boxes[r], "nearcopy")
     return FrameEvidence(time, hits, suppressed)
+
+
+def region_matrix(store: IndexStore, vectors: np.ndarray) -> tuple[list[str], np.ndarray, list[list[Reference | None]],
+                                                                  np.ndarray]:
+    """Per region and character (the characters in any region's top-k, sorted): the best raw
+    similarity, its reference (None: not in the region's top-k) and the normalised similarity n
+    (-inf where the reference is None). `frame_evidence` keeps each character's best region;
+    `detector.shortlist` scores regions with it."""
+    sims, refs = store.search(vectors, TOP_K)
+    chars = sorted({ref.character for row in refs for ref in row})
+    col = {c: j for j, c in enumerate(chars)}
+    # characters outside a region's top-k sit below its k-th similarity: use that as their value
+    width = len(chars) + int(store.active_characters > len(chars))
+    best = np.repeat(sims[:, -1:], width, axis=1).astype(np.float32)
+    best_ref: list[list[Reference | None]] = [[None] * len(chars) for _ in range(len(vectors))]
+    for r in range(len(vectors)):
+        for sim, ref in zip(sims[r], refs[r]):
+            j = col[ref.character]
+            if best_ref[r][j] is None or sim > best[r, j]:
+                best[r, j] = sim
+                best_ref[r][j] = ref
+    if not chars:
+        return chars, best, best_ref, np.zeros((len(vectors), 0), np.float32)
+    norm = normalise(best, store.background_similarity(vectors, BG_K))[:, : len(chars)]
+    found = np.array([[x is not None for x in row] for row in best_ref])
+    return chars, best, best_ref, np.where(found, norm, -np.inf)
 
 
 def _suppress(store: IndexStore, norm: np.ndarray, col: dict[str, int], allowed: dict[tuple[int, str], str],

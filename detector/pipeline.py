@@ -70,7 +70,9 @@ class PreparedFrame:
     `fresh` (new frames only): None when every region is in `pixels`; otherwise a bool mask over
     `boxes`, `pixels` holds only the True regions (in order), and the others keep the vectors of
     the last new frame (`RegionCache.vectors_for`). `hashes` always covers every region.
-    `remember` (blank frames with pixels): later frames of this key will reuse its evidence."""
+    `remember` (blank frames with pixels): later frames of this key will reuse its evidence.
+    `sigs` (new frames of `prepare_frames(..., all_regions=True)`): every region's signature, for
+    the model thread's own unchanged-region test (`detector.shortlist`)."""
 
     frame: Frame
     kind: str
@@ -80,6 +82,7 @@ class PreparedFrame:
     key: tuple[int, ...] | None = None
     fresh: np.ndarray | None = None
     remember: bool = False
+    sigs: np.ndarray | None = None
 
 
 def signature(img: Image.Image) -> np.ndarray:
@@ -150,8 +153,10 @@ class EvidenceReuse:
 
 
 def prepare_frames(frames: Iterator[Frame], embedder: RegionEmbedder, *, nearcopy: bool,
-                   skip: bool = True) -> Iterator[PreparedFrame]:
-    """Steps 2-3 of the module docstring for each frame; `skip=False` embeds every region of every frame."""
+                   skip: bool = True, all_regions: bool = False) -> Iterator[PreparedFrame]:
+    """Steps 2-3 of the module docstring for each frame; `skip=False` embeds every region of every
+    frame; `all_regions`: a new frame carries every region's pixels and signature (`sigs`) instead
+    of a `fresh` mask (the shortlist, `detector.shortlist`, chooses what is embedded)."""
     last: np.ndarray | None = None
     blanks: set[tuple[int, ...]] = set()
     # step 3: the last embedded version of each region of the last new frame
@@ -171,9 +176,9 @@ def prepare_frames(frames: Iterator[Frame], embedder: RegionEmbedder, *, nearcop
         pixels, boxes = embedder.prepare_frame(fr.image)
         sigs = region_signatures(pixels)
         if boxes != kept_boxes:
-            kept_boxes, kept_sigs = boxes, sigs
+            kept_boxes, kept_sigs = boxes, sigs.copy()  # (the frame keeps `sigs`)
             kept_hashes = region_hashes(fr.image, boxes) if nearcopy else None
-            return PreparedFrame(fr, "new", boxes, pixels, kept_hashes)
+            return PreparedFrame(fr, "new", boxes, pixels, kept_hashes, sigs=sigs if all_regions else None)
         fresh = changed(sigs, kept_sigs)
         kept_sigs[fresh] = sigs[fresh]
         if kept_hashes is not None and fresh.any():  # copied: earlier frames hold the old arrays
@@ -181,6 +186,8 @@ def prepare_frames(frames: Iterator[Frame], embedder: RegionEmbedder, *, nearcop
             hashes, quality = region_hashes(fr.image, [boxes[i] for i in idx])
             kept_hashes = (kept_hashes[0].copy(), kept_hashes[1].copy())
             kept_hashes[0][idx], kept_hashes[1][idx] = hashes, quality
+        if all_regions:
+            return PreparedFrame(fr, "new", boxes, pixels, kept_hashes, sigs=sigs)
         return PreparedFrame(fr, "new", boxes, pixels[torch.from_numpy(fresh)], kept_hashes, fresh=fresh)
 
     for fr in frames:

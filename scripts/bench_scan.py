@@ -3,8 +3,10 @@
 Measures, each in its own subprocess (so peak memory is per measurement):
     (a) ceiling   the bare backbone forward pass on ready tensors: one frame = its regions
                   (47 crops of a 16:9 frame) as one batch, already resized and normalised
-    (b) mamori    `Detector.score_video` end to end: decode, sample, crop, model, search, scoring
-    (b') the same with --no-verify (no geometric verification: what verification costs)
+    (b) mamori    `Detector.score_video` end to end: decode, sample, crop, the shortlist's cheap pass
+                  (`detector.shortlist`), model, search, scoring
+    (b') the same with --no-verify (no geometric verification: what verification costs), and with
+                  --no-shortlist (every region embedded: what the shortlist saves)
     (c) naive     a baseline scanner written here: decode and convert *every* frame with PyAV,
                   PIL crop + resize + normalise per region, one forward pass per sampled frame,
                   FAISS search (same regions, same weights, same sampled frames as mamori), with
@@ -20,10 +22,14 @@ it: the worst case). The static-camera clip is the common case of generated vide
 with the character walking across it: only the windows the character touches change, and mamori
 embeds only those (`detector.pipeline`, step 3); the table says what fraction of regions it embedded. `clip-vit-b32` is measured with the
 ViT-B-32 architecture in random weights (`openclip:ViT-B-32:<file>`; the real weights cannot be
-downloaded here; speed does not depend on weight values, fidelity figures do).
+downloaded here; speed does not depend on weight values, fidelity figures do). Random weights
+make the shortlist's choice meaningless, so for clip-vit-b32 it is forced to keep VIT_KEEP small
+windows per frame (`--keep`), what its rule keeps with real weights. Crops embedded per frame are
+printed for every mamori row (the feature-map pass of a CNN is not counted: one forward pass of the
+frame at 288 px on its shorter side, ~3 crops' worth of pixels for 16:9).
 
     python scripts/bench_scan.py [--backbone clip-vit-b32|effnet-lite0-imagenet] [--seconds 10]
-                                 [--long 60] [--fps 2] [--work DIR] [--memory-only]
+                                 [--long 60] [--fps 2] [--work DIR] [--memory-only | --speed-only] [--keep N]
 """
 
 from __future__ import annotations
@@ -47,6 +53,12 @@ sys.path.insert(0, str(ROOT))
 
 SIZE = (1280, 720)
 CLIP_FPS = 24
+#: small windows per frame the shortlist keeps for clip-vit-b32, whose random weights make its scores
+#: meaningless: what the rule for backbones without a feature map (`detector.shortlist`, coarse
+#: regions' exact evidence) keeps on average with real weights (effnet-lite0-imagenet) on the dev and
+#: redrawn sets (`scripts/shortlist_recall.py`, rule `coarse` at COARSE_MIN_SCORE 0.015: 40.7 and 45.6
+#: regions per frame over 180 + 120 frames, 42.7 on average, minus the 4 coarse regions)
+VIT_KEEP = 38.7
 
 
 # --- set-up: backbone weights, index, clips -----------------------------------------------------
@@ -163,12 +175,15 @@ def measure_ceiling(backbone: str, precision: str, frames: int) -> dict[str, flo
     return {"frames": frames, "seconds": dt, "precision": bb.precision, "scan_mb": rss.peak}
 
 
-def measure_mamori(index: str, precision: str, clips: list[str], fps: float, verify: bool = True) -> dict[str, float]:
+def measure_mamori(index: str, precision: str, clips: list[str], fps: float, verify: bool = True,
+                   shortlist: bool = True, keep: float | None = None) -> dict[str, float]:
     from PIL import Image
 
     from detector import Detector
 
-    det = Detector.open(index, precision=precision, fps=fps, verify=verify)
+    if keep is not None:
+        force_shortlist(keep)
+    det = Detector.open(index, precision=precision, fps=fps, verify=verify, shortlist=shortlist)
     det.score_image(Image.new("RGB", (64, 36), "white").resize((1280, 720)))  # warm-up, like a running scanner
     crops = 0
     embed = det.embed_pixels
@@ -185,6 +200,24 @@ def measure_mamori(index: str, precision: str, clips: list[str], fps: float, ver
         dt = time.perf_counter() - t
     return {"frames": frames, "seconds": dt, "precision": det.backbone.precision, "scan_mb": rss.peak,
             "crops": crops}
+
+
+def force_shortlist(keep: float) -> None:
+    """Make the shortlist keep `keep` small windows per frame on average, whatever the scores
+    (random weights: their scores mean nothing, and a shortlist that keeps nothing would flatter the
+    speed). Each frame keeps floor or ceil of `keep` windows (so the average is `keep`), spread over
+    the frame, in both of the shortlist's rules (`detector.shortlist`)."""
+    from detector import shortlist
+
+    seen = [0]
+
+    def forced(self: shortlist.RegionSearch, p: object, coarse: list[int], small: list[int],
+               first: object) -> set[int]:
+        seen[0] += 1
+        n = min(len(small), math.floor(keep * seen[0]) - math.floor(keep * (seen[0] - 1)))
+        return {small[round(i * len(small) / max(1, n)) % len(small)] for i in range(n)}
+
+    shortlist.RegionSearch.shortlisted = forced  # type: ignore[method-assign,assignment]
 
 
 def measure_naive(index: str, precision: str, clips: list[str], fps: float) -> dict[str, float]:
@@ -279,15 +312,18 @@ def speed_table(backbone: str, index: str, short: str, static: str, a: argparse.
     n_frames = math.ceil(a.seconds * a.fps)
     for prec in ("fp32", "bf16"):
         rows["ceiling", prec] = run_child("ceiling", backbone=backbone, precision=prec, frames=n_frames)
-        rows["mamori", prec] = run_child("mamori", index=index, precision=prec, clips=[short], fps=a.fps)
+        rows["mamori", prec] = run_child("mamori", index=index, precision=prec, clips=[short], fps=a.fps, keep=a.keep)
         rows["naive", prec] = run_child("naive", index=index, precision=prec, clips=[short], fps=a.fps)
         rows["noverify", prec] = run_child("mamori", index=index, precision=prec, clips=[short], fps=a.fps,
-                                           verify=False)
-        for k in ("ceiling", "mamori", "naive", "noverify"):
+                                           verify=False, keep=a.keep)
+        rows["full", prec] = run_child("mamori", index=index, precision=prec, clips=[short], fps=a.fps,
+                                       shortlist=False)
+        for k in ("ceiling", "mamori", "naive", "noverify", "full"):
             r = rows[k, prec]
             print(f"  {k:8s} {prec}: {r['frames']} frames in {r['seconds']:.1f}s", flush=True)
     for prec in ("fp32", "bf16"):
-        rows["static-mamori", prec] = run_child("mamori", index=index, precision=prec, clips=[static], fps=a.fps)
+        rows["static-mamori", prec] = run_child("mamori", index=index, precision=prec, clips=[static], fps=a.fps,
+                                                keep=a.keep)
         rows["static-naive", prec] = run_child("naive", index=index, precision=prec, clips=[static], fps=a.fps)
         for k in ("static-mamori", "static-naive"):
             r = rows[k, prec]
@@ -296,10 +332,11 @@ def speed_table(backbone: str, index: str, short: str, static: str, a: argparse.
     from detector.regions import count_windows
 
     embedded = {k: r["crops"] / (r["frames"] * count_windows(*SIZE)) for k, r in rows.items() if "crops" in r}
+    per_frame = {k: r["crops"] / r["frames"] for k, r in rows.items() if "crops" in r}
 
     print(f"\n{'':28s}{'fp32':>10s}{'bf16':>10s}   frames/s (peak RSS while scanning, MB: fp32 / bf16)")
     names = {"ceiling": "(a) backbone on tensors", "mamori": "(b) mamori scan", "naive": "(c) naive scanner",
-             "noverify": "    mamori scan --no-verify"}
+             "noverify": "    mamori scan --no-verify", "full": "    mamori scan --no-shortlist"}
     for k, label in names.items():
         cells = "".join(f"{fps_of[k, p]:>10.2f}" for p in ("fp32", "bf16"))
         mem = " / ".join(f"{rows[k, p]['scan_mb']:.0f}" for p in ("fp32", "bf16"))
@@ -310,6 +347,10 @@ def speed_table(backbone: str, index: str, short: str, static: str, a: argparse.
     print(f"bf16 mamori / fp32 mamori = {fps_of['mamori', 'bf16'] / fps_of['mamori', 'fp32']:.2f}; "
           f"bf16 mamori / fp32 naive = {fps_of['mamori', 'bf16'] / fps_of['naive', 'fp32']:.2f}; "
           f"regions embedded {embedded['mamori', 'fp32']:.0%}")
+    print(f"crops embedded per frame (of {count_windows(*SIZE)}): mamori {per_frame['mamori', 'fp32']:.1f} fp32 / "
+          f"{per_frame['mamori', 'bf16']:.1f} bf16; --no-shortlist {per_frame['full', 'fp32']:.1f}; "
+          f"shortlist / --no-shortlist speed {fps_of['mamori', 'fp32'] / fps_of['full', 'fp32']:.2f} fp32, "
+          f"{fps_of['mamori', 'bf16'] / fps_of['full', 'bf16']:.2f} bf16{forced_note(a.keep)}")
     print("\nstatic camera, character walking (same length):")
     for k, label in {"static-mamori": "(b) mamori scan", "static-naive": "(c) naive scanner"}.items():
         cells = "".join(f"{fps_of[k, p]:>10.2f}" for p in ("fp32", "bf16"))
@@ -318,8 +359,12 @@ def speed_table(backbone: str, index: str, short: str, static: str, a: argparse.
     for p in ("fp32", "bf16"):
         print(f"{p}: (b)/(c) = {fps_of['static-mamori', p] / fps_of['static-naive', p]:.2f}   "
               f"(b)/(a) = {fps_of['static-mamori', p] / fps_of['ceiling', p]:.2f}   "
-              f"regions embedded {embedded['static-mamori', p]:.0%}")
+              f"regions embedded {embedded['static-mamori', p]:.0%} ({per_frame['static-mamori', p]:.1f} crops per frame)")
     print(f"bf16 mamori / fp32 naive = {fps_of['static-mamori', 'bf16'] / fps_of['static-naive', 'fp32']:.2f}")
+
+
+def forced_note(keep: float | None) -> str:
+    return "" if keep is None else f" (shortlist forced to keep {keep:g} small windows per frame: --keep)"
 
 
 def main() -> None:
@@ -333,7 +378,12 @@ def main() -> None:
     ap.add_argument("--fps", type=float, default=2.0, help="sampling rate of the scans")
     ap.add_argument("--work", type=Path, default=ROOT / ".bench", help="clips, weights and index are cached here")
     ap.add_argument("--memory-only", action="store_true", help="only the short-vs-long clip memory comparison")
+    ap.add_argument("--speed-only", action="store_true", help="only the speed tables (no memory, no fidelity)")
+    ap.add_argument("--keep", type=float, help="force the shortlist to keep this many small windows per frame "
+                    f"(default for clip-vit-b32, random weights: {VIT_KEEP}, see VIT_KEEP)")
     a = ap.parse_args()
+    if a.keep is None and a.backbone == "clip-vit-b32":
+        a.keep = VIT_KEEP
     a.work.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     backbone = backbone_name(a.backbone, a.work)
@@ -346,6 +396,8 @@ def main() -> None:
 
     if not a.memory_only:
         speed_table(backbone, index, short, static, a)
+    if a.speed_only:
+        return
     static_long = str(make_clip(a.work / f"static-{a.long:g}s.mp4", a.long, "static-long", pan=False))
     print()
     for kind, s_clip, l_clip in (("panning", short, long), ("static camera", static, static_long)):

@@ -139,12 +139,19 @@ def add_media_options(sp: argparse.ArgumentParser) -> None:
         action="store_true",
         help="no geometric verification (SIFT + RANSAC) of candidates: faster, less precise",
     )
+    sp.add_argument(
+        "--no-shortlist",
+        action="store_true",
+        help="embed every region of each new frame (default: the whole frame and the large windows, "
+        "and only the small windows a cheap pass shortlists)",
+    )
     add_model_options(sp)
 
 
 def detector_options(a: argparse.Namespace) -> dict[str, Any]:
     """`Detector.open` keyword arguments from the media options."""
-    return {"fps": a.fps, "max_frames": a.max_frames, "skip_repeats": not a.no_skip, "verify": not a.no_verify}
+    return {"fps": a.fps, "max_frames": a.max_frames, "skip_repeats": not a.no_skip, "verify": not a.no_verify,
+            "shortlist": not a.no_shortlist}
 
 
 def progress_printer(quiet: bool) -> Progress:
