@@ -22,10 +22,12 @@ Steps, per stored video (`rescan_entry`):
     4. the video's result, as a scan computes it (`detector.scoring.aggregate`), marked `rescan`.
 
 Why these constants: product-quantised vectors move a region's cosine to a reference by ~0.02
-(mean, effnet-lite0, 64-byte codes; `scripts/bench_rescan.py`), about one calibration sigma,
-so approximate scores only choose what to look at again. CANDIDATE_SCORE = VERIFY_MIN_SCORE: the
-frames a scan itself would verify; measured in the benchmark (docs/rescan.md): the share of a
-fresh scan's frames at the review threshold that are candidates.
+(mean, effnet-lite0, 64-byte codes; docs/rescan.md), about one calibration sigma, so approximate
+scores only choose what to look at again. CANDIDATE_SCORE = VERIFY_MIN_SCORE: the level at which
+a scan verifies a frame; EXACT_FRAMES = 2 x SUPPORT_FRAMES; RESCORE_TOP = 3. None of the three
+is tuned yet: `scripts/bench_rescan.py` measured 4.5x faster than a fresh scan with 6 of 6 flags
+on generated clips (2 of 6 characters new) but 1.3x and 12 of 15 on the dev set (10 of 30 new:
+59 of 60 videos had candidates), docs/rescan.md.
 """
 
 from __future__ import annotations
