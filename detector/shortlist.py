@@ -62,11 +62,14 @@ from detector.text import text_hits
 from index.calibrate import calibrated_score
 from index.store import IndexStore
 
-__all__ = ["COARSE_MIN_SCORE", "FEATURE_SIDE", "MAP_MIN_SCORE", "FeatureMap", "KeptRegions", "RegionSearch", "coarse_regions",
+__all__ = ["COARSE_MIN_SCORE", "FEATURE_MAX_SIDE", "FEATURE_SIDE", "MAP_MIN_SCORE", "FeatureMap", "KeptRegions", "RegionSearch", "coarse_regions",
            "peak_scores", "window_inside"]
 
 #: shorter side (pixels) of the frame's feature-map pass
 FEATURE_SIDE = 288
+#: ... and its longer side at most this (an extreme aspect ratio, a 1x4000 strip, must not make a
+#: feature map of millions of pixels: found by the fuzzer, 21 GB); frames up to 4:1 are unaffected
+FEATURE_MAX_SIDE = 4 * FEATURE_SIDE
 #: a small window is shortlisted when its approximate (feature-map) score reaches this
 MAP_MIN_SCORE = 0.095
 #: without a feature map: small windows inside a coarse region whose exact score reaches this
@@ -139,7 +142,7 @@ class FeatureMap:
         """(len(boxes), D) L2-normalised approximate embeddings of `boxes` (in `image`'s pixels)."""
         bb = self.backbone
         w, h = image.size
-        scale = self.side / min(w, h)
+        scale = min(self.side / min(w, h), FEATURE_MAX_SIDE / max(w, h))
         x = image_tensor(image)[None].float()
         x = F.interpolate(x, size=(max(1, round(h * scale)), max(1, round(w * scale))),
                           mode=bb.preprocess.interpolation, antialias=True, align_corners=False)
