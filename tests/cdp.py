@@ -10,9 +10,11 @@ and download without a websocket client or a browser-automation package.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
+import signal
 import subprocess
 import sys
 import tempfile
@@ -28,7 +30,8 @@ _EXEC = ("import os, sys; a, b = os.dup(int(sys.argv[1])), os.dup(int(sys.argv[2
 class Browser:
     def __init__(self, chromium: str, downloads: Path, timeout: float = 60.0):
         self.downloads, self.timeout, self._id, self._buf = downloads, timeout, 0, b""
-        self._profile = tempfile.TemporaryDirectory(prefix="mamori-chromium-")
+        # Chromium's helper processes may still write into the profile as it is removed: ignore that
+        self._profile = tempfile.TemporaryDirectory(prefix="mamori-chromium-", ignore_cleanup_errors=True)
         to_browser, self._w = os.pipe()
         self._r, from_browser = os.pipe()
 
@@ -39,7 +42,7 @@ class Browser:
              "--no-sandbox", "--disable-gpu", "--remote-debugging-pipe", f"--user-data-dir={self._profile.name}",
              "--window-size=1280,1600", "about:blank"],
             stdout=subprocess.DEVNULL, stderr=self._log,
-            pass_fds=(to_browser, from_browser))
+            pass_fds=(to_browser, from_browser), start_new_session=True)
         os.close(to_browser)
         os.close(from_browser)
         target = self.send("Target.createTarget", url="about:blank")["targetId"]
@@ -50,7 +53,8 @@ class Browser:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._proc.kill()
+        with contextlib.suppress(ProcessLookupError):  # Chromium and its helper processes (renderer, GPU, ...)
+            os.killpg(self._proc.pid, signal.SIGKILL)
         self._proc.wait()
         os.close(self._w)
         os.close(self._r)
