@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import sys
 import tempfile
 import time
 from collections import deque
@@ -28,8 +29,6 @@ from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any, TypeVar
-
-import torch
 
 from detector.batch import FileChangedError, hash_file, input_sha, stamp
 from detector.errors import ConfigError, DetectorError, UnreadableMediaError
@@ -98,8 +97,13 @@ def score_one(det: Any, path: Path) -> dict[str, Any]:
     return dataclasses.replace(Result.failed(str(path), exc, kind="changed"), sha256=input_sha(path)).to_dict()
 
 
-def _threads_per_worker(workers: int) -> int:
-    return max(1, torch.get_num_threads() // workers)
+def _torch_threads(workers: int) -> dict[str, Any]:
+    """ThreadPoolExecutor arguments that give each worker thread its share of PyTorch's CPU
+    threads (none when PyTorch is not loaded: `mamori rescan` runs no model)."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return {}
+    return {"initializer": torch.set_num_threads, "initargs": (max(1, torch.get_num_threads() // workers),)}
 
 
 def scan_threads(det: Any, jobs: Iterable[Job], workers: int = 1) -> Generator[dict[str, Any], None, None]:
@@ -122,8 +126,7 @@ def in_threads(fn: Callable[[T], dict[str, Any]], items: Iterable[T], workers: i
         return
     # PyTorch's CPU thread count is per calling thread (OpenMP): set it in each worker thread, or
     # every worker runs as many threads as there are cores and they fight over them
-    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name,
-                              initializer=torch.set_num_threads, initargs=(_threads_per_worker(workers),))
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name, **_torch_threads(workers))
     pending: set[Future[dict[str, Any]]] = set()
     try:
         for item in items:
@@ -156,11 +159,12 @@ class _ScanWorker:
 
         if os.path.isdir(cwd):  # relative input paths mean the same files as on the driver
             os.chdir(cwd)
+        import torch
+
         torch.set_num_threads(threads)
         self._dir = tempfile.TemporaryDirectory(prefix="mamori-index-")
         options = dict(options)
         codec = options.pop("store_codec", None)  # `scan --store`: records travel back with results
-        self.extra = options.pop("rescan", None)  # `rescan --engine ray` (`detector.rescan_engines`)
         self.det = Detector.open(restore_snapshot(index_files, self._dir.name), **options)
         self.det.recording = StoreCodec.from_bytes(codec) if codec is not None else None
 

@@ -32,7 +32,8 @@ from index.calibrate import BG_K, calibrated_score, normalise
 from index.nearcopy import PDQ_BYTES, nearcopy_score
 from index.store import IndexStore, Reference
 
-__all__ = ["TOP_K", "CharacterHit", "FrameEvidence", "frame_evidence", "region_matrix", "suppressions"]
+__all__ = ["TOP_K", "CharacterHit", "FrameEvidence", "Matrix", "frame_evidence", "region_matrix", "split_matrix",
+           "suppressions"]
 
 #: Nearest reference vectors looked up per region.
 TOP_K = 32
@@ -70,15 +71,21 @@ class FrameEvidence:
         return replace(self, hits={c: replace(h, box=scaled(h.box)) for c, h in self.hits.items()})
 
 
+#: `region_matrix`'s answer: characters, best raw similarity, its reference, normalised similarity
+Matrix = tuple[list[str], np.ndarray, list[list[Reference | None]], np.ndarray]
+
+
 def frame_evidence(store: IndexStore, time: float, vectors: np.ndarray, boxes: Sequence[Box],
-                   hashes: tuple[np.ndarray, np.ndarray] | None = None) -> FrameEvidence:
+                   hashes: tuple[np.ndarray, np.ndarray] | None = None, matrix: Matrix | None = None) -> FrameEvidence:
     """Best evidence per character over all regions of one frame.
 
     Args:
         vectors: (R, D) raw region embeddings; `boxes[r]` is region r's box.
         hashes: optional ((R, 32) uint8 PDQ hashes, (R,) qualities) of the same regions.
+        matrix: `region_matrix(store, vectors)` when the caller has it (one of `split_matrix`'s
+            parts: several frames searched at once); computed here otherwise.
     """
-    chars, best, best_ref, norm = region_matrix(store, vectors)
+    chars, best, best_ref, norm = matrix if matrix is not None else region_matrix(store, vectors)
     hits: dict[str, CharacterHit] = {}
     allowed = store.allow.match(vectors)
     suppressed: dict[str, str] = {}
@@ -141,6 +148,22 @@ def region_matrix(store: IndexStore, vectors: np.ndarray) -> tuple[list[str], np
     norm = normalise(best, store.background_similarity(vectors, BG_K))[:, : len(chars)]
     found = np.array([[x is not None for x in row] for row in best_ref])
     return chars, best, best_ref, np.where(found, norm, -np.inf)
+
+
+def split_matrix(matrix: Matrix, counts: Sequence[int]) -> list[Matrix]:
+    """`region_matrix` of several frames' regions stacked (`counts[i]` rows each), cut per frame.
+
+    Each part is what `region_matrix` of that frame alone gives, except for extra columns of
+    characters found in other frames only: those rows hold no reference (-inf), so
+    `frame_evidence` skips them, and a region's other-character term is the same either way (a
+    character outside a region's top-k sits at its k-th similarity in both).
+    """
+    chars, best, best_ref, norm = matrix
+    out, at = [], 0
+    for n in counts:
+        out.append((chars, best[at:at + n], best_ref[at:at + n], norm[at:at + n]))
+        at += n
+    return out
 
 
 def _suppress(store: IndexStore, norm: np.ndarray, col: dict[str, int], allowed: dict[tuple[int, str], str],

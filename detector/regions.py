@@ -16,9 +16,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-import torch
 from PIL import Image, ImageOps
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["DEFAULT_SCALES", "Box", "count_windows", "frame_regions", "pad_square", "pad_square_tensor",
            "reference_views", "square_windows"]
@@ -87,6 +90,8 @@ def pad_square(img: Image.Image) -> Image.Image:
 
 def pad_square_tensor(pixels: torch.Tensor) -> torch.Tensor:
     """`pad_square` for a uint8 (3, H, W) tensor."""
+    import torch  # here: `mamori rescan` uses this module and runs no model
+
     _, h, w = pixels.shape
     if w == h:
         return pixels

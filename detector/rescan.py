@@ -7,83 +7,115 @@ Steps, per stored video (`rescan_entry`):
        from its size and the store's scales.
     2. approximate evidence per frame: `detector.evidence.frame_evidence` against the *whole*
        index (a character's normalised similarity subtracts its best other character: every
-       character takes part), then only the selected characters are kept (`select_characters`:
+       character takes part; all of a video's regions in one search, `split_matrix`), then only
+       the selected characters are kept (`select_characters`:
        by default those with a reference the index did not hold when the video was scanned).
-    3. exact evidence where it can matter: a selected character's EXACT_FRAMES best frames that
-       score at least CANDIDATE_SCORE on the approximate vectors are *candidates*. When the video file is still
-       at its path with the same sha256 (and `verify` is on), only the candidate frames are
-       decoded (the same sampling as the scan; the others are skipped after decoding, never
-       converted), the RESCORE_TOP regions that held each selected character's best approximate
-       similarity are embedded again exactly (and PDQ-hashed: the near-copy channel), their
-       evidence recomputed (the regions of all candidate frames in one forward pass), and the frame
-       verified geometrically, as a scan does. Otherwise the
+    3. exact work where it can matter, with pixels instead of a model: a selected character's
+       EXACT_FRAMES best frames among those a scan would verify it in (the frame's VERIFY_TOP
+       strongest characters of the whole index at CANDIDATE_SCORE or above, approximate scores)
+       are *candidates*. When the video file is still at its path with the same sha256 (and
+       `verify` is on), only the candidate frames are decoded (the same sampling as the scan,
+       seeking from keyframe to keyframe), the HASH_TOP regions with each candidate character's
+       best approximate similarity are PDQ-hashed (the near-copy channel), and the frame is
+       verified geometrically for those characters exactly as a scan does (SIFT + RANSAC against
+       the references, in the box the stored vectors matched). The embedding evidence stays the
+       stored vectors': no model is loaded or run (a rescan imports no PyTorch). Otherwise the
        result says why (`rescan.exact` false, `rescan.reason`): approximate embedding evidence
        only, no verification, no near-copy channel.
     4. the video's result, as a scan computes it (`detector.scoring.aggregate`), marked `rescan`.
 
-Why these constants: product-quantised vectors move a region's cosine to a reference by ~0.02
-(mean, effnet-lite0, 64-byte codes; docs/rescan.md), about one calibration sigma, so approximate
-scores only choose what to look at again. CANDIDATE_SCORE = VERIFY_MIN_SCORE: the level at which
-a scan verifies a frame; EXACT_FRAMES = 2 x SUPPORT_FRAMES; RESCORE_TOP = 3. None of the three
-is tuned yet: `scripts/bench_rescan.py` measured 4.5x faster than a fresh scan with 6 of 6 flags
-on generated clips (2 of 6 characters new) but 1.3x and 12 of 15 on the dev set (10 of 30 new:
-59 of 60 videos had candidates), docs/rescan.md.
+Why these constants and no re-embedding: product-quantised vectors move a region's cosine to a
+reference by ~0.02 (mean, effnet-lite0, 64-byte codes; docs/rescan.md), about one calibration
+sigma; a flag of a new character is decided by geometric verification (or a near-copy hash), which
+needs the frame's pixels, not exact vectors. Measured on the dev set (`scripts/bench_rescan.py`,
+10 of 30 characters new): re-embedding each candidate's best 3 regions (the first design) and
+scoring the stored vectors found the same 12 of 12 fresh-scan flags with the same false
+positive, and the model's load and forward passes were most of a rescan's time (268 s -> 24 s for
+the 60 videos). CANDIDATE_SCORE = VERIFY_MIN_SCORE and the VERIFY_TOP rule: where a scan verifies.
+EXACT_FRAMES = 2 x SUPPORT_FRAMES: a video's score is the mean of its SUPPORT_FRAMES best frames;
+twice that leaves room for the approximate ranking to be wrong (on dev a pose clip's only verified
+frames were its character's 3rd and 4th by approximate score).
 """
 
 from __future__ import annotations
 
 import itertools
+import threading
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import av
 import numpy as np
-import torch
 
 from detector.errors import MediaError
-from detector.evidence import TOP_K, FrameEvidence, frame_evidence
+from detector.evidence import FrameEvidence, Matrix, frame_evidence, region_matrix, split_matrix
 from detector.frames import Frame, MediaReader, _frame_image
 from detector.regions import Box, frame_regions
 from detector.results import Result
 from detector.scoring import aggregate
-from detector.verify import VERIFY_MIN_SCORE, verify_frame
+from detector.verify import VERIFY_MIN_SCORE, VERIFY_TOP, verify_frame
 from index.errors import ScanStoreError
+from index.images import DEFAULT_MAX_PIXELS
 from index.nearcopy import PDQ_BYTES, region_hashes
 from index.scancodec import KIND_NEW, KIND_REUSE, VideoRecord
 from index.scanstore import ScanStore, StoreEntry
+from index.store import IndexStore
 
-if TYPE_CHECKING:
-    from detector.api import Detector
-
-__all__ = ["CANDIDATE_SCORE", "EXACT_FRAMES", "RESCORE_TOP", "Selection", "rescan_entry", "select_characters"]
+__all__ = ["CANDIDATE_SCORE", "EXACT_FRAMES", "Rescanner", "Selection", "rescan_entry", "select_characters"]
 
 #: approximate frame score of a selected character that makes the frame a candidate (step 3)
 CANDIDATE_SCORE = VERIFY_MIN_SCORE
-#: regions re-embedded per selected character in a candidate frame
-RESCORE_TOP = 3
-#: candidate frames per selected character: its best ones by approximate score (a video's score
-#: is the mean of its SUPPORT_FRAMES = 2 best frames; twice that leaves room for the approximate
-#: ranking to be wrong)
+#: candidate frames per selected character: its best ones by approximate score (module docstring)
 EXACT_FRAMES = 4
+#: regions of a candidate frame PDQ-hashed per candidate character: its best ones by approximate
+#: similarity (a scan hashes every region; a near-copy of a reference is among a character's best)
+HASH_TOP = 3
 #: seconds between two wanted frames below which decoding goes on instead of seeking
 SEEK_GAP = 2.0
+
+
+class Rescanner:
+    """What a rescan needs: the index, whether to verify, the decoding limit. No model: a rescan
+    scores the stored vectors and verifies with the frames' pixels (`Detector` has the same
+    attributes and can stand in for it).
+
+    Raises (`open`): index.IndexNotFoundError, index.IncompatibleIndexError.
+    """
+
+    def __init__(self, store: IndexStore, *, verify: bool = True, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+        self.store = store
+        self.verify = verify
+        self.max_pixels = max_pixels
+        self.nearcopy = store.has_pdq
+        self.warnings: list[str] = []
+
+    @classmethod
+    def open(cls, index: str | Path, *, verify: bool = True, max_pixels: int = DEFAULT_MAX_PIXELS) -> Rescanner:
+        return cls(IndexStore.open(index), verify=verify, max_pixels=max_pixels)
 
 
 @dataclass(frozen=True)
 class Selection:
     """Which characters a rescan reports: `names` (None: per video, the characters with a
-    reference that the index generation the video was scanned with did not hold)."""
+    reference that the index generation the video was scanned with did not hold; remembered per
+    generation, since millions of videos share a few)."""
 
     names: frozenset[str] | None
+    _known: dict[tuple[int, str, str], frozenset[str]] = field(default_factory=dict, compare=False, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, compare=False, repr=False)
 
-    def for_entry(self, det: Detector, store: ScanStore, entry: StoreEntry) -> frozenset[str]:
+    def for_entry(self, det: Rescanner, store: ScanStore, entry: StoreEntry) -> frozenset[str]:
         if self.names is not None:
             return self.names
-        return new_characters(det, store, entry.generation)
+        key = (id(det.store), str(store.path), entry.generation)
+        with self._lock:
+            if key not in self._known:
+                self._known[key] = new_characters(det, store, entry.generation)
+            return self._known[key]
 
 
-def new_characters(det: Detector, store: ScanStore, generation: str) -> frozenset[str]:
+def new_characters(det: Rescanner, store: ScanStore, generation: str) -> frozenset[str]:
     """Characters with an active reference that index generation `generation` did not hold."""
     known = store.generation_refs(generation)
     if known is None:
@@ -91,7 +123,7 @@ def new_characters(det: Detector, store: ScanStore, generation: str) -> frozense
     return frozenset(r.character for r in det.store.references.values() if r.id not in known and not r.quarantine)
 
 
-def select_characters(det: Detector, store: ScanStore, *, characters: Sequence[str] = (), since: str | None = None,
+def select_characters(det: Rescanner, store: ScanStore, *, characters: Sequence[str] = (), since: str | None = None,
                       every: bool = False) -> Selection:
     """`--characters`, `--since GENERATION`, `--all`, or (none given) what is new per video.
 
@@ -135,14 +167,22 @@ def _restrict(ev: FrameEvidence, chars: frozenset[str]) -> FrameEvidence:
                    suppressed={c: d for c, d in ev.suppressed.items() if c in chars})
 
 
-def _candidates(own: dict[int, FrameEvidence]) -> dict[int, frozenset[str]]:
-    """Step 3's frames: per selected character, its EXACT_FRAMES best frames at CANDIDATE_SCORE
-    or above (approximate scores); frame -> the characters it is a candidate for."""
+def _verifiable(det: Rescanner, ev: FrameEvidence, chars: frozenset[str]) -> dict[str, float]:
+    """The selected characters a scan would verify in this frame (approximate scores): among the
+    frame's VERIFY_TOP strongest characters of the whole index, at CANDIDATE_SCORE or above, with
+    features to match (`detector.verify.verify_frame`'s rule); character -> score."""
+    ranked = sorted(((c, h.score) for c, h in ev.hits.items()
+                     if h.score >= CANDIDATE_SCORE and det.store.local_features(c)), key=lambda cs: (-cs[1], cs[0]))
+    return {c: s for c, s in ranked[:VERIFY_TOP] if c in chars}
+
+
+def _candidates(verifiable: dict[int, dict[str, float]]) -> dict[int, frozenset[str]]:
+    """Step 3's frames: per selected character, its EXACT_FRAMES best frames among those a scan
+    would verify it in; frame -> the characters it is a candidate for."""
     per_char: dict[str, list[tuple[float, int]]] = {}
-    for f, ev in own.items():
-        for c, h in ev.hits.items():
-            if h.score >= CANDIDATE_SCORE:
-                per_char.setdefault(c, []).append((h.score, f))
+    for f, scores in verifiable.items():
+        for c, score in scores.items():
+            per_char.setdefault(c, []).append((score, f))
     out: dict[int, set[str]] = {}
     for c, scored in per_char.items():
         for _, f in sorted(scored, reverse=True)[:EXACT_FRAMES]:
@@ -150,105 +190,98 @@ def _candidates(own: dict[int, FrameEvidence]) -> dict[int, frozenset[str]]:
     return {f: frozenset(cs) for f, cs in sorted(out.items())}
 
 
-def _rescore_regions(det: Detector, vectors: np.ndarray, chars: frozenset[str]) -> np.ndarray:
-    """Indices of the RESCORE_TOP regions with the best approximate similarity to each character."""
-    sims, refs = det.store.search(vectors, TOP_K)
-    best = {c: np.full(len(vectors), -np.inf, np.float32) for c in chars}
-    for r, (row_s, row_r) in enumerate(zip(sims, refs, strict=True)):
-        for s, ref in zip(row_s, row_r, strict=True):
-            if ref.character in best and s > best[ref.character][r]:
-                best[ref.character][r] = s
-    picked = {int(i) for b in best.values() for i in np.argsort(-b)[:RESCORE_TOP] if np.isfinite(b[i])}
-    return np.array(sorted(picked), np.int64)
+def _hashed_regions(matrix: Matrix, chars: frozenset[str]) -> list[int]:
+    """The HASH_TOP regions with the best approximate normalised similarity to each of `chars`."""
+    names, _, _, norm = matrix
+    picked: set[int] = set()
+    for j, c in enumerate(names):
+        if c in chars:
+            col = norm[:, j]
+            picked.update(int(r) for r in np.argsort(-col)[:HASH_TOP] if np.isfinite(col[r]))
+    return sorted(picked)
 
 
-def _exact(det: Detector, frames: list[tuple[Frame, np.ndarray, list[Box], np.ndarray]],
-           chars: frozenset[str]) -> dict[int, FrameEvidence]:
-    """Step 3 for the decoded candidate frames: (frame, its approximate vectors, boxes, regions to
-    re-embed). The regions of all frames go through the model in one batch."""
-    cut = [det.embedder.prepare_regions(fr.image, ids.tolist()) for fr, _, _, ids in frames]
-    for (_, _, boxes, _), (_, cut_boxes) in zip(frames, cut, strict=True):
-        if cut_boxes != boxes:
-            raise ScanStoreError("the decoded frame's regions differ from the stored ones")
-    pixels = [p for p, _ in cut]
-    fresh = det.embed_pixels(torch.cat(pixels)) if pixels else np.zeros((0, det.backbone.dim), np.float32)
-    out, at = {}, 0
-    for fr, approx, boxes, ids in frames:
-        vectors = approx.copy()
-        vectors[ids] = fresh[at:at + len(ids)]
-        at += len(ids)
-        hashes = None
-        if det.nearcopy and len(ids):
-            h, q = region_hashes(fr.image, [boxes[i] for i in ids])
-            hashes = (np.zeros((len(boxes), PDQ_BYTES), np.uint8), np.zeros(len(boxes), np.int32))
-            hashes[0][ids], hashes[1][ids] = h, q
-        ev = _restrict(frame_evidence(det.store, fr.time, vectors, boxes, hashes), chars)
-        out[fr.index] = verify_frame(det.store, fr.image, ev)
-    return out
+def _exact(det: Rescanner, frame: Frame, vectors: np.ndarray, boxes: list[Box], matrix: Matrix,
+           chars: frozenset[str], wanted: frozenset[str]) -> FrameEvidence:
+    """Step 3 for one decoded candidate frame, for the characters it is a candidate for
+    (`wanted`): their best regions PDQ-hashed (the near-copy channel), the evidence of the stored
+    vectors with those hashes, and those characters verified geometrically as a scan does."""
+    hashes = None
+    ids = _hashed_regions(matrix, wanted) if det.nearcopy else []
+    if ids:
+        h, q = region_hashes(frame.image, [boxes[i] for i in ids])
+        hashes = (np.zeros((len(boxes), PDQ_BYTES), np.uint8), np.zeros(len(boxes), np.int32))
+        hashes[0][ids], hashes[1][ids] = h, q
+    ev = _restrict(frame_evidence(det.store, frame.time, vectors, boxes, hashes, matrix=matrix), chars)
+    checked = verify_frame(det.store, frame.image, _restrict(ev, wanted))
+    return replace(ev, hits={**ev.hits, **checked.hits})
 
 
-def _decoded(det: Detector, entry: StoreEntry, rec: VideoRecord, wanted: set[int]) -> Iterator[Frame]:
-    """The sampled frames `wanted` of the stored video, as the scan sampled them: a still image
-    or a stream whose timestamps the scan had to count is read through `MediaReader` again; a
-    video with good timestamps is seeked to the keyframe before each wanted frame (decoding
-    forward when the next one is within SEEK_GAP seconds), so a long video costs a few GOPs."""
+def _decoded(det: Rescanner, entry: StoreEntry, rec: VideoRecord, wanted: set[int]) -> Iterator[Frame]:
+    """The sampled frames `wanted` of the stored video, as the scan sampled them: a video whose
+    first frames have good timestamps is seeked to the keyframe before each wanted frame (decoding
+    forward when the next one is within SEEK_GAP seconds), so a long video costs a few GOPs; a
+    still image or a stream whose timestamps the scan had to count is read through `MediaReader`
+    again, sequentially."""
     reader = MediaReader(entry.path, fps=entry.fps, max_frames=entry.max_frames, max_pixels=det.max_pixels)
-    if reader.kind == "image" or not _seekable(reader):
-        last = max(wanted)
-        for fr in reader:
-            if fr.index in wanted:
-                _check_time(fr.index, fr.time, rec)
-                yield fr
-            if fr.index >= last:
+    if reader.kind != "image":
+        container = reader._open()
+        try:
+            if _seekable(container):
+                yield from _seeked(container, rec, wanted)
                 return
-        return
-    container = reader._open()
-    try:
-        stream = container.streams.video[0]
-        tb = stream.time_base
-        assert tb is not None  # (`_seekable`)
-        start = float(stream.start_time * tb) if stream.start_time is not None else 0.0
-        frames = container.decode(stream)
-        at = -1.0
-        for k in sorted(wanted):
-            t = float(rec.times[k])
-            if not at <= t < at + SEEK_GAP:
-                container.seek(int((t + start) / tb), stream=stream, backward=True, any_frame=False)
-                frames = container.decode(stream)
-            frame = None
-            for frame in frames:
-                at = float(frame.time) - start if frame.time is not None else at
-                if at >= t - 1e-6:
-                    break
-            if frame is None:
-                raise ScanStoreError(f"the video ends before sampled frame {k} ({t:.3f}s)")
-            _check_time(k, at, rec)
-            img = _frame_image(frame)
-            yield Frame(k, at, img, frame.width / img.width)
-    except (av.FFmpegError, ValueError, MemoryError) as exc:
-        raise ScanStoreError(f"decoding failed ({type(exc).__name__}: {exc})") from exc
-    finally:
-        container.close()
+        except (av.FFmpegError, ValueError, MemoryError) as exc:
+            raise ScanStoreError(f"decoding failed ({type(exc).__name__}: {exc})") from exc
+        finally:
+            container.close()
+    last = max(wanted)
+    for fr in reader:
+        if fr.index in wanted:
+            _check_time(fr.index, fr.time, rec)
+            yield fr
+        if fr.index >= last:
+            return
 
 
-def _seekable(reader: MediaReader) -> bool:
+def _seeked(container: av.container.InputContainer, rec: VideoRecord, wanted: set[int]) -> Iterator[Frame]:
+    stream = container.streams.video[0]
+    tb = stream.time_base
+    assert tb is not None  # (`_seekable`)
+    start = float(stream.start_time * tb) if stream.start_time is not None else 0.0
+    frames = container.decode(stream)
+    at = np.inf  # seek before the first wanted frame: `_seekable` has decoded a few already
+    for k in sorted(wanted):
+        t = float(rec.times[k])
+        if not at <= t < at + SEEK_GAP:
+            container.seek(int((t + start) / tb), stream=stream, backward=True, any_frame=False)
+            frames = container.decode(stream)
+        frame = None
+        for frame in frames:
+            at = float(frame.time) - start if frame.time is not None else at
+            if at >= t - 1e-6:
+                break
+        if frame is None:
+            raise ScanStoreError(f"the video ends before sampled frame {k} ({t:.3f}s)")
+        _check_time(k, at, rec)
+        img = _frame_image(frame)
+        yield Frame(k, at, img, frame.width / img.width)
+
+
+def _seekable(container: av.container.InputContainer) -> bool:
     """Whether the video's timestamps are present and increasing at its start (the scan's clock
     then used them); anything else is read sequentially, as the scan read it."""
-    container = reader._open()
+    stream = container.streams.video[0]
+    if not stream.time_base:
+        return False
+    times = []
     try:
-        stream = container.streams.video[0]
-        if not stream.time_base:
-            return False
-        times = []
         for frame in container.decode(stream):
             times.append(frame.time)
             if len(times) >= 3:
                 break
-        return all(t is not None for t in times) and all(b > a for a, b in itertools.pairwise(times))
     except (av.FFmpegError, ValueError):
         return False
-    finally:
-        container.close()
+    return all(t is not None for t in times) and all(b > a for a, b in itertools.pairwise(times))
 
 
 def _check_time(k: int, t: float, rec: VideoRecord) -> None:
@@ -256,7 +289,7 @@ def _check_time(k: int, t: float, rec: VideoRecord) -> None:
         raise ScanStoreError(f"sampled frame {k} decoded at {t:.3f}s, stored at {rec.times[k]:.3f}s")
 
 
-def _pixels_reason(det: Detector, entry: StoreEntry) -> str | None:
+def _pixels_reason(det: Rescanner, entry: StoreEntry) -> str | None:
     """None when the stored video can be decoded for step 3, else why not."""
     from detector.batch import hash_file
 
@@ -269,23 +302,28 @@ def _pixels_reason(det: Detector, entry: StoreEntry) -> str | None:
     return None if sha == entry.sha256 else "the file at the video's path has changed since it was scanned"
 
 
-def rescan_entry(det: Detector, store: ScanStore, entry: StoreEntry, selection: Selection) -> Result:
+def rescan_entry(det: Rescanner, store: ScanStore, entry: StoreEntry, selection: Selection) -> Result:
     """One stored video's result against `det`'s index (the module docstring's steps)."""
     rec = store.read(entry)
     chars = selection.for_entry(det, store, entry)
+    frames = list(_vectors(store, rec))
+    parts = split_matrix(region_matrix(det.store, np.concatenate([v for _, v, _ in frames])),
+                         [len(v) for _, v, _ in frames]) if frames else []
     own: dict[int, FrameEvidence] = {}
-    approx: dict[int, tuple[np.ndarray, list[Box]]] = {}
-    for f, vecs, boxes in _vectors(store, rec):
-        own[f] = _restrict(frame_evidence(det.store, float(rec.times[f]), vecs, boxes), chars)
-        approx[f] = (vecs, boxes)
-    wanted = _candidates(own)
+    approx: dict[int, tuple[np.ndarray, list[Box], Matrix]] = {}
+    verifiable: dict[int, dict[str, float]] = {}
+    for (f, vecs, boxes), part in zip(frames, parts, strict=True):
+        ev = frame_evidence(det.store, float(rec.times[f]), vecs, boxes, matrix=part)
+        own[f], verifiable[f] = _restrict(ev, chars), _verifiable(det, ev, chars)
+        approx[f] = (vecs, boxes, part)
+    wanted = _candidates(verifiable)
     reason = _pixels_reason(det, entry) if wanted else None
     exact = 0
     if wanted and reason is None:
         try:
-            decoded = [(fr, *approx[fr.index], _rescore_regions(det, approx[fr.index][0], wanted[fr.index]))
-                       for fr in _decoded(det, entry, rec, set(wanted))]
-            own.update(_exact(det, decoded, chars))
+            decoded = {fr.index: _exact(det, fr, *approx[fr.index], chars, wanted[fr.index])
+                       for fr in _decoded(det, entry, rec, set(wanted))}
+            own.update(decoded)
             exact = len(decoded)
         except (MediaError, ScanStoreError) as exc:
             reason = f"the video could not be decoded again ({exc})"

@@ -21,13 +21,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from detector.errors import BackboneError, BackboneUnavailableError, ConfigError
 from index.store import IndexStore, Reference
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["N_FLOOR", "TextHit", "TextTower", "no_text_tower", "text_hits"]
 
@@ -82,6 +84,8 @@ class TextTower:
         (77 tokens for CLIP) are cut."""
         if not texts:
             return np.zeros((0, self.dim), np.float32)
+        import torch  # here: scoring uses this module's `text_hits` and runs no text tower
+
         tokens = self._tokenize(texts)
         with torch.inference_mode():
             feats = self.model.encode_text(tokens, normalize=True)

@@ -112,16 +112,26 @@ def _split(manifest: Path, work: Path) -> tuple[Path, Path, set[str]]:
     return kept_csv, held_csv, held
 
 
-def _flags(path: Path, held: set[str]) -> dict[str, str]:
-    """clip stem -> flagged character (held-out characters only)."""
+def _flags(path: Path, held: set[str], flag: float) -> dict[str, str]:
+    """clip stem -> the held-out character flagged in it (its own verdict: its score at the
+    index's flag threshold, or its match policy's verdict; a video flagged for another character
+    that also lists a held-out one below the threshold does not count)."""
     out = {}
     for line in path.read_text().splitlines():
         r = json.loads(line)
-        if r["verdict"] != "flag":
-            continue
-        top = [c["character"] for c in r["characters"] if c["character"] in held]
+        top = [c["character"] for c in r["characters"] if c["character"] in held
+               and ((c.get("policy") or {}).get("verdict") or ("flag" if c["score"] >= flag else "")) == "flag"]
         if top:
             out[Path(r["path"]).stem] = top[0]
+    return out
+
+
+def _listed(path: Path, held: set[str]) -> set[tuple[str, str]]:
+    """(clip stem, held-out character) pairs a result lists (review level or above)."""
+    out = set()
+    for line in path.read_text().splitlines():
+        r = json.loads(line)
+        out |= {(Path(r["path"]).stem, c["character"]) for c in r["characters"] if c["character"] in held}
     return out
 
 
@@ -140,12 +150,16 @@ def bench(name: str, manifest: Path, bg: Path, videos: Path, labels: dict[str, s
     t_fresh, cpu_fresh = run("scan", videos, "--index", full, "--out", work / "fresh.jsonl")
     info = json.loads(subprocess.run([*MAMORI, "store", "info", str(store)], capture_output=True, text=True,
                                      check=True).stdout)
-    fresh, again = _flags(work / "fresh.jsonl", held), _flags(work / "rescan.jsonl", held)
+    from index.store import IndexStore
+
+    flag = IndexStore.open(full).flag_score
+    fresh, again = _flags(work / "fresh.jsonl", held, flag), _flags(work / "rescan.jsonl", held, flag)
 
     def false_pos(flags: dict[str, str]) -> int:
         return sum(labels.get(stem) != char for stem, char in flags.items())
 
     lines = [json.loads(x) for x in (work / "rescan.jsonl").read_text().splitlines()]
+    listed_fresh, listed_again = _listed(work / "fresh.jsonl", held), _listed(work / "rescan.jsonl", held)
     return {"set": name, "videos": info["videos"], "held_out": len(held),
             "bytes_per_video_minute": info["bytes_per_video_minute"], "store_bytes": info["bytes"],
             "scan_with_store_s": round(t_store, 1), "rescan_s": round(t_rescan, 1), "fresh_scan_s": round(t_fresh, 1),
@@ -153,7 +167,10 @@ def bench(name: str, manifest: Path, bg: Path, videos: Path, labels: dict[str, s
             "fresh_scan_cpu_s": round(cpu_fresh, 1), "cpu_speedup": round(cpu_fresh / cpu_rescan, 1), "fresh_flags": len(fresh), "found": len(set(fresh) & set(again)),
             "rescan_flags": len(again), "fresh_fp": false_pos(fresh), "rescan_fp": false_pos(again),
             "candidate_frames": sum(r.get("rescan", {}).get("candidate_frames", 0) for r in lines),
-            "frames": sum(r["frames"] for r in lines)}
+            "frames": sum(r["frames"] for r in lines),
+            "exact_frames": sum(r.get("rescan", {}).get("exact_frames", 0) for r in lines),
+            "fresh_listed": len(listed_fresh), "listed_found": len(listed_fresh & listed_again),
+            "rescan_listed": len(listed_again)}
 
 
 def main() -> None:
@@ -175,7 +192,9 @@ def main() -> None:
               f"{r['rescan_s']}s vs fresh scan {r['fresh_scan_s']}s ({r['speedup']}x; CPU time {r['rescan_cpu_s']}s vs "
               f"{r['fresh_scan_cpu_s']}s, {r['cpu_speedup']}x); fresh flags found "
               f"{r['found']}/{r['fresh_flags']}; false positives rescan {r['rescan_fp']} vs fresh {r['fresh_fp']}; "
-              f"candidate frames {r['candidate_frames']}/{r['frames']}")
+              f"candidate frames {r['candidate_frames']}/{r['frames']}; held-out characters listed (review or flag) by "
+              f"the fresh scan and found by the rescan {r['listed_found']}/{r['fresh_listed']} "
+              f"(rescan lists {r['rescan_listed']})")
 
 
 if __name__ == "__main__":

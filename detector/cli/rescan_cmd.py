@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from detector.cli.common import ExitCode, _positive_int, add_model_options, write_line
+from detector.cli.common import ExitCode, _positive_int, write_line
 from detector.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -23,18 +23,17 @@ __all__ = ["add_parser"]
 
 
 def _results(a: argparse.Namespace, store: ScanStore, skip: set[tuple[str, str]]) -> Iterator[dict[str, Any]]:
-    from detector.api import Detector
-    from detector.rescan import select_characters
+    from detector.rescan import Rescanner, select_characters
 
-    options = {"precision": a.precision, "device": a.device, "verify": not a.no_verify}
-    det = Detector.open(a.index, **options)  # the driver's own copy: it checks the backbone and the selection
+    det = Rescanner.open(a.index, verify=not a.no_verify)  # the driver's own: it checks the backbone and the selection
     store.check_backbone(det.store.backbone, f"index {a.index}")
     selection = select_characters(det, store, characters=a.characters or (), since=a.since, every=a.all)
     if a.engine == "ray":
         from detector.rescan_engines import rescan_ray
 
         del det
-        return rescan_ray(a.index, options, store, selection, store.shards(), a.workers, a.ray_address, skip)
+        return rescan_ray(a.index, {"verify": not a.no_verify}, store, selection, store.shards(), a.workers,
+                          a.ray_address, skip)
     from detector.rescan_engines import rescan_threads
 
     entries: Iterator[StoreEntry] = (e for e in store.entries() if (e.path, e.sha256) not in skip)
@@ -97,7 +96,8 @@ def add_parser(sub: Subparsers, common: argparse.ArgumentParser) -> None:
         description="Score the videos of a scan store (`mamori scan --store`) against the index: by default only "
         "the characters with references the index did not hold when each video was scanned. Results are "
         "JSON lines like scan's, with a `rescan` object. Frames where a reported character could match are "
-        "decoded again and checked exactly when the video is still at its path, unchanged. "
+        "decoded again, near-copy hashed and verified geometrically when the video is still at its path, "
+        "unchanged. No model runs: the stored vectors are the embedding evidence. "
         "Exit 0: nothing flagged, 1: something flagged, 2: fatal error.")
     r.add_argument("store", metavar="STORE")
     r.add_argument("--index", required=True, help="index folder (same backbone as the store)")
@@ -113,7 +113,6 @@ def add_parser(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     r.add_argument("--workers", type=_positive_int, default=1, help="videos (threads) or Ray actors side by side")
     r.add_argument("--engine", choices=("local", "ray"), default="local", help="local or ray (one shard per task)")
     r.add_argument("--ray-address", metavar="ADDR", help="existing Ray cluster; default: a private local Ray")
-    add_model_options(r)
     r.set_defaults(func=cmd_rescan)
     s = sub.add_parser("store", help="scan store housekeeping: info, compact")
     ssub = s.add_subparsers(dest="store_command", required=True, metavar="COMMAND")

@@ -92,3 +92,11 @@ def test_index_never_imports_detector() -> None:
                      else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
             found += [f"{path.relative_to(ROOT)}:{node.lineno} {n}" for n in names if n.split(".")[0] == "detector"]
     assert not found, found
+
+
+def test_rescan_path_imports_no_model_code() -> None:
+    """`mamori rescan` scores stored vectors: loading it must not pay for PyTorch (~1.5 s a run)."""
+    code = ("import sys, detector.rescan, detector.rescan_engines, detector.cli.rescan_cmd, detector.batch\n"
+            "print(' '.join(m for m in ('torch', 'open_clip', 'timm') if m in sys.modules))\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert proc.stdout.split() == [], f"imported by the rescan path: {proc.stdout}"
