@@ -9,7 +9,8 @@ user runs it:
        character is (decisions file, docs/cli.md): when the clip's result lists a segment (of any
        character) whose peak lies inside the labelled segment, the box of the strongest such segment
        at its peak time (what the review report shows the reviewer); otherwise the middle of the
-       labelled segment and the whole frame (no box);
+       labelled segment and the whole frame (no box). With `--marks drawn`, a box round the
+       character instead, as a reviewer would draw it (simulated: `drawn`);
     3. `review apply` the decisions, then `scan` again the clips that were NOT confirmed (the
        remaining positives and every negative), and compare them before and after.
 
@@ -23,7 +24,8 @@ the labelled character on top), flag FPR (negatives flagged), review-or-flag rec
 the video scores (evaluate.py's definition: ties broken against the positives) and character
 accuracy (flagged positives with the right character on top). Prints a summary and, last, one JSON line.
 
-    python scripts/measure_confirmed.py [../shared/eval/redrawn] [--work DIR [--reuse]] [--backbone effnet-lite0-imagenet]
+    python scripts/measure_confirmed.py [../shared/eval/redrawn] [--work DIR [--reuse]] [--marks drawn]
+        [--backbone effnet-lite0-imagenet]
 """
 
 from __future__ import annotations
@@ -41,6 +43,9 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from detector.evaluate import average_precision  # the definition of ../shared/eval/evaluate.py
+
 _SCRIPT = Path(sys.executable).with_name("mamori")
 MAMORI = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "detector.cli"]
 METRICS = ("ap", "flag_recall", "flag_recall_right", "flag_fpr", "review_recall", "review_recall_right",
@@ -60,20 +65,6 @@ def results(path: Path) -> dict[str, dict[str, Any]]:
     """The scan's result lines by clip name (stem)."""
     lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     return {Path(r["path"]).stem: r for r in lines}
-
-
-def average_precision(scored: list[tuple[float, bool]]) -> float:
-    """`../shared/eval/evaluate.py`'s AP: ties broken against the positives (pessimistic)."""
-    ranked = sorted(scored, key=lambda t: (-t[0], t[1]))
-    positives = sum(p for _, p in scored)
-    if not positives:
-        return float("nan")
-    hits, ap = 0, 0.0
-    for k, (_, p) in enumerate(ranked, 1):
-        if p:
-            hits += 1
-            ap += hits / k
-    return ap / positives
 
 
 def _top(rec: dict[str, Any]) -> str | None:
