@@ -1,12 +1,14 @@
 """Confirmed depictions: an `infringing` decision's matched regions added as references of the character.
 
-Steps (`mamori review apply`, `POST /v1/admin/decisions`; `detector.review` finds the segments):
+Steps (`mamori review apply`, `POST /v1/admin/decisions`; `detector.review` finds the segments,
+or makes the one segment of a reviewer's mark):
     1. per segment, the sampled frame nearest its peak is read (`MediaReader`) and the segment's
        box is cut out of it;
     2. each crop is saved as `INDEX/confirmed/<decision id>-<sha256[:16]>.png`, so the reference has
        a file like any other (`index.uploads`: removing the reference deletes it);
     3. after the allow-list commit, all crops are added in one `index.build.add_references` commit,
-       with `license` and `extra` naming the decision and reviewer (`extra.source` is `review`).
+       with `license` and `extra` naming the decision and reviewer (`extra.source` is `review`;
+       a marked decision's `mark_time` and `mark_box` too).
        A crop already in the index (same sha256) is not added again: applying a decision twice adds
        nothing the second time.
 """
@@ -73,6 +75,14 @@ def _save(folder: Path, d: Decision, crop: Image.Image) -> Path:
     return path
 
 
+def _mark_extra(d: Decision) -> dict[str, str]:
+    """The reviewer's mark in a reference's `extra`: `mark_time` (seconds) and `mark_box`
+    ("x0,y0,x1,y1", or "frame"); nothing for a decision without a mark."""
+    if d.time is None:
+        return {}
+    return {"mark_time": f"{d.time:.3f}", "mark_box": ",".join(map(str, d.box)) if d.box else "frame"}
+
+
 def confirmed_entries(det: Detector, d: Decision, segments: Sequence[Segment],
                       index: str | Path) -> list[ReferenceEntry]:
     """Steps 1-2 for one infringing decision: the reference entries to add (files already saved)."""
@@ -84,7 +94,7 @@ def confirmed_entries(det: Detector, d: Decision, segments: Sequence[Segment],
             _save(folder, d, crop), d.character, info.franchise, info.rights_holder,
             license=f"confirmed depiction: review decision {d.id} by {d.reviewer or 'an unnamed reviewer'}",
             extra={"source": REVIEW_SOURCE, "decision_id": d.id, "reviewer": d.reviewer, "note": d.note,
-                   "video": d.path, "video_sha256": d.sha256, "time": f"{t:.3f}"},
+                   "video": d.path, "video_sha256": d.sha256, "time": f"{t:.3f}", **_mark_extra(d)},
         )
         for t, crop in _crops(det, d, segments)
     ]

@@ -13,6 +13,10 @@ Steps for each `not_infringing` decision:
        overlapping windows does not keep flagging through the next window.
     5. all decisions are committed as one new generation under the index lock (`index.allowlist`).
 
+A decision with the reviewer's mark (`time`, optionally `box`) takes its one segment from the mark
+instead (step 2: the sampled frame nearest `time`, the box clipped to it or the whole frame;
+neither results nor a new score are needed, so it works for a character the scan did not find).
+
 Each `infringing` decision goes through steps 1-2 too; its segments' regions become references of
 the character (`detector.confirmed`), added after that commit, or, without a `confirmed` folder
 (`--no-add-confirmed`), it is only recorded.
@@ -164,6 +168,27 @@ def _segments(det: Detector, d: Decision, records: list[dict[str, Any]] | None) 
     return list(char.segments) if char else f"{d.path} no longer matches {d.character!r}"
 
 
+def _marked(det: Detector, d: Decision, time: float) -> list[Segment] | str:
+    """Step 2 for a decision with the reviewer's mark (`time` is `d.time`): one segment, the sampled
+    frame nearest `time`, its box `d.box` clipped to the frame (or the whole frame), or why there is none."""
+    near: Frame | None = None
+    step = 1.0 / det.fps
+    for frame in MediaReader(d.path, fps=det.fps, max_frames=det.max_frames, max_pixels=det.max_pixels):
+        if near is None or abs(frame.time - time) < abs(near.time - time):
+            near = frame
+        if frame.time > time + step:
+            break
+    if near is None or time > near.time + step:
+        last = "no frame" if near is None else f"the last sampled frame is at {near.time:.3f} s"
+        return f"the mark's time {time:.3f} s is past the end of {d.path} ({last})"
+    width, height = round(near.image.width * near.scale), round(near.image.height * near.scale)
+    x0, y0, x1, y1 = d.box or (0, 0, width, height)
+    box = (min(x0, width), min(y0, height), min(x1, width), min(y1, height))
+    if box[2] <= box[0] or box[3] <= box[1]:
+        return f"the mark's box {list(d.box or ())} is outside the {width}x{height} frame of {d.path}"
+    return [Segment(near.time, near.time, near.time, 0.0, "", "", 0.0, box, 1)]
+
+
 def _apply_one(det: Detector, d: Decision, records: list[dict[str, Any]] | None, confirmed: Path | None) -> Applied:
     if d.decision == "infringing" and confirmed is None:
         return Applied(d, "recorded", "infringing: recorded, not added as references (--no-add-confirmed)")
@@ -174,7 +199,7 @@ def _apply_one(det: Detector, d: Decision, records: list[dict[str, Any]] | None,
         why = "cannot be read" if sha is None else f"has sha256 {sha[:12]}..., not {d.sha256[:12]}..."
         return Applied(d, "skipped", f"{d.path} {why}")
     try:
-        segments = _segments(det, d, records)
+        segments = _marked(det, d, d.time) if d.time is not None else _segments(det, d, records)
         if isinstance(segments, str):
             return Applied(d, "skipped", segments)
         if confirmed is None or d.decision == "not_infringing":

@@ -83,9 +83,12 @@ def add_parser(sub: Subparsers, common: argparse.ArgumentParser) -> None:
         description="Each not_infringing decision's matched regions (from --results, or found by scoring the "
         "file again) are embedded and stored in the index's allow-list for that character: near-duplicates "
         "of them no longer count as evidence for it. Each infringing decision's matched regions are cut out "
-        "(INDEX/confirmed/) and added as references of the character, unless --no-add-confirmed. "
+        "(INDEX/confirmed/) and added as references of the character, unless --no-add-confirmed. A decision "
+        "with the reviewer's mark (time, box) takes its region from the mark instead, at the sampled frame "
+        "nearest that time. "
         "Exit 0 when every decision applied, 1 when some were skipped. docs/cli.md.")
-    ap.add_argument("decisions", help="decisions file, JSON lines: path, sha256, character, decision, note, reviewer")
+    ap.add_argument("decisions", help="decisions file, JSON lines: path, sha256, character, decision, note, reviewer, "
+                    "and optionally the reviewer's mark: time (seconds), box [x0, y0, x1, y1]")
     ap.add_argument("--index", required=True, help="index folder")
     ap.add_argument("--results", help="the scan's JSONL results (else each file is scored again)")
     ap.add_argument("--no-add-confirmed", dest="add_confirmed", action="store_false",

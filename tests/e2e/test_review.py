@@ -98,3 +98,38 @@ def test_infringing_decision_adds_confirmed_references_once(index_dir: Path, cli
     assert not any(q["source_path"].startswith(str(index / "confirmed")) for q in info["quarantined"])
     run_cli("index", "remove", index, "--reference", files[0], check=True)  # removable like any reference
     assert not files[0].exists()
+
+
+def test_marked_infringing_decision_finds_a_figure_the_scan_missed(index_dir: Path, tmp_path: Path) -> None:
+    """A redraw the index does not know: the reviewer marks where akane is (time + box) in a clip
+    whose result does not list akane; that region becomes her reference and finds the next redraw."""
+    from index.store import IndexStore
+
+    index = tmp_path / "index"
+    shutil.copytree(index_dir, index)
+    redraw = reference_art("ziggurat", 0)  # another figure: what a generator made of akane, say
+    first, second = tmp_path / "first.mp4", tmp_path / "second.mp4"
+    boxes = make_clip(first, "clip-redraw-1", redraw, duration=3.0, appear=(0.5, 2.5), height_frac=0.6, x_frac=0.3)
+    make_clip(second, "clip-redraw-2", redraw, duration=3.0, appear=(0.5, 2.5), height_frac=0.5, x_frac=0.65)
+    before = tmp_path / "before.jsonl"
+    run_cli("scan", first, second, "--index", index, "--out", before)
+    assert not any(c["character"] == "akane" for r in _lines(before).values() for c in r["characters"])
+
+    sha = hashlib.sha256(first.read_bytes()).hexdigest()
+    mark = {"path": str(first), "sha256": sha, "character": "akane", "decision": "infringing", "reviewer": "kim"}
+    decisions = tmp_path / "decisions.jsonl"
+    decisions.write_text(json.dumps({**mark, "time": 1.5, "box": list(boxes[12])}) + "\n"  # frame 18 = 1.5 s
+                         + json.dumps({**mark, "time": 9.0}) + "\n"  # past the end: skipped
+                         + json.dumps(mark) + "\n")  # no mark: the result has no akane to take, skipped
+    proc = run_cli("review", "apply", decisions, "--index", index, "--results", before)
+    assert proc.returncode == 1 and "1 infringing: 1 reference(s) added" in proc.stderr, proc.stderr
+    assert f"{decisions}:2" in proc.stderr and "past the end" in proc.stderr, proc.stderr
+    assert f"{decisions}:3" in proc.stderr and "has no match of 'akane'" in proc.stderr, proc.stderr
+    assert "confirmed  akane 1 reference(s)" in run_cli("index", "info", index, check=True).stdout
+    [ref] = [r for r in IndexStore.open(index).references.values() if r.extra.get("source") == "review"]
+    assert ref.extra["mark_time"] == "1.500" and ref.extra["mark_box"] == ",".join(map(str, boxes[12]))
+
+    after = tmp_path / "after.jsonl"
+    run_cli("scan", second, "--index", index, "--out", after)
+    [rec] = _lines(after).values()
+    assert rec["verdict"] == "flag" and rec["characters"][0]["character"] == "akane", rec

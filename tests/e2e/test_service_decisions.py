@@ -42,6 +42,8 @@ def test_refusals(server: dict[str, object], clips: dict[str, Path]) -> None:
         assert r.status_code == 415 and r.json()["error"] == "UnsupportedMediaType"
         r = c.post("/v1/admin/decisions", json={"decisions": [{**body["decisions"][0], "decision": "maybe"}]})
         assert r.status_code == 422 and "decisions[0]" in r.json()["message"], r.text
+        r = c.post("/v1/admin/decisions", json={"decisions": [{**body["decisions"][0], "box": [0, 0, 9, 9]}]})
+        assert r.status_code == 422 and "decisions[0]: box needs a time" in r.json()["message"], r.text
         assert c.post("/v1/admin/decisions", json={"decisions": []}).status_code == 422
         assert c.post("/v1/admin/decisions", json={"decision": []}).status_code == 422
         r = c.post("/v1/admin/decisions", content=b"{" + b" " * 2**20 + b"}", headers={"content-type": "application/json"})
