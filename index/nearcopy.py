@@ -86,15 +86,18 @@ class PdqMatcher:
         """Nearest reference hash of each query: (N,) distances and (N,) caller rows (-1 = no match).
 
         A query matches when its quality is >= PDQ_MIN_QUALITY and its nearest reference hash is
-        within PDQ_THRESHOLD bits.
+        within PDQ_THRESHOLD bits; only those queries are searched (the others' distance is
+        reported as PDQ_BYTES * 8 + 1).
         """
         n = len(hashes)
         dist = np.full(n, PDQ_BYTES * 8 + 1, np.int32)
         rows = np.full(n, -1, np.int64)
-        if n == 0 or len(self) == 0:
+        query = np.flatnonzero(np.asarray(qualities) >= PDQ_MIN_QUALITY)
+        if len(query) == 0 or len(self) == 0:
             return dist, rows
-        d, i = self._index.search(np.ascontiguousarray(hashes, np.uint8).reshape(n, PDQ_BYTES), 1)
-        ok = (d[:, 0] <= PDQ_THRESHOLD) & (np.asarray(qualities) >= PDQ_MIN_QUALITY)
-        dist[:] = d[:, 0]
-        rows[ok] = self.rows[i[ok, 0]]
+        flat = np.ascontiguousarray(hashes, np.uint8).reshape(n, PDQ_BYTES)
+        d, i = self._index.search(np.ascontiguousarray(flat[query]), 1)
+        dist[query] = d[:, 0]
+        ok = d[:, 0] <= PDQ_THRESHOLD
+        rows[query[ok]] = self.rows[i[ok, 0]]
         return dist, rows

@@ -133,3 +133,22 @@ def test_marked_infringing_decision_finds_a_figure_the_scan_missed(index_dir: Pa
     run_cli("scan", second, "--index", index, "--out", after)
     [rec] = _lines(after).values()
     assert rec["verdict"] == "flag" and rec["characters"][0]["character"] == "akane", rec
+
+
+def test_decision_without_results_scores_the_input_again(index_dir: Path, clips: dict[str, Path],
+                                                          tmp_path: Path) -> None:
+    """No --results: the decision's segments come from scoring the file again (item 1's re-read path)."""
+    index = tmp_path / "index"
+    shutil.copytree(index_dir, index)
+    sha = hashlib.sha256(clips["positive"].read_bytes()).hexdigest()
+    decisions = tmp_path / "decisions.jsonl"
+    decisions.write_text(json.dumps({"path": str(clips["positive"]), "sha256": sha, "character": "akane",
+                                     "decision": "not_infringing", "reviewer": "kim"}) + "\n")
+    proc = run_cli("review", "apply", decisions, "--index", index)
+    assert proc.returncode == 0 and "1 decision(s) applied" in proc.stderr, proc.stderr
+    info = json.loads(run_cli("index", "info", index, "--json", check=True).stdout)
+    assert info["allowlist"]["counts"]["akane"]["decisions"] == 1
+    out = tmp_path / "again.jsonl"
+    run_cli("scan", clips["positive"], "--index", index, "--out", out)
+    [again] = _lines(out).values()
+    assert all(c["character"] != "akane" for c in again["characters"]) and again["suppressed"], again
