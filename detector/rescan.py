@@ -30,8 +30,9 @@ sigma; a flag of a new character is decided by geometric verification (or a near
 needs the frame's pixels, not exact vectors. Measured on the dev set (`scripts/bench_rescan.py`,
 10 of 30 characters new): re-embedding each candidate's best 3 regions (the first design) and
 scoring the stored vectors found the same 12 of 12 fresh-scan flags with the same false
-positive, and the model's load and forward passes were most of a rescan's time (268 s -> 24 s for
-the 60 videos). CANDIDATE_SCORE = VERIFY_MIN_SCORE and the VERIFY_TOP rule: where a scan verifies.
+positive, and the model's load and forward passes were most of a rescan's time (268 s -> 97 s for
+the 60 videos on a busy machine; with the scan's verification rule and only candidate regions
+hashed, 21 s: docs/rescan.md). CANDIDATE_SCORE = VERIFY_MIN_SCORE and the VERIFY_TOP rule: where a scan verifies.
 EXACT_FRAMES = 2 x SUPPORT_FRAMES: a video's score is the mean of its SUPPORT_FRAMES best frames;
 twice that leaves room for the approximate ranking to be wrong (on dev a pose clip's only verified
 frames were its character's 3rd and 4th by approximate score).
