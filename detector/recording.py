@@ -81,12 +81,14 @@ class FrameRecorder:
 
 
 def training_vectors(index: IndexStore) -> np.ndarray:
-    """Raw region vectors to train a store codec on: the index's background regions; an index
-    with few of them adds its reference vectors (stored centred: the centre is added back, an
-    approximation of their raw direction good enough to place centroids)."""
+    """Raw region vectors to train a store codec on: the index's background regions and its
+    reference vectors (stored centred: the centre is added back, an approximation of their raw
+    direction good enough to place centroids). The references are what a match looks like:
+    with them, a reference's own round trip keeps a projected cosine of 0.95 instead of 0.89 on the
+    dev set at 128 bytes, and a character the codec never saw 0.91 instead of 0.90."""
     data = index.data
     vecs = [np.asarray(data.background, np.float32)] if len(data.background) else []
-    if sum(len(v) for v in vecs) < 1024 and len(data.vectors):
+    if len(data.vectors):
         vecs.append(np.asarray(data.vectors, np.float32) + data.centre)
     x = np.concatenate(vecs) if vecs else np.zeros((0, int(index.backbone["dim"])), np.float32)
     if len(x) < 256:

@@ -25,9 +25,9 @@ Steps, per stored video (`rescan_entry`):
     4. the video's result, as a scan computes it (`detector.scoring.aggregate`), marked `rescan`.
 
 Why these constants and no re-embedding: product-quantised vectors move a region's cosine to a
-reference by ~0.02 (mean, effnet-lite0, 64-byte codes; docs/rescan.md), about one calibration
-sigma; a flag of a new character is decided by geometric verification (or a near-copy hash), which
-needs the frame's pixels, not exact vectors. Measured on the dev set (`scripts/bench_rescan.py`,
+reference by ~0.01-0.02 (mean, effnet-lite0, 128-byte codes; docs/rescan.md), about one
+calibration sigma; a flag of a new character is decided by geometric verification (or a
+near-copy hash), which needs the frame's pixels, not exact vectors. Measured on the dev set (`scripts/bench_rescan.py`,
 10 of 30 characters new): re-embedding each candidate's best 3 regions (the first design) and
 scoring the stored vectors found the same 12 of 12 fresh-scan flags with the same false
 positive, and the model's load and forward passes were most of a rescan's time (268 s -> 97 s for

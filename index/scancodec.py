@@ -13,7 +13,7 @@ stored, mirroring the scan's own skips so nothing is stored twice:
     kind 2 (a repeat, or a flat frame seen before): reuses frame `source`'s evidence
 plus, per frame, how many regions are stored, and per stored region its position among the
 frame's boxes and its code. PDQ hashes are not stored (33 more bytes per region): a rescan that
-can read the video recomputes them for the regions it re-embeds (`detector.rescan`).
+can read the video computes them for its candidate regions (`detector.rescan`).
 
 `StoreCodec`: product quantisation of the region vectors (FAISS `IndexPQ`, M sub-vectors of 8
 bits: M bytes per region), after subtracting a centre (the mean of the training vectors): raw
@@ -38,8 +38,12 @@ import numpy as np
 
 __all__ = ["CODE_BYTES", "KIND_NEW", "KIND_OWN", "KIND_REUSE", "StoreCodec", "VideoRecord", "checksum"]
 
-#: bytes per stored region (PQ sub-vectors of 8 bits)
-CODE_BYTES = 64
+#: bytes per stored region (PQ sub-vectors of 8 bits). 128, not 64: what matters is how well a
+#: *new* character's regions survive coding, and the codec never saw them. Dev set, effnet, codec
+#: trained without the held-out characters, projected cosine of a reference vector to its own
+#: round trip: held-out characters 0.82 at 64 bytes, 0.91 at 128 (background regions 0.92 / 0.96);
+#: a store at 128 bytes is still under 0.5 MB per video-minute at 2 fps (docs/rescan.md)
+CODE_BYTES = 128
 KIND_NEW, KIND_OWN, KIND_REUSE = 0, 1, 2
 #: fewest training vectors per centroid below which k-means is fed repeated jittered copies
 _MIN_PER_CENTROID = 8
