@@ -7,7 +7,7 @@ evidence it reused. The codes are computed as frames go (a minute of 2 fps video
 kilobytes of codes; raw vectors are never held for the whole video).
 
 `open_store` opens a store for an index or creates one (training its codec on the index's
-background regions: `index.scancodec`); `add_to_store` appends one scanned video.
+background regions and reference vectors: `index.scancodec`); `add_to_store` appends one scanned video.
 """
 
 from __future__ import annotations
@@ -80,6 +80,10 @@ class FrameRecorder:
         )
 
 
+#: at most this many training vectors for a store codec (half background, half references when both are many)
+MAX_TRAINING = 65536
+
+
 def training_vectors(index: IndexStore) -> np.ndarray:
     """Raw region vectors to train a store codec on: the index's background regions and its
     reference vectors (stored centred: the centre is added back, an approximation of their raw
@@ -90,6 +94,9 @@ def training_vectors(index: IndexStore) -> np.ndarray:
     vecs = [np.asarray(data.background, np.float32)] if len(data.background) else []
     if len(data.vectors):
         vecs.append(np.asarray(data.vectors, np.float32) + data.centre)
+    if sum(map(len, vecs)) > MAX_TRAINING:  # a large index: a seeded sample (k-means uses ~65k points anyway)
+        rng = np.random.default_rng(0)
+        vecs = [v[np.sort(rng.choice(len(v), min(len(v), MAX_TRAINING // len(vecs)), replace=False))] for v in vecs]
     x = np.concatenate(vecs) if vecs else np.zeros((0, int(index.backbone["dim"])), np.float32)
     if len(x) < 256:
         raise ScanStoreError(f"{index.path}: the index has too few vectors ({len(x)}) to train a scan store's "

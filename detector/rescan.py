@@ -72,6 +72,9 @@ EXACT_FRAMES = 4
 #: regions of a candidate frame PDQ-hashed per candidate character: its best ones by approximate
 #: similarity (a scan hashes every region; a near-copy of a reference is among a character's best)
 HASH_TOP = 3
+#: frames whose regions are searched together (a (regions x characters) matrix per search: bounded
+#: for long videos and large indexes)
+SEARCH_FRAMES = 64
 #: seconds between two wanted frames below which decoding goes on instead of seeking
 SEEK_GAP = 2.0
 
@@ -238,7 +241,7 @@ def _decoded(det: Rescanner, entry: StoreEntry, rec: VideoRecord, wanted: set[in
     last = max(wanted)
     for fr in reader:
         if fr.index in wanted:
-            _check_time(fr.index, fr.time, rec)
+            _check_frame(fr, rec)
             yield fr
         if fr.index >= last:
             return
@@ -259,13 +262,14 @@ def _seeked(container: av.container.InputContainer, rec: VideoRecord, wanted: se
         frame = None
         for frame in frames:
             at = float(frame.time) - start if frame.time is not None else at
-            if at >= t - 1e-6:
+            if np.float32(at) >= rec.times[k]:  # (the store keeps float32 times: compare as stored)
                 break
         if frame is None:
             raise ScanStoreError(f"the video ends before sampled frame {k} ({t:.3f}s)")
-        _check_time(k, at, rec)
         img = _frame_image(frame)
-        yield Frame(k, at, img, frame.width / img.width)
+        out = Frame(k, at, img, frame.width / img.width)
+        _check_frame(out, rec)
+        yield out
 
 
 def _seekable(container: av.container.InputContainer) -> bool:
@@ -285,9 +289,15 @@ def _seekable(container: av.container.InputContainer) -> bool:
     return all(t is not None for t in times) and all(b > a for a, b in itertools.pairwise(times))
 
 
-def _check_time(k: int, t: float, rec: VideoRecord) -> None:
-    if abs(t - float(rec.times[k])) > 1e-3:
-        raise ScanStoreError(f"sampled frame {k} decoded at {t:.3f}s, stored at {rec.times[k]:.3f}s")
+def _check_frame(fr: Frame, rec: VideoRecord) -> None:
+    """The decoded frame is the one the scan sampled: same time (as float32 keeps it) and size
+    (the stored regions' boxes follow from the size)."""
+    k, stored = fr.index, float(rec.times[fr.index])
+    if abs(fr.time - stored) > max(1e-3, 2 * float(np.spacing(rec.times[k]))):
+        raise ScanStoreError(f"sampled frame {k} decoded at {fr.time:.3f}s, stored at {stored:.3f}s")
+    if fr.image.size != (int(rec.sizes[k, 0]), int(rec.sizes[k, 1])):
+        raise ScanStoreError(f"sampled frame {k} decoded at {fr.image.width}x{fr.image.height}, stored at "
+                             f"{int(rec.sizes[k, 0])}x{int(rec.sizes[k, 1])} (another decoder build?)")
 
 
 def _pixels_reason(det: Rescanner, entry: StoreEntry) -> str | None:
@@ -308,8 +318,11 @@ def rescan_entry(det: Rescanner, store: ScanStore, entry: StoreEntry, selection:
     rec = store.read(entry)
     chars = selection.for_entry(det, store, entry)
     frames = list(_vectors(store, rec))
-    parts = split_matrix(region_matrix(det.store, np.concatenate([v for _, v, _ in frames])),
-                         [len(v) for _, v, _ in frames]) if frames else []
+    parts: list[Matrix] = []
+    for at in range(0, len(frames), SEARCH_FRAMES):  # one search per SEARCH_FRAMES frames
+        chunk = frames[at:at + SEARCH_FRAMES]
+        parts += split_matrix(region_matrix(det.store, np.concatenate([v for _, v, _ in chunk])),
+                              [len(v) for _, v, _ in chunk])
     own: dict[int, FrameEvidence] = {}
     approx: dict[int, tuple[np.ndarray, list[Box], Matrix]] = {}
     verifiable: dict[int, dict[str, float]] = {}
@@ -324,6 +337,8 @@ def rescan_entry(det: Rescanner, store: ScanStore, entry: StoreEntry, selection:
         try:
             decoded = {fr.index: _exact(det, fr, *approx[fr.index], chars, wanted[fr.index])
                        for fr in _decoded(det, entry, rec, set(wanted))}
+            if len(decoded) < len(wanted):
+                raise ScanStoreError(f"the video ends before sampled frame {max(set(wanted) - set(decoded))}")
             own.update(decoded)
             exact = len(decoded)
         except (MediaError, ScanStoreError) as exc:

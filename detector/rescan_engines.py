@@ -49,6 +49,9 @@ class _RescanWorker:
 
         if os.path.isdir(cwd):  # relative paths in the store mean the same files as on the driver
             os.chdir(cwd)
+        import faiss
+
+        faiss.omp_set_num_threads(threads)  # each actor its share of the cores
         self._dir = tempfile.TemporaryDirectory(prefix="mamori-index-")
         self.extra: dict[str, Any] = options["rescan"]
         self.det = Rescanner.open(restore_snapshot(index_files, self._dir.name), verify=options["verify"])
