@@ -124,8 +124,7 @@ def frame_evidence(store: IndexStore, time: float, vectors: np.ndarray, boxes: S
     return FrameEvidence(time, hits, suppressed)
 
 
-def region_matrix(store: IndexStore, vectors: np.ndarray) -> tuple[list[str], np.ndarray, list[list[Reference | None]],
-                                                                  np.ndarray]:
+def region_matrix(store: IndexStore, vectors: np.ndarray) -> Matrix:
     """Per region and character (the characters in any region's top-k, sorted): the best raw
     similarity, its reference (None: not in the region's top-k) and the normalised similarity n
     (-inf where the reference is None). `frame_evidence` keeps each character's best region;

@@ -27,12 +27,13 @@ Steps, per stored video (`rescan_entry`):
 Why these constants and no re-embedding: product-quantised vectors move a region's cosine to a
 reference by ~0.01-0.02 (mean, effnet-lite0, 128-byte codes; docs/rescan.md), about one
 calibration sigma; a flag of a new character is decided by geometric verification (or a
-near-copy hash), which needs the frame's pixels, not exact vectors. Measured on the dev set (`scripts/bench_rescan.py`,
-10 of 30 characters new): re-embedding each candidate's best 3 regions (the first design) and
-scoring the stored vectors found the same 12 of 12 fresh-scan flags with the same false
-positive, and the model's load and forward passes were most of a rescan's time (268 s -> 97 s for
-the 60 videos on a busy machine; with the scan's verification rule and only candidate regions
-hashed, 21 s: docs/rescan.md). CANDIDATE_SCORE = VERIFY_MIN_SCORE and the VERIFY_TOP rule: where a scan verifies.
+near-copy hash), which needs the frame's pixels, not exact vectors. Measured on the dev set
+(`scripts/bench_rescan.py`, 10 of 30 characters new): re-embedding each candidate's best 3
+regions (the first design) and scoring the stored vectors found the same 12 of 12 fresh-scan
+flags with the same false positive, and the model's load and forward passes were most of a
+rescan's time (268 s -> 97 s for the 60 videos on a busy machine; with the scan's verification
+rule and only candidate regions hashed, 21 s: docs/rescan.md). CANDIDATE_SCORE =
+VERIFY_MIN_SCORE and the VERIFY_TOP rule: where a scan verifies.
 EXACT_FRAMES = 2 x SUPPORT_FRAMES: a video's score is the mean of its SUPPORT_FRAMES best frames;
 twice that leaves room for the approximate ranking to be wrong (on dev a pose clip's only verified
 frames were its character's 3rd and 4th by approximate score).
@@ -81,8 +82,7 @@ SEEK_GAP = 2.0
 
 class Rescanner:
     """What a rescan needs: the index, whether to verify, the decoding limit. No model: a rescan
-    scores the stored vectors and verifies with the frames' pixels (`Detector` has the same
-    attributes and can stand in for it).
+    scores the stored vectors and verifies with the frames' pixels.
 
     Raises (`open`): index.IndexNotFoundError, index.IncompatibleIndexError.
     """
