@@ -37,7 +37,13 @@ def rescan_one(det: Rescanner, store: ScanStore, entry: StoreEntry, selection: S
 
 def rescan_threads(det: Rescanner, store: ScanStore, entries: Iterable[StoreEntry], selection: Selection,
                    workers: int = 1) -> Generator[dict[str, Any], None, None]:
-    """Results of `entries` in completion order, at most 2 x workers in flight."""
+    """Results of `entries` in completion order, at most 2 x workers in flight. With several
+    workers, each FAISS search gets its share of the cores (OpenMP threads are per process: N
+    workers each searching on every core would oversubscribe them)."""
+    if workers > 1:
+        import faiss
+
+        faiss.omp_set_num_threads(max(1, (os.cpu_count() or 1) // workers))
     return in_threads(lambda e: rescan_one(det, store, e, selection), entries, workers, "mamori-rescan")
 
 

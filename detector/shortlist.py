@@ -11,10 +11,13 @@ in most windows. `RegionSearch.regions` decides, per frame, which regions are em
          area (R-MAC style) into an approximate window embedding, scored against the index like
          real evidence (`peak_scores`: the best calibrated score over characters); a window
          whose approximate score reaches MAP_MIN_SCORE is shortlisted
-       - any other backbone (ViT, onnx: pooled patch tokens are much weaker than crop embeddings):
-         the coarse regions' exact evidence; a small window is shortlisted when at least half of
-         it lies inside a coarse region whose score (image or text channel) reaches
-         COARSE_MIN_SCORE
+       - open_clip vision transformers (clip-vit-b32, openclip:): the same with pooled patch
+         tokens of one forward pass of the frame (`detector.tokenmap.TokenMap`, MaskCLIP-style
+         dense tokens), threshold `detector.tokenmap.TOKEN_MIN_SCORE` (not measured: no CLIP
+         weights on the development machine; see that module)
+       - any other backbone (timm: ViTs, onnx:): the coarse regions' exact evidence; a small
+         window is shortlisted when at least half of it lies inside a coarse region whose score
+         (image or text channel) reaches COARSE_MIN_SCORE
        - a window whose PDQ hash matches a reference hash (the near-copy channel) is always shortlisted
     3. the shortlisted windows are embedded exactly (a window unchanged since its last embedded
        version keeps that vector: the model thread's copy of `detector.pipeline` step 3), and
@@ -38,7 +41,7 @@ judged on the fold; the constant is the same choice made over all characters.
     COARSE_MIN_SCORE  fold choices 0.02 / 0.015, pooled 0.015. Out of fold 437/441 (0.991), but
                       it keeps 40.7 (dev) / 45.6 (redrawn) regions per frame: a large window's exact
                       evidence says little about which of its small windows holds a character, so
-                      without a feature map the shortlist saves little (ViT-B-32, onnx).
+                      without a feature or token map the shortlist saves little (timm: ViTs, onnx:).
 The near-copy channel keeps hashing every region (in the prefetch thread, ~0.5 ms a region):
 its matches are what force near-copies into the shortlist, whatever the cheap pass says.
 """
@@ -54,11 +57,13 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from detector import tokenmap
 from detector.backbones import Backbone, image_tensor
 from detector.evidence import region_matrix
 from detector.pipeline import PreparedFrame, changed
 from detector.regions import Box
 from detector.text import text_hits
+from detector.tokenmap import TokenMap, window_weights
 from index.calibrate import calibrated_score
 from index.store import IndexStore
 
@@ -151,21 +156,12 @@ class FeatureMap:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
             fmap = self.features(x)[0].float().cpu()
-        _, fh, fw = fmap.shape
-        b = torch.tensor(boxes, dtype=torch.float32)
-        wx = _cover(b[:, 0] / w * fw, b[:, 2] / w * fw, fw)
-        wy = _cover(b[:, 1] / h * fh, b[:, 3] / h * fh, fh)
-        pooled = torch.einsum("bh,bw,chw->bc", wy, wx, fmap)
+        c, fh, fw = fmap.shape
+        pooled = window_weights(boxes, w, h, fw, fh) @ fmap.reshape(c, fh * fw).T
         return F.normalize(pooled, dim=-1).numpy()
 
 
 _FEATURE_MAPS: weakref.WeakKeyDictionary[Backbone, FeatureMap | None] = weakref.WeakKeyDictionary()
-
-
-def _cover(lo: torch.Tensor, hi: torch.Tensor, n: int) -> torch.Tensor:
-    """(B, n): how much of each of n unit cells the interval [lo, hi) covers."""
-    cells = torch.arange(n, dtype=torch.float32)
-    return (torch.minimum(cells + 1, hi[:, None]) - torch.maximum(cells, lo[:, None])).clamp_(min=0)
 
 
 class KeptRegions:
@@ -206,8 +202,8 @@ class RegionSearch:
 
     def __init__(self, store: IndexStore, backbone: Backbone, embed: Callable[[torch.Tensor], np.ndarray]):
         self.store = store
-        self.fmap = FeatureMap.of(backbone)
-        self.map_min_score = MAP_MIN_SCORE
+        self.fmap: FeatureMap | TokenMap | None = FeatureMap.of(backbone) or TokenMap.of(backbone)
+        self.map_min_score = MAP_MIN_SCORE if isinstance(self.fmap, FeatureMap) else tokenmap.TOKEN_MIN_SCORE
         self.coarse_min_score = COARSE_MIN_SCORE
         self.kept = KeptRegions(embed, backbone.dim)
         #: regions embedded (fresh or kept) and regions in all, over the frames seen: the shortlist's cost

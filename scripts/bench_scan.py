@@ -24,8 +24,12 @@ with the character walking across it: only the windows the character touches cha
 embeds only those (`detector.pipeline`, step 3); the table says what fraction of regions it embedded. `clip-vit-b32` is measured with the
 ViT-B-32 architecture in random weights (`openclip:ViT-B-32:<file>`; the real weights cannot be
 downloaded here; speed does not depend on weight values, fidelity figures do). Random weights
-make the shortlist's choice meaningless, so for clip-vit-b32 it is forced to keep VIT_KEEP small
-windows per frame (`--keep`), what its rule keeps with real weights. Crops embedded per frame are
+make the shortlist's choice meaningless, so for clip-vit-b32 it is forced to keep, per frame, as many
+small windows as a real model's shortlist keeps on the same clip: the bench first scans each clip
+with effnet-lite0-imagenet (real weights, its index built the same way) and counts the small
+windows its shortlist chooses per frame (`--keep N` sets the number instead). The ViT's own cheap
+pass (`detector.tokenmap`, pooled patch tokens) still runs on every frame and is paid for; only its
+choice is replaced. Crops embedded per frame are
 printed for every mamori row (the feature-map pass of a CNN is not counted: one forward pass of the
 frame at 288 px on its shorter side, ~3 crops' worth of pixels for 16:9).
 
@@ -45,7 +49,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Self
+from typing import Any, Self
 
 import numpy as np
 
@@ -54,12 +58,8 @@ sys.path.insert(0, str(ROOT))
 
 SIZE = (1280, 720)
 CLIP_FPS = 24
-#: small windows per frame the shortlist keeps for clip-vit-b32, whose random weights make its scores
-#: meaningless: what the rule for backbones without a feature map (`detector.shortlist`, coarse
-#: regions' exact evidence) keeps on average with real weights (effnet-lite0-imagenet) on the dev and
-#: redrawn sets (`scripts/shortlist_recall.py`, rule `coarse` at COARSE_MIN_SCORE 0.015: 40.7 and 45.6
-#: regions per frame over 180 + 120 frames, 42.7 on average, minus the 4 coarse regions)
-VIT_KEEP = 38.7
+#: the backbone with real weights whose shortlist says how many small windows clip-vit-b32 keeps
+REAL_BACKBONE = "effnet-lite0-imagenet"
 #: drawn scenes (a quarter with an unindexed figure) the bench index is calibrated on, as every
 #: real index is (`index build --background`; without one the thresholds are the backbone's
 #: defaults and the shortlist's cheap pass keeps most windows of a drawn clip: 36.2 of 47 per frame)
@@ -91,11 +91,11 @@ def make_index(backbone: str, work: Path) -> Path:
     from index.errors import IndexStoreError
     from index.manifest import ReferenceEntry
 
-    out = work / "index-bg"
+    out = work / ("index-bg" if backbone == REAL_BACKBONE else "index-bg-vit")
     if (out / "index.json").exists():
         try:
-            IndexStore.open(out)
-            return out
+            if IndexStore.open(out).backbone["name"] == backbone:
+                return out
         except IndexStoreError:  # written by an older mamori: build it again
             pass
     refs = work / "refs"
@@ -215,17 +215,38 @@ def measure_mamori(index: str, precision: str, clips: list[str], fps: float, ver
             "crops": crops}
 
 
+def measure_shortlisted(index: str, clips: list[str], fps: float) -> dict[str, float]:
+    """Small windows the shortlist chooses per frame (real weights): what clip-vit-b32 is forced to keep."""
+    from detector import Detector, shortlist
+
+    chosen, frames = [0], [0]
+    rule = shortlist.RegionSearch.shortlisted
+
+    def counting(self: shortlist.RegionSearch, p: Any, coarse: list[int], small: list[int], first: Any) -> set[int]:
+        out = rule(self, p, coarse, small, first)
+        chosen[0], frames[0] = chosen[0] + len(out), frames[0] + 1
+        return out
+
+    shortlist.RegionSearch.shortlisted = counting  # type: ignore[method-assign]
+    det = Detector.open(index, precision="fp32", fps=fps)
+    for c in clips:
+        det.score_video(c)
+    return {"frames": frames[0], "small_per_frame": chosen[0] / max(1, frames[0])}
+
+
 def force_shortlist(keep: float) -> None:
     """Make the shortlist keep `keep` small windows per frame on average, whatever the scores
     (random weights: their scores mean nothing, and a shortlist that keeps nothing would flatter the
-    speed). Each frame keeps floor or ceil of `keep` windows (so the average is `keep`), spread over
-    the frame, in both of the shortlist's rules (`detector.shortlist`)."""
+    speed). The shortlist's own cheap pass still runs (its cost is part of the scan); then each
+    frame keeps floor or ceil of `keep` windows (so the average is `keep`), spread over the frame,
+    instead of the pass's choice (`detector.shortlist`)."""
     from detector import shortlist
 
     seen = [0]
+    rule = shortlist.RegionSearch.shortlisted
 
-    def forced(self: shortlist.RegionSearch, p: object, coarse: list[int], small: list[int],
-               first: object) -> set[int]:
+    def forced(self: shortlist.RegionSearch, p: Any, coarse: list[int], small: list[int], first: Any) -> set[int]:
+        rule(self, p, coarse, small, first)  # paid for, then replaced
         seen[0] += 1
         n = min(len(small), math.floor(keep * seen[0]) - math.floor(keep * (seen[0] - 1)))
         return {small[round(i * len(small) / max(1, n)) % len(small)] for i in range(n)}
@@ -304,7 +325,7 @@ def measure_fidelity(backbone: str, clips: list[str], fps: float) -> dict[str, f
 def child(argv: list[str]) -> None:
     kind, payload = argv[0], json.loads(argv[1])
     fn = {"ceiling": measure_ceiling, "mamori": measure_mamori, "naive": measure_naive,
-          "fidelity": measure_fidelity}[kind]
+          "fidelity": measure_fidelity, "shortlisted": measure_shortlisted}[kind]
     out = fn(**payload)
     out["peak_mb"] = _peak_mb()
     print("RESULT " + json.dumps(out))
@@ -320,15 +341,31 @@ def run_child(kind: str, **payload: object) -> dict[str, float]:
     return json.loads(line[len("RESULT "):])
 
 
+def forced_keep(a: argparse.Namespace, clip: str) -> float | None:
+    """Small windows per frame the ViT's shortlist is forced to keep on `clip` (None: its own choice)."""
+    if a.keep is not None:
+        return float(a.keep)
+    if a.backbone != "clip-vit-b32":
+        return None
+    if clip not in a.real_keep:
+        index = str(make_index(REAL_BACKBONE, a.work))
+        r = run_child("shortlisted", index=index, clips=[clip], fps=a.fps)
+        a.real_keep[clip] = round(r["small_per_frame"], 2)
+        print(f"  {REAL_BACKBONE} (real weights) shortlists {a.real_keep[clip]:g} small windows per frame of "
+              f"{Path(clip).name}: clip-vit-b32 is forced to keep as many", flush=True)
+    return float(a.real_keep[clip])
+
+
 def speed_table(backbone: str, index: str, short: str, static: str, a: argparse.Namespace) -> None:
     rows: dict[tuple[str, str], dict[str, float]] = {}
+    keep, keep_static = forced_keep(a, short), forced_keep(a, static)
     n_frames = math.ceil(a.seconds * a.fps)
     for prec in ("fp32", "bf16"):
         rows["ceiling", prec] = run_child("ceiling", backbone=backbone, precision=prec, frames=n_frames)
-        rows["mamori", prec] = run_child("mamori", index=index, precision=prec, clips=[short], fps=a.fps, keep=a.keep)
+        rows["mamori", prec] = run_child("mamori", index=index, precision=prec, clips=[short], fps=a.fps, keep=keep)
         rows["naive", prec] = run_child("naive", index=index, precision=prec, clips=[short], fps=a.fps)
         rows["noverify", prec] = run_child("mamori", index=index, precision=prec, clips=[short], fps=a.fps,
-                                           verify=False, keep=a.keep)
+                                           verify=False, keep=keep)
         rows["full", prec] = run_child("mamori", index=index, precision=prec, clips=[short], fps=a.fps,
                                        shortlist=False)
         for k in ("ceiling", "mamori", "naive", "noverify", "full"):
@@ -336,7 +373,7 @@ def speed_table(backbone: str, index: str, short: str, static: str, a: argparse.
             print(f"  {k:8s} {prec}: {r['frames']} frames in {r['seconds']:.1f}s", flush=True)
     for prec in ("fp32", "bf16"):
         rows["static-mamori", prec] = run_child("mamori", index=index, precision=prec, clips=[static], fps=a.fps,
-                                                keep=a.keep)
+                                                keep=keep_static)
         rows["static-naive", prec] = run_child("naive", index=index, precision=prec, clips=[static], fps=a.fps)
         for k in ("static-mamori", "static-naive"):
             r = rows[k, prec]
@@ -363,7 +400,7 @@ def speed_table(backbone: str, index: str, short: str, static: str, a: argparse.
     print(f"crops embedded per frame (of {count_windows(*SIZE)}): mamori {per_frame['mamori', 'fp32']:.1f} fp32 / "
           f"{per_frame['mamori', 'bf16']:.1f} bf16; --no-shortlist {per_frame['full', 'fp32']:.1f}; "
           f"shortlist / --no-shortlist speed {fps_of['mamori', 'fp32'] / fps_of['full', 'fp32']:.2f} fp32, "
-          f"{fps_of['mamori', 'bf16'] / fps_of['full', 'bf16']:.2f} bf16{forced_note(a.keep)}")
+          f"{fps_of['mamori', 'bf16'] / fps_of['full', 'bf16']:.2f} bf16{forced_note(keep, keep_static)}")
     print("\nstatic camera, character walking (same length):")
     for k, label in {"static-mamori": "(b) mamori scan", "static-naive": "(c) naive scanner"}.items():
         cells = "".join(f"{fps_of[k, p]:>10.2f}" for p in ("fp32", "bf16"))
@@ -376,8 +413,11 @@ def speed_table(backbone: str, index: str, short: str, static: str, a: argparse.
     print(f"bf16 mamori / fp32 naive = {fps_of['static-mamori', 'bf16'] / fps_of['static-naive', 'fp32']:.2f}")
 
 
-def forced_note(keep: float | None) -> str:
-    return "" if keep is None else f" (shortlist forced to keep {keep:g} small windows per frame: --keep)"
+def forced_note(keep: float | None, keep_static: float | None) -> str:
+    if keep is None:
+        return ""
+    return (f" (shortlist forced to keep {keep:g} small windows per frame, {keep_static:g} on the static clip: "
+            f"what {REAL_BACKBONE}'s keeps there, or --keep)")
 
 
 def main() -> None:
@@ -393,10 +433,9 @@ def main() -> None:
     ap.add_argument("--memory-only", action="store_true", help="only the short-vs-long clip memory comparison")
     ap.add_argument("--speed-only", action="store_true", help="only the speed tables (no memory, no fidelity)")
     ap.add_argument("--keep", type=float, help="force the shortlist to keep this many small windows per frame "
-                    f"(default for clip-vit-b32, random weights: {VIT_KEEP}, see VIT_KEEP)")
+                    f"(default for clip-vit-b32, random weights: as many as {REAL_BACKBONE}'s shortlist keeps on the clip)")
     a = ap.parse_args()
-    if a.keep is None and a.backbone == "clip-vit-b32":
-        a.keep = VIT_KEEP
+    a.real_keep = {}
     a.work.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     backbone = backbone_name(a.backbone, a.work)

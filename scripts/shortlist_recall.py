@@ -7,10 +7,12 @@ shortlist keeps it when the region is coarse (always embedded) or shortlisted. E
 embedded once (all regions exactly, plus the cheap feature-map pass), so both rules are judged on
 the same frames:
 
-    map      the rule a backbone with a feature map uses (EfficientNet): approximate scores of the
-             small windows >= MAP_MIN_SCORE
-    coarse   the rule of backbones without one (ViT, onnx), run here on the same backbone's exact
-             embeddings: small windows inside a coarse region scoring >= COARSE_MIN_SCORE
+    map      the rule of a backbone with a feature map (EfficientNet, `shortlist.FeatureMap`) or a
+             token map (open_clip ViTs, `tokenmap.TokenMap`): approximate scores of the small
+             windows >= MAP_MIN_SCORE (TOKEN_MIN_SCORE for a ViT: the same value today; with real
+             CLIP weights, `--cv` says what to set it to)
+    coarse   the rule of backbones with neither (timm: ViTs, onnx:), run here on the same
+             backbone's exact embeddings: small windows inside a coarse region scoring >= COARSE_MIN_SCORE
 
 Prints, per set and rule: matching regions, the share kept (recall), the share of matches whose
 character still has evidence at review in the kept regions, and crops embedded per frame (of 47).
@@ -114,9 +116,10 @@ def collect(videos: Path, index: Path, fps: float) -> list[FrameRecord]:
     from detector import Detector
     from detector.frames import MediaReader
     from detector.shortlist import FeatureMap
+    from detector.tokenmap import TokenMap
 
     det = Detector.open(index, precision="fp32")
-    fmap = FeatureMap.of(det.backbone)
+    fmap = FeatureMap.of(det.backbone) or TokenMap.of(det.backbone)
     out = []
     for path in sorted(p for p in videos.iterdir() if p.suffix in (".mp4", ".webm", ".gif", ".mkv")):
         for fr in MediaReader(path, fps=fps, max_frames=det.max_frames, max_pixels=det.max_pixels):

@@ -100,3 +100,13 @@ def test_rescan_path_imports_no_model_code() -> None:
             "print(' '.join(m for m in ('torch', 'open_clip', 'timm') if m in sys.modules))\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert proc.stdout.split() == [], f"imported by the rescan path: {proc.stdout}"
+
+
+def test_rescan_workers_default_to_the_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    from detector.cli import rescan_cmd
+    from detector.cli.app import build_parser
+
+    assert build_parser().parse_args(["rescan", "S", "--index", "I"]).workers is None  # resolved when run
+    for cores, want in ((None, 1), (1, 1), (2, 2), (64, rescan_cmd.DEFAULT_MAX_WORKERS)):
+        monkeypatch.setattr(rescan_cmd.os, "cpu_count", lambda c=cores: c)
+        assert rescan_cmd.default_workers() == want

@@ -11,7 +11,7 @@ from PIL import Image
 
 from detector.synth import draw_scene
 from detector.verify import MIN_INLIERS, padded
-from index.local import VERIFIABLE, count_inliers, describe, reference_features, self_check
+from index.local import VERIFIABLE, count_inliers, describe, reference_features, self_check, two_nearest
 from index.store import IndexData, IndexStore, Reference, write_index
 
 
@@ -79,3 +79,15 @@ def test_local_features_round_trip_through_the_index(tmp_path: Path, quarantined
     assert len(store.local_features("hero")) == (0 if quarantined else 2)
     assert store.verifiable("hero") is not quarantined
     assert len(store.local_features("plain")) == 2 and not store.verifiable("plain")
+
+
+def test_two_nearest_matches_a_full_sort() -> None:
+    rng = np.random.default_rng(3)
+    dist = rng.random((300, 200)).astype(np.float32)
+    dist[5, [7, 9]] = -1.0  # a tie for the nearest: both distances are -1
+    order = np.sort(dist, axis=1)
+    best, first, second = two_nearest(dist.copy())
+    assert np.array_equal(first, order[:, 0]) and np.array_equal(second, order[:, 1])
+    assert np.array_equal(best, np.argmin(dist, axis=1))
+    assert first[5] == second[5] == -1.0
+
