@@ -14,10 +14,14 @@ concatenated), `col` (a 4x4x4 RGB histogram, Hellinger). It also embeds AUG gene
 each reference (crop, mirror, rotation, low resolution upscaled, colour, hue, blur, composited on a
 background window) for fitting adapters.
 
+`extract` also embeds 2 x AUG "medium" edits per reference (`medium`: pixelized, paint-like,
+posterized; session 12) for the contrastive adapter.
+
 `report` scores each clip the way mamori does (background-centred cosines; n = s - b(q) - 0.5 o_c(q);
 per frame the best region; per video the mean of the 2 best frames) for each descriptor, with and
 without a WCCN adapter (within-reference covariance of the augmentations, shrunk, inverse square
-root), and prints AP, character accuracy on positives, recall of the right character at a threshold
+root) and with a contrastive linear projection (`contrastive`: supervised contrastive loss on the
+generic and/or medium augmentations against background regions, 3 seeds), and prints AP, character accuracy on positives, recall of the right character at a threshold
 that flags at most 5% of negatives (in-sample: optimistic), and, per clip direction when the labels
 have one (`direction` "A->B": references in medium A, the clip shows medium B), the mean rank of
 the true character among the characters whose references are in the same medium as its own (so the
@@ -136,6 +140,44 @@ def augment(img: Image.Image, backgrounds: list[Image.Image], r: random.Random) 
     return window.convert("RGB")
 
 
+def medium(img: Image.Image, backgrounds: list[Image.Image], r: random.Random) -> Image.Image:
+    """A generic "another medium" edit (session 12): pixelized (downscaled, 8-32 colours, nearest
+    upscale), paint-like (downscaled, bicubic upscale, blurred) or posterized; a part or most of the
+    art; composited like `augment`. No rule about any art source: the same edits for every reference."""
+    im = img.convert("RGBA")
+    if r.random() < 0.6:  # a part or most of it
+        f = r.uniform(0.45, 1.0)
+        cw, ch = max(8, int(im.width * r.uniform(f, 1.0))), max(8, int(im.height * f))
+        x, y = r.randint(0, im.width - cw), r.randint(0, im.height - ch)
+        im = im.crop((x, y, x + cw, y + ch))
+    if r.random() < 0.5:
+        im = ImageOps.mirror(im)
+    alpha = im.getchannel("A")
+    rgb = im.convert("RGB")
+    kind = r.choice(["pixel", "paint", "poster"])
+    if kind == "pixel":
+        s = r.uniform(20, 72) / max(rgb.size)
+        small = rgb.resize((max(1, int(rgb.width * s)), max(1, int(rgb.height * s))), Image.Resampling.BOX)
+        small = small.quantize(colors=r.choice([8, 16, 32]), method=Image.Quantize.MEDIANCUT).convert("RGB")
+        a_small = alpha.resize(small.size, Image.Resampling.BOX).point(lambda v: 255 if v > 127 else 0)
+        rgb, alpha = small.resize(rgb.size, Image.Resampling.NEAREST), a_small.resize(rgb.size, Image.Resampling.NEAREST)
+    elif kind == "paint":
+        s = r.uniform(0.08, 0.3)
+        small = rgb.resize((max(1, int(rgb.width * s)), max(1, int(rgb.height * s))), Image.Resampling.BOX)
+        rgb = small.resize(rgb.size, Image.Resampling.BICUBIC).filter(ImageFilter.GaussianBlur(r.uniform(1, 3)))
+        alpha = alpha.filter(ImageFilter.GaussianBlur(2))
+    else:
+        rgb = ImageOps.posterize(rgb.filter(ImageFilter.MedianFilter(5)), r.choice([2, 3]))
+    im = rgb.convert("RGBA")
+    im.putalpha(alpha)
+    bg = r.choice(backgrounds)
+    side = int(max(im.size) / r.uniform(0.5, 0.95))
+    x0, y0 = r.randint(0, max(0, bg.width - side)), r.randint(0, max(0, bg.height - side))
+    window = bg.crop((x0, y0, x0 + side, y0 + side)).convert("RGBA")
+    window.alpha_composite(im, (r.randint(0, side - im.width), r.randint(0, side - im.height)))
+    return window.convert("RGB")
+
+
 def extract(set_dir: Path, out: Path, n_aug: int, limit: int | None) -> None:
     from detector.frames import MediaReader
     from detector.regions import pad_square, reference_views
@@ -162,6 +204,13 @@ def extract(set_dir: Path, out: Path, n_aug: int, limit: int | None) -> None:
             augs += [pad_square(augment(img, backgrounds, r)) for _ in range(n_aug)]
         owner += [i] * n_aug
     np.savez(out / "aug.npz", owner=np.array(owner), **ex.images(augs))
+    r = random.Random(1)
+    augs = []
+    for row in rows:
+        with Image.open(set_dir / row["path"]) as img:
+            img.load()
+            augs += [pad_square(medium(img, backgrounds, r)) for _ in range(2 * n_aug)]
+    np.savez(out / "aug2.npz", owner=np.repeat(np.arange(len(rows)), 2 * n_aug), **ex.images(augs))
     labels = json.loads((set_dir / "labels.json").read_text())
     for vid in sorted(labels)[:limit]:
         frames = list(MediaReader(set_dir / "videos" / f"{vid}.mp4", fps=2.0))
@@ -185,6 +234,33 @@ def wccn(aug: np.ndarray, owner: np.ndarray, centre: np.ndarray, shrink: float) 
     cov = (1 - shrink) * cov / len(x) + shrink * np.trace(cov / len(x)) / d * np.eye(d)
     vals, vecs = np.linalg.eigh(cov)
     out: np.ndarray = vecs @ np.diag(vals**-0.5) @ vecs.T
+    return out
+
+
+def contrastive(x: np.ndarray, y: np.ndarray, bg: np.ndarray, centre: np.ndarray, dim: int = 128, steps: int = 400,
+                tau: float = 0.1, seed: int = 0) -> np.ndarray:
+    """A linear projection (D -> dim) trained with a supervised contrastive loss (session 12): views
+    of one character (augmentations and the references) together, apart from other characters and
+    from background regions (negatives only). Returns the (D, dim) matrix."""
+    torch.manual_seed(seed)
+    xs = torch.from_numpy(_unit(x - centre)).float()
+    bs = torch.from_numpy(_unit(bg - centre)).float()
+    ys = torch.from_numpy(y)
+    w = torch.nn.Parameter(torch.eye(xs.shape[1])[:, :dim] + 0.01 * torch.randn(xs.shape[1], dim))
+    opt = torch.optim.Adam([w], lr=1e-3)
+    for _ in range(steps):
+        idx, bidx = torch.randint(0, len(xs), (256,)), torch.randint(0, len(bs), (512,))
+        z = torch.nn.functional.normalize(xs[idx] @ w, dim=-1)
+        zb = torch.nn.functional.normalize(bs[bidx] @ w, dim=-1)
+        eye = torch.eye(len(idx))
+        logits = torch.cat([z @ z.T / tau - 1e9 * eye, z @ zb.T / tau], 1)
+        logp = logits - torch.logsumexp(logits, 1, keepdim=True)
+        pos = torch.cat([(ys[idx][:, None] == ys[idx][None, :]).float() - eye, torch.zeros(len(idx), len(bidx))], 1)
+        loss = (-(logp * pos).sum(1) / pos.sum(1).clamp(min=1)).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    out: np.ndarray = w.detach().numpy()
     return out
 
 
@@ -261,6 +337,21 @@ def report(set_dir: Path, feats: Path, shrinks: list[float]) -> None:
             t = wccn(aug[head], aug["owner"], centre, shrink)
             chars, scores = video_scores(data, head, lambda x, t=t, c=centre: _unit(x - c) @ t)
             print(f"{head:4} wccn {shrink:<5} {summarise(chars, scores, labels)}")
+        if head == "col" or not (feats / "aug2.npz").exists():
+            continue
+        with open(set_dir / "manifest.csv", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+        names = sorted({r["character"] for r in rows})
+        medium_aug = dict(np.load(feats / "aug2.npz"))
+        for kind, parts in (("generic", [aug]), ("medium", [medium_aug]), ("both", [aug, medium_aug])):
+            x = np.concatenate([p[head] for p in parts] + [data["refs"][head]])
+            y = np.array([names.index(rows[o]["character"]) for p in parts for o in p["owner"]]
+                         + [names.index(c) for c in data["refs"]["chars"]])
+            centre = data["bg"][head].mean(0)
+            for seed in (0, 1, 2):
+                w = contrastive(x, y, data["bg"][head], centre, seed=seed)
+                chars, scores = video_scores(data, head, lambda v, w=w, c=centre: _unit(v - c) @ w)
+                print(f"{head:4} contrastive {kind:7} seed {seed} {summarise(chars, scores, labels)}")
 
 
 def main() -> None:
