@@ -105,6 +105,18 @@ class Extractor:
         return {**feats, "owner": np.array(owner), "boxes": np.array(boxes)}
 
 
+def _on_background(rgb: Image.Image, alpha: Image.Image, backgrounds: list[Image.Image], r: random.Random) -> Image.Image:
+    """The edited art (with its alpha) composited onto a random window of a background image."""
+    im = rgb.convert("RGBA")
+    im.putalpha(alpha)
+    bg = r.choice(backgrounds)
+    side = int(max(im.size) / r.uniform(0.5, 0.95))
+    x0, y0 = r.randint(0, max(0, bg.width - side)), r.randint(0, max(0, bg.height - side))
+    window = bg.crop((x0, y0, x0 + side, y0 + side)).convert("RGBA")
+    window.alpha_composite(im, (r.randint(0, side - im.width), r.randint(0, side - im.height)))
+    return window.convert("RGB")
+
+
 def augment(img: Image.Image, backgrounds: list[Image.Image], r: random.Random) -> Image.Image:
     """One generic edit of a reference, composited onto a background window (no source-specific rule)."""
     im = img.convert("RGBA")
@@ -130,14 +142,7 @@ def augment(img: Image.Image, backgrounds: list[Image.Image], r: random.Random) 
         rgb = Image.fromarray(hsv, "HSV").convert("RGB")
     if r.random() < 0.4:
         rgb = rgb.filter(ImageFilter.GaussianBlur(r.uniform(0.5, 2.0)))
-    im = rgb.convert("RGBA")
-    im.putalpha(alpha)
-    bg = r.choice(backgrounds)
-    side = int(max(im.size) / r.uniform(0.5, 0.95))
-    x0, y0 = r.randint(0, max(0, bg.width - side)), r.randint(0, max(0, bg.height - side))
-    window = bg.crop((x0, y0, x0 + side, y0 + side)).convert("RGBA")
-    window.alpha_composite(im, (r.randint(0, side - im.width), r.randint(0, side - im.height)))
-    return window.convert("RGB")
+    return _on_background(rgb, alpha, backgrounds, r)
 
 
 def medium(img: Image.Image, backgrounds: list[Image.Image], r: random.Random) -> Image.Image:
@@ -168,14 +173,7 @@ def medium(img: Image.Image, backgrounds: list[Image.Image], r: random.Random) -
         alpha = alpha.filter(ImageFilter.GaussianBlur(2))
     else:
         rgb = ImageOps.posterize(rgb.filter(ImageFilter.MedianFilter(5)), r.choice([2, 3]))
-    im = rgb.convert("RGBA")
-    im.putalpha(alpha)
-    bg = r.choice(backgrounds)
-    side = int(max(im.size) / r.uniform(0.5, 0.95))
-    x0, y0 = r.randint(0, max(0, bg.width - side)), r.randint(0, max(0, bg.height - side))
-    window = bg.crop((x0, y0, x0 + side, y0 + side)).convert("RGBA")
-    window.alpha_composite(im, (r.randint(0, side - im.width), r.randint(0, side - im.height)))
-    return window.convert("RGB")
+    return _on_background(rgb, alpha, backgrounds, r)
 
 
 def extract(set_dir: Path, out: Path, n_aug: int, limit: int | None) -> None:
