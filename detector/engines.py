@@ -97,13 +97,24 @@ def score_one(det: Any, path: Path) -> dict[str, Any]:
     return dataclasses.replace(Result.failed(str(path), exc, kind="changed"), sha256=input_sha(path)).to_dict()
 
 
-def _torch_threads(workers: int) -> dict[str, Any]:
-    """ThreadPoolExecutor arguments that give each worker thread its share of PyTorch's CPU
-    threads (none when PyTorch is not loaded: `mamori rescan` runs no model)."""
-    torch = sys.modules.get("torch")
-    if torch is None:
+def _thread_shares(workers: int) -> dict[str, Any]:
+    """ThreadPoolExecutor arguments that give each worker thread its share of the cores: of
+    PyTorch's CPU threads when PyTorch is loaded (`mamori rescan` runs no model), and of FAISS's
+    OpenMP threads when FAISS is (both counts are per calling thread, so they are set in each
+    worker thread: N workers each searching on every core would oversubscribe them)."""
+    torch, faiss = sys.modules.get("torch"), sys.modules.get("faiss")
+    if torch is None and faiss is None:
         return {}
-    return {"initializer": torch.set_num_threads, "initargs": (max(1, torch.get_num_threads() // workers),)}
+    n_torch = max(1, torch.get_num_threads() // workers) if torch is not None else 0
+    n_faiss = max(1, faiss.omp_get_max_threads() // workers) if faiss is not None else 0
+
+    def share() -> None:
+        if torch is not None:
+            torch.set_num_threads(n_torch)
+        if faiss is not None:
+            faiss.omp_set_num_threads(n_faiss)
+
+    return {"initializer": share}
 
 
 def scan_threads(det: Any, jobs: Iterable[Job], workers: int = 1) -> Generator[dict[str, Any], None, None]:
@@ -126,7 +137,7 @@ def in_threads(fn: Callable[[T], dict[str, Any]], items: Iterable[T], workers: i
         return
     # PyTorch's CPU thread count is per calling thread (OpenMP): set it in each worker thread, or
     # every worker runs as many threads as there are cores and they fight over them
-    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name, **_torch_threads(workers))
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name, **_thread_shares(workers))
     pending: set[Future[dict[str, Any]]] = set()
     try:
         for item in items:
@@ -161,7 +172,10 @@ class _ScanWorker:
             os.chdir(cwd)
         import torch
 
+        from index.local import quiet_blas
+
         torch.set_num_threads(threads)
+        quiet_blas()  # a process of mamori's (`index.local.quiet_blas`)
         self._dir = tempfile.TemporaryDirectory(prefix="mamori-index-")
         options = dict(options)
         codec = options.pop("store_codec", None)  # `scan --store`: records travel back with results

@@ -37,13 +37,8 @@ def rescan_one(det: Rescanner, store: ScanStore, entry: StoreEntry, selection: S
 
 def rescan_threads(det: Rescanner, store: ScanStore, entries: Iterable[StoreEntry], selection: Selection,
                    workers: int = 1) -> Generator[dict[str, Any], None, None]:
-    """Results of `entries` in completion order, at most 2 x workers in flight. With several
-    workers, each FAISS search gets its share of the cores (OpenMP threads are per process: N
-    workers each searching on every core would oversubscribe them)."""
-    if workers > 1:
-        import faiss
-
-        faiss.omp_set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+    """Results of `entries` in completion order, at most 2 x workers in flight (each worker thread
+    with its share of FAISS's OpenMP threads: `detector.engines.in_threads`)."""
     return in_threads(lambda e: rescan_one(det, store, e, selection), entries, workers, "mamori-rescan")
 
 
@@ -57,7 +52,10 @@ class _RescanWorker:
             os.chdir(cwd)
         import faiss
 
+        from index.local import quiet_blas
+
         faiss.omp_set_num_threads(threads)  # each actor its share of the cores
+        quiet_blas()  # a process of mamori's (`index.local.quiet_blas`)
         self._dir = tempfile.TemporaryDirectory(prefix="mamori-index-")
         self.extra: dict[str, Any] = options["rescan"]
         self.det = Rescanner.open(restore_snapshot(index_files, self._dir.name), verify=options["verify"])

@@ -11,11 +11,12 @@ in most windows. `RegionSearch.regions` decides, per frame, which regions are em
          area (R-MAC style) into an approximate window embedding, scored against the index like
          real evidence (`peak_scores`: the best calibrated score over characters); a window
          whose approximate score reaches MAP_MIN_SCORE is shortlisted
-       - open_clip vision transformers (clip-vit-b32, openclip:): the same with pooled patch
-         tokens of one forward pass of the frame (`detector.tokenmap.TokenMap`, MaskCLIP-style
-         dense tokens), threshold `detector.tokenmap.TOKEN_MIN_SCORE` (not measured: no CLIP
-         weights on the development machine; see that module)
-       - any other backbone (timm: ViTs, onnx:): the coarse regions' exact evidence; a small
+       - open_clip vision transformers of the usual structure (clip-vit-b32 and most openclip:
+         ViTs; `TokenMap.of` checks): the same with pooled patch tokens of one forward pass of
+         the frame (`detector.tokenmap.TokenMap`, MaskCLIP-style dense tokens), threshold
+         `detector.tokenmap.TOKEN_MIN_SCORE` (not measured: no CLIP weights on the development
+         machine; see that module)
+       - any other backbone (timm: ViTs, onnx:, open_clip models that fail that check): the coarse regions' exact evidence; a small
          window is shortlisted when at least half of it lies inside a coarse region whose score
          (image or text channel) reaches COARSE_MIN_SCORE
        - a window whose PDQ hash matches a reference hash (the near-copy channel) is always shortlisted
@@ -233,6 +234,8 @@ class RegionSearch:
     def shortlisted(self, p: PreparedFrame, coarse: list[int], small: list[int], first: np.ndarray | None) -> set[int]:
         """Step 2: the small windows worth embedding, from the feature map (`first` None) or from
         the coarse regions' exact vectors `first`."""
+        if not small:  # (a frame too small or too thin for windows below the largest)
+            return set()
         if first is None:
             assert self.fmap is not None
             scores = peak_scores(self.store, self.fmap.approximate(p.frame.image, [p.boxes[i] for i in small]))

@@ -35,6 +35,7 @@ References keep at most MAX_FEATURES keypoints: (MAX_FEATURES x 128) uint8 + coo
 from __future__ import annotations
 
 import io
+import os
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -42,10 +43,9 @@ from typing import Any
 import cv2
 import numpy as np
 from PIL import Image, ImageOps
-from threadpoolctl import ThreadpoolController
 
-__all__ = ["MAX_FEATURES", "RATIO", "SIDE", "VERIFIABLE", "LocalFeatures", "count_inliers", "describe",
-           "reference_features", "self_check", "two_nearest"]
+__all__ = ["MAX_FEATURES", "QUIET_BLAS_ENV", "RATIO", "SIDE", "VERIFIABLE", "LocalFeatures", "count_inliers", "describe",
+           "quiet_blas", "reference_features", "self_check", "two_nearest"]
 
 SIDE = 320
 MAX_FEATURES = 500
@@ -59,15 +59,41 @@ _SAME_PLACE = 2.0  # pixels (SIDE scale): keypoints closer than this are one pla
 
 cv2.setNumThreads(1)  # the model owns the cores; one SIFT call is small
 _local = threading.local()
-_blas = ThreadpoolController()
+#: an environment variable: "1" asks for `quiet_blas` (the `mamori` command sets it for its process)
+QUIET_BLAS_ENV = "MAMORI_QUIET_BLAS"
+_quiet: dict[str, Any] = {"wanted": False, "limiter": None}
+_quiet_lock = threading.Lock()
 
 
-def _one_blas_thread() -> Any:
-    """A context in which numpy's BLAS (and any other loaded BLAS) runs on one thread. A matcher's
-    product is ~1 ms of work; a multi-threaded OpenBLAS spins its idle threads after it and so
-    takes a core from the other workers: measured, `mamori rescan` of the dev set 28.3 -> 21.1 s
-    (one worker), 12.2 s with two (docs/rescan.md)."""
-    return _blas.limit(limits=1, user_api="blas")
+def quiet_blas() -> None:
+    """Ask that numpy's and OpenCV's OpenBLAS (pthreads builds: one thread pool per process) run on
+    one thread for the rest of this process, from the matcher's next use on. For processes mamori
+    owns: the `mamori` command sets QUIET_BLAS_ENV=1 (inherited by the Ray workers it starts;
+    `MAMORI_QUIET_BLAS=0 mamori ...` opts out); a Python caller decides for its own process.
+
+    Why: `count_inliers` does one ~1 ms matrix product per reference view; a multi-threaded
+    OpenBLAS spins its idle threads after each one and so takes a core from the other work (SIFT,
+    decoding, another worker): `mamori rescan` of the dev set with a third of the characters new,
+    one worker, 28.3 -> 21.1 s, and 12-13 s with two workers (docs/rescan.md). FAISS's own OpenBLAS
+    (an OpenMP build) is left alone. Applied once, lazily (`_quiet_now`): the libraries must be
+    loaded to be found, and a per-call limit is not thread-safe (threadpoolctl restores the
+    counts each context saw on entry, so overlapping contexts of two threads leave them wrong)."""
+    _quiet["wanted"] = True
+
+
+def _quiet_now() -> None:
+    if _quiet["limiter"] is not None or not (_quiet["wanted"] or os.environ.get(QUIET_BLAS_ENV) == "1"):
+        return
+    with _quiet_lock:
+        if _quiet["limiter"] is None:
+            import warnings
+
+            from threadpoolctl import ThreadpoolController
+
+            with warnings.catch_warnings():  # (its notes on OpenMP runtimes loaded together are not ours)
+                warnings.simplefilter("ignore")
+                libs = ThreadpoolController().select(internal_api="openblas", threading_layer="pthreads")
+                _quiet["limiter"] = libs.limit(limits=1)
 
 
 def _detector() -> Any:
@@ -142,10 +168,10 @@ def count_inliers(region: LocalFeatures, reference: LocalFeatures) -> int:
         return 0
     q = reference.descriptors.astype(np.float32)
     d = region.descriptors.astype(np.float32)
-    # squared L2 via the dot product (exact for these small sets; faster than cv2.BFMatcher's knn),
-    # on one BLAS thread (`_one_blas_thread`)
-    with _one_blas_thread():
-        dist = (q * q).sum(1)[:, None] - 2.0 * (q @ d.T) + (d * d).sum(1)[None, :]
+    # squared L2 via the dot product (exact: uint8 descriptors give integer distances below 2^24;
+    # faster than cv2.BFMatcher's knn or cv2.batchDistance), on one BLAS thread where asked (`quiet_blas`)
+    _quiet_now()
+    dist = (q * q).sum(1)[:, None] - 2.0 * (q @ d.T) + (d * d).sum(1)[None, :]
     best, first, second = two_nearest(dist)
     good = first < (RATIO * RATIO) * np.maximum(second, 1e-6)
     if int(good.sum()) < _MIN_MATCHES:

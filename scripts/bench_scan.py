@@ -24,11 +24,12 @@ with the character walking across it: only the windows the character touches cha
 embeds only those (`detector.pipeline`, step 3); the table says what fraction of regions it embedded. `clip-vit-b32` is measured with the
 ViT-B-32 architecture in random weights (`openclip:ViT-B-32:<file>`; the real weights cannot be
 downloaded here; speed does not depend on weight values, fidelity figures do). Random weights
-make the shortlist's choice meaningless, so for clip-vit-b32 it is forced to keep, per frame, as many
-small windows as a real model's shortlist keeps on the same clip: the bench first scans each clip
-with effnet-lite0-imagenet (real weights, its index built the same way) and counts the small
-windows its shortlist chooses per frame (`--keep N` sets the number instead). The ViT's own cheap
-pass (`detector.tokenmap`, pooled patch tokens) still runs on every frame and is paid for; only its
+make the shortlist's choice meaningless, so for clip-vit-b32 it is forced to keep what a real
+model's shortlist keeps on the same frames: the bench first scans each clip with
+effnet-lite0-imagenet (real weights, its index built the same way) and records the small windows
+its shortlist chooses on each sampled frame; the ViT scan replays them frame by frame (`--keep N`
+keeps N windows per frame, spread over it, instead). The ViT's own cheap pass
+(`detector.tokenmap`, pooled patch tokens) still runs on every frame and is paid for; only its
 choice is replaced. Crops embedded per frame are
 printed for every mamori row (the feature-map pass of a CNN is not counted: one forward pass of the
 frame at 288 px on its shorter side, ~3 crops' worth of pixels for 16:9).
@@ -189,15 +190,15 @@ def measure_ceiling(backbone: str, precision: str, frames: int) -> dict[str, flo
 
 
 def measure_mamori(index: str, precision: str, clips: list[str], fps: float, verify: bool = True,
-                   shortlist: bool = True, keep: float | None = None) -> dict[str, float]:
+                   shortlist: bool = True, keep: float | list[list[int]] | None = None) -> dict[str, float]:
     from PIL import Image
 
     from detector import Detector
 
-    if keep is not None:
-        force_shortlist(keep)
     det = Detector.open(index, precision=precision, fps=fps, verify=verify, shortlist=shortlist)
     det.score_image(Image.new("RGB", (64, 36), "white").resize((1280, 720)))  # warm-up, like a running scanner
+    if keep is not None:  # (after the warm-up: a replayed choice starts at the clip's first frame)
+        force_shortlist(keep)
     crops = 0
     embed = det.embed_pixels
 
@@ -215,31 +216,32 @@ def measure_mamori(index: str, precision: str, clips: list[str], fps: float, ver
             "crops": crops}
 
 
-def measure_shortlisted(index: str, clips: list[str], fps: float) -> dict[str, float]:
-    """Small windows the shortlist chooses per frame (real weights): what clip-vit-b32 is forced to keep."""
+def measure_shortlisted(index: str, clips: list[str], fps: float) -> dict[str, Any]:
+    """The small windows the shortlist chooses, frame by frame (real weights): what clip-vit-b32 replays."""
     from detector import Detector, shortlist
 
-    chosen, frames = [0], [0]
+    chosen: list[list[int]] = []
     rule = shortlist.RegionSearch.shortlisted
 
-    def counting(self: shortlist.RegionSearch, p: Any, coarse: list[int], small: list[int], first: Any) -> set[int]:
+    def recording(self: shortlist.RegionSearch, p: Any, coarse: list[int], small: list[int], first: Any) -> set[int]:
         out = rule(self, p, coarse, small, first)
-        chosen[0], frames[0] = chosen[0] + len(out), frames[0] + 1
+        chosen.append(sorted(out))
         return out
 
-    shortlist.RegionSearch.shortlisted = counting  # type: ignore[method-assign]
+    shortlist.RegionSearch.shortlisted = recording  # type: ignore[method-assign]
     det = Detector.open(index, precision="fp32", fps=fps)
     for c in clips:
         det.score_video(c)
-    return {"frames": frames[0], "small_per_frame": chosen[0] / max(1, frames[0])}
+    return {"frames": len(chosen), "chosen": chosen, "small_per_frame": sum(map(len, chosen)) / max(1, len(chosen))}
 
 
-def force_shortlist(keep: float) -> None:
-    """Make the shortlist keep `keep` small windows per frame on average, whatever the scores
-    (random weights: their scores mean nothing, and a shortlist that keeps nothing would flatter the
-    speed). The shortlist's own cheap pass still runs (its cost is part of the scan); then each
-    frame keeps floor or ceil of `keep` windows (so the average is `keep`), spread over the frame,
-    instead of the pass's choice (`detector.shortlist`)."""
+def force_shortlist(keep: float | list[list[int]]) -> None:
+    """Make the shortlist keep what `keep` says whatever the scores (random weights: their scores
+    mean nothing, and a shortlist that keeps nothing would flatter the speed). The shortlist's own
+    cheap pass still runs (its cost is part of the scan); then frame by frame, instead of its
+    choice: a list replays the windows another backbone's shortlist chose on the same frames (in
+    order: the same clip, the same sampling); a number keeps floor or ceil of that many windows
+    (so the average is `keep`), spread over the frame (`--keep`)."""
     from detector import shortlist
 
     seen = [0]
@@ -248,6 +250,8 @@ def force_shortlist(keep: float) -> None:
     def forced(self: shortlist.RegionSearch, p: Any, coarse: list[int], small: list[int], first: Any) -> set[int]:
         rule(self, p, coarse, small, first)  # paid for, then replaced
         seen[0] += 1
+        if isinstance(keep, list):
+            return set(keep[(seen[0] - 1) % len(keep)]) & set(small) if keep else set()
         n = min(len(small), math.floor(keep * seen[0]) - math.floor(keep * (seen[0] - 1)))
         return {small[round(i * len(small) / max(1, n)) % len(small)] for i in range(n)}
 
@@ -341,8 +345,9 @@ def run_child(kind: str, **payload: object) -> dict[str, float]:
     return json.loads(line[len("RESULT "):])
 
 
-def forced_keep(a: argparse.Namespace, clip: str) -> float | None:
-    """Small windows per frame the ViT's shortlist is forced to keep on `clip` (None: its own choice)."""
+def forced_keep(a: argparse.Namespace, clip: str) -> float | list[list[int]] | None:
+    """What the ViT's shortlist is forced to keep on `clip` (None: its own choice): --keep, or the
+    windows REAL_BACKBONE's shortlist chooses there, frame by frame."""
     if a.keep is not None:
         return float(a.keep)
     if a.backbone != "clip-vit-b32":
@@ -350,10 +355,17 @@ def forced_keep(a: argparse.Namespace, clip: str) -> float | None:
     if clip not in a.real_keep:
         index = str(make_index(REAL_BACKBONE, a.work))
         r = run_child("shortlisted", index=index, clips=[clip], fps=a.fps)
-        a.real_keep[clip] = round(r["small_per_frame"], 2)
-        print(f"  {REAL_BACKBONE} (real weights) shortlists {a.real_keep[clip]:g} small windows per frame of "
-              f"{Path(clip).name}: clip-vit-b32 is forced to keep as many", flush=True)
-    return float(a.real_keep[clip])
+        a.real_keep[clip] = r["chosen"]
+        print(f"  {REAL_BACKBONE} (real weights) shortlists {r['small_per_frame']:.2f} small windows per frame of "
+              f"{Path(clip).name}: clip-vit-b32 replays its choice frame by frame", flush=True)
+    chosen: list[list[int]] = a.real_keep[clip]
+    return chosen
+
+
+def _mean_kept(keep: float | list[list[int]] | None) -> float | None:
+    if keep is None or isinstance(keep, float):
+        return keep
+    return sum(map(len, keep)) / max(1, len(keep))
 
 
 def speed_table(backbone: str, index: str, short: str, static: str, a: argparse.Namespace) -> None:
@@ -400,7 +412,7 @@ def speed_table(backbone: str, index: str, short: str, static: str, a: argparse.
     print(f"crops embedded per frame (of {count_windows(*SIZE)}): mamori {per_frame['mamori', 'fp32']:.1f} fp32 / "
           f"{per_frame['mamori', 'bf16']:.1f} bf16; --no-shortlist {per_frame['full', 'fp32']:.1f}; "
           f"shortlist / --no-shortlist speed {fps_of['mamori', 'fp32'] / fps_of['full', 'fp32']:.2f} fp32, "
-          f"{fps_of['mamori', 'bf16'] / fps_of['full', 'bf16']:.2f} bf16{forced_note(keep, keep_static)}")
+          f"{fps_of['mamori', 'bf16'] / fps_of['full', 'bf16']:.2f} bf16{forced_note(a, keep, keep_static)}")
     print("\nstatic camera, character walking (same length):")
     for k, label in {"static-mamori": "(b) mamori scan", "static-naive": "(c) naive scanner"}.items():
         cells = "".join(f"{fps_of[k, p]:>10.2f}" for p in ("fp32", "bf16"))
@@ -413,11 +425,14 @@ def speed_table(backbone: str, index: str, short: str, static: str, a: argparse.
     print(f"bf16 mamori / fp32 naive = {fps_of['static-mamori', 'bf16'] / fps_of['static-naive', 'fp32']:.2f}")
 
 
-def forced_note(keep: float | None, keep_static: float | None) -> str:
-    if keep is None:
+def forced_note(a: argparse.Namespace, keep: float | list[list[int]] | None,
+                keep_static: float | list[list[int]] | None) -> str:
+    mean, mean_static = _mean_kept(keep), _mean_kept(keep_static)
+    if mean is None or mean_static is None:
         return ""
-    return (f" (shortlist forced to keep {keep:g} small windows per frame, {keep_static:g} on the static clip: "
-            f"what {REAL_BACKBONE}'s keeps there, or --keep)")
+    how = "--keep" if a.keep is not None else f"the windows {REAL_BACKBONE}'s shortlist chose on the same frames"
+    return (f" (shortlist forced to keep {mean:.2f} small windows per frame, {mean_static:.2f} on the static clip: "
+            f"{how})")
 
 
 def main() -> None:

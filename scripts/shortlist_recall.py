@@ -231,6 +231,7 @@ def main() -> None:
     ap.add_argument("--fps", type=float, default=2.0, help="frames sampled per second (default %(default)s)")
     a = ap.parse_args()
     from detector.shortlist import COARSE_MIN_SCORE, MAP_MIN_SCORE
+    from detector.tokenmap import TOKEN_MIN_SCORE
 
     sets = _load_cache(a.cache) if a.cache and a.cache.exists() else {}
     todo = {Path(d).name: (Path(d) / "videos", Path(i)) for d, _, i in (spec.partition("=") for spec in a.sets)}
@@ -241,7 +242,10 @@ def main() -> None:
             sets[name] = collect(videos, index, a.fps)
             if a.cache:  # after each set: a long run can be resumed
                 _save_cache(a.cache, sets)
-    for rule, t in (("map", MAP_MIN_SCORE), ("coarse", COARSE_MIN_SCORE)):
+    # the map rule at the feature map's threshold, and at the token map's (a ViT index) when it differs
+    rules = [("map", MAP_MIN_SCORE), *([("map", TOKEN_MIN_SCORE)] if TOKEN_MIN_SCORE != MAP_MIN_SCORE else []),
+             ("coarse", COARSE_MIN_SCORE)]
+    for rule, t in rules:
         for name, frames in sets.items():
             print(f"{rule:6s} >= {t:g}  {name:10s} {len(frames)} frames: {_fmt(judge(frames, rule, t))}")
         if a.cv:

@@ -27,11 +27,16 @@ __all__ = ["DEFAULT_MAX_WORKERS", "add_parser", "default_workers"]
 DEFAULT_MAX_WORKERS = 8
 
 
-def default_workers() -> int:
-    """`rescan`'s default worker count. A rescan runs no model that would own the cores, so its
-    per-video work (decoding, SIFT, matching: C code that releases the GIL) runs on all of them;
-    measured on the dev set, two cores: one worker 19.2 s, two 12.8 s (docs/rescan.md)."""
-    return max(1, min(DEFAULT_MAX_WORKERS, os.cpu_count() or 1))
+def default_workers(engine: str = "local") -> int:
+    """`rescan`'s default worker count: locally, one thread per core this process may use (at
+    most DEFAULT_MAX_WORKERS). A rescan runs no model that would own the cores, so its per-video
+    work (decoding, SIFT, matching: C code that releases the GIL) runs on all of them; measured
+    on the dev set, two cores: one worker 19-23 s, two 12-13 s (docs/rescan.md). With Ray, 1 as
+    for `scan` (the driver's cores say nothing about a cluster's; each actor holds an index copy)."""
+    if engine == "ray":
+        return 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(DEFAULT_MAX_WORKERS, cores or 1))
 
 
 def _results(a: argparse.Namespace, store: ScanStore, skip: set[tuple[str, str]]) -> Iterator[dict[str, Any]]:
@@ -40,7 +45,7 @@ def _results(a: argparse.Namespace, store: ScanStore, skip: set[tuple[str, str]]
     det = Rescanner.open(a.index, verify=not a.no_verify)  # the driver's own: it checks the backbone and the selection
     store.check_backbone(det.store.backbone, f"index {a.index}")
     selection = select_characters(det, store, characters=a.characters or (), since=a.since, every=a.all)
-    workers = a.workers or default_workers()
+    workers = a.workers or default_workers(a.engine)
     if a.engine == "ray":
         from detector.rescan_engines import rescan_ray
 
@@ -124,8 +129,9 @@ def add_parser(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     r.add_argument("--no-verify", action="store_true",
                    help="never decode the videos: approximate evidence only, no geometric verification")
     r.add_argument("--workers", type=_positive_int, default=None,
-                   help="videos (threads) or Ray actors side by side (default: one per core, at most "
-                   f"{DEFAULT_MAX_WORKERS}: a rescan runs no model, its SIFT and decoding run beside each other)")
+                   help="videos (threads) or Ray actors side by side (default: locally one per core, at most "
+                   f"{DEFAULT_MAX_WORKERS}: a rescan runs no model, its SIFT and decoding run beside each other; "
+                   "with --engine ray, 1)")
     r.add_argument("--engine", choices=("local", "ray"), default="local", help="local or ray (one shard per task)")
     r.add_argument("--ray-address", metavar="ADDR", help="existing Ray cluster; default: a private local Ray")
     r.set_defaults(func=cmd_rescan)

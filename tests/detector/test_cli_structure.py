@@ -54,6 +54,9 @@ def test_help_defaults_match_their_homes() -> None:
     assert (common.DEFAULT_BACKBONE, common.PRECISIONS) == (DEFAULT_BACKBONE, PRECISIONS)
     assert (common.DEFAULT_FPS, common.DEFAULT_MAX_FRAMES) == (DEFAULT_FPS, DEFAULT_MAX_FRAMES)
     assert serve_cmd.LIMIT_DEFAULTS == dataclasses.asdict(Limits())
+    from index.local import QUIET_BLAS_ENV
+
+    assert common.QUIET_BLAS_ENV == QUIET_BLAS_ENV
 
 
 def _oversized() -> list[str]:
@@ -107,6 +110,7 @@ def test_rescan_workers_default_to_the_cores(monkeypatch: pytest.MonkeyPatch) ->
     from detector.cli.app import build_parser
 
     assert build_parser().parse_args(["rescan", "S", "--index", "I"]).workers is None  # resolved when run
-    for cores, want in ((None, 1), (1, 1), (2, 2), (64, rescan_cmd.DEFAULT_MAX_WORKERS)):
-        monkeypatch.setattr(rescan_cmd.os, "cpu_count", lambda c=cores: c)
+    for cores, want in ((0, 1), (1, 1), (2, 2), (64, rescan_cmd.DEFAULT_MAX_WORKERS)):
+        monkeypatch.setattr(rescan_cmd.os, "sched_getaffinity", lambda pid, c=cores: set(range(c)))
         assert rescan_cmd.default_workers() == want
+        assert rescan_cmd.default_workers("ray") == 1

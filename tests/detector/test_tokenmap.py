@@ -97,3 +97,19 @@ def test_the_token_rule_decides_what_a_vit_embeds(vit_index: Path, threshold: fl
     assert sum(sent) == embedded
     if embedded == 47:  # a shortlist that keeps everything is the full search
         assert got["verdict"] == full["verdict"] and got["score"] == pytest.approx(full["score"], abs=1e-4)
+
+
+@pytest.mark.parametrize("size", [(1, 1), (4000, 2), (2, 4000)])
+def test_frames_without_small_windows_are_scored(vit_index: Path, size: tuple[int, int]) -> None:
+    det = Detector.open(vit_index, precision="fp32")
+    assert det.score_image(draw_scene("thin", *size)).verdict in ("pass", "review", "flag")
+
+
+def test_a_vit_of_another_structure_gets_no_token_map(tiny_openclip: dict[str, Path]) -> None:
+    name = f"openclip:{tiny_openclip['config']}:{tiny_openclip['safetensors']}"
+    tokens = load_backbone(name, precision="fp32")
+    tokens.module.output_tokens = True  # its forward returns (pooled, tokens)
+    assert TokenMap.of(tokens) is None
+    older = load_backbone(name, precision="fp32")
+    del older.module.transformer.batch_first  # open_clip before 2.26 had no such attribute
+    assert TokenMap.of(older) is None

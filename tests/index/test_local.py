@@ -91,3 +91,41 @@ def test_two_nearest_matches_a_full_sort() -> None:
     assert np.array_equal(best, np.argmin(dist, axis=1))
     assert first[5] == second[5] == -1.0
 
+
+
+def test_quiet_blas_puts_numpys_openblas_on_one_thread_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    from threadpoolctl import threadpool_info
+
+    from index import local
+
+    def pthreads_openblas() -> list[int]:
+        return [i["num_threads"] for i in threadpool_info()
+                if i.get("internal_api") == "openblas" and i.get("threading_layer") == "pthreads"]
+
+    before = pthreads_openblas()
+    monkeypatch.setattr(local, "_quiet", {"wanted": False, "limiter": None})
+    monkeypatch.delenv(local.QUIET_BLAS_ENV, raising=False)
+    art = detailed_art("hero")
+    shot, box = pasted(art, height_frac=0.6)
+    ref, region = describe(art), describe(shot.crop(padded(box, *shot.size)))
+    count_inliers(region, ref)
+    assert pthreads_openblas() == before  # not asked: left alone
+    monkeypatch.setenv(local.QUIET_BLAS_ENV, "1")
+    counts: list[int] = []
+    threads = [threading.Thread(target=lambda: counts.append(count_inliers(region, ref))) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    try:
+        assert len(set(counts)) == 1 and counts[0] >= MIN_INLIERS  # four threads at once, the same answer
+        assert pthreads_openblas() and all(n == 1 for n in pthreads_openblas())
+        limiter = local._quiet["limiter"]
+        count_inliers(region, ref)
+        assert local._quiet["limiter"] is limiter  # applied once
+    finally:
+        if local._quiet["limiter"] is not None:
+            local._quiet["limiter"].restore_original_limits()
+    assert pthreads_openblas() == before
