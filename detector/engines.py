@@ -135,8 +135,8 @@ def in_threads(fn: Callable[[T], dict[str, Any]], items: Iterable[T], workers: i
         for item in items:
             yield fn(item)
         return
-    # PyTorch's CPU thread count is per calling thread (OpenMP): set it in each worker thread, or
-    # every worker runs as many threads as there are cores and they fight over them
+    # PyTorch's and FAISS's CPU thread counts are per calling thread (OpenMP): set them in each
+    # worker thread, or every worker runs as many threads as there are cores and they fight over them
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name, **_thread_shares(workers))
     pending: set[Future[dict[str, Any]]] = set()
     try:

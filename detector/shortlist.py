@@ -16,9 +16,9 @@ in most windows. `RegionSearch.regions` decides, per frame, which regions are em
          the frame (`detector.tokenmap.TokenMap`, MaskCLIP-style dense tokens), threshold
          `detector.tokenmap.TOKEN_MIN_SCORE` (not measured: no CLIP weights on the development
          machine; see that module)
-       - any other backbone (timm: ViTs, onnx:, open_clip models that fail that check): the coarse regions' exact evidence; a small
-         window is shortlisted when at least half of it lies inside a coarse region whose score
-         (image or text channel) reaches COARSE_MIN_SCORE
+       - any other backbone (timm: ViTs, onnx:, open_clip models that fail that check): the
+         coarse regions' exact evidence; a small window is shortlisted when at least half of it
+         lies inside a coarse region whose score (image or text channel) reaches COARSE_MIN_SCORE
        - a window whose PDQ hash matches a reference hash (the near-copy channel) is always shortlisted
     3. the shortlisted windows are embedded exactly (a window unchanged since its last embedded
        version keeps that vector: the model thread's copy of `detector.pipeline` step 3), and

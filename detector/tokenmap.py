@@ -90,7 +90,8 @@ class TokenMap:
         (class-token pooling, learnable positions, standard residual attention blocks), checked
         once per backbone on a probe input (module docstring)."""
         if backbone not in _TOKEN_MAPS:
-            _TOKEN_MAPS[backbone] = cls(backbone) if cls._usual(backbone) else None
+            tm = cls(backbone) if cls._usual(backbone) else None
+            _TOKEN_MAPS[backbone] = tm if tm is not None and tm._reproduces() else None
         return _TOKEN_MAPS[backbone]
 
     @staticmethod
@@ -112,15 +113,17 @@ class TokenMap:
         blocks = list(v.transformer.resblocks)
         if v.positional_embedding.shape[0] != gh * gw + 1 or not blocks:
             return False
-        if not all(type(b) is ResidualAttentionBlock and isinstance(b.attn, torch.nn.MultiheadAttention)
-                   and b.attn._qkv_same_embed_dim and not hasattr(b, "ln_1_kv") for b in blocks):
-            return False
-        s = backbone.preprocess.size
-        x = torch.linspace(-1, 1, 3 * s * s).view(1, 3, s, s).to(backbone.device, backbone.dtype)
+        return all(type(b) is ResidualAttentionBlock and isinstance(b.attn, torch.nn.MultiheadAttention)
+                   and b.attn._qkv_same_embed_dim and not hasattr(b, "ln_1_kv") for b in blocks)
+
+    def _reproduces(self) -> bool:
+        """Whether this forward (ordinary last block) gives the model's own embedding of a probe."""
+        bb = self.backbone
+        s = bb.preprocess.size
+        x = torch.linspace(-1, 1, 3 * s * s).view(1, 3, s, s).to(bb.device, bb.dtype)
         try:
             with torch.inference_mode():
-                mine = TokenMap(backbone)._forward(x, dense=False)[:, 0]
-                theirs = v(x)
+                mine, theirs = self._forward(x, dense=False)[:, 0], self.visual(x)
             cos = F.cosine_similarity(mine.float(), theirs.float().reshape(1, -1))
         except (RuntimeError, ValueError, TypeError, AttributeError):  # a structure this code does not know
             return False

@@ -59,7 +59,7 @@ sys.path.insert(0, str(ROOT))
 
 SIZE = (1280, 720)
 CLIP_FPS = 24
-#: the backbone with real weights whose shortlist says how many small windows clip-vit-b32 keeps
+#: the backbone with real weights whose shortlist choices clip-vit-b32 replays (its own are meaningless)
 REAL_BACKBONE = "effnet-lite0-imagenet"
 #: drawn scenes (a quarter with an unindexed figure) the bench index is calibrated on, as every
 #: real index is (`index build --background`; without one the thresholds are the backbone's
