@@ -58,9 +58,11 @@ def quarantine_references(path: str | Path, ids: Sequence[str], reason: str) -> 
     return changed
 
 
-def enable_reference(path: str | Path, reference: str) -> tuple[Reference, str]:
+def enable_reference(path: str | Path, reference: str, *, only_reason: str | None = None) -> tuple[Reference, str]:
     """Clear a reference's quarantine (by id, sha256 or source path) and commit: (the reference,
-    the reason it was quarantined for, "" when it was not, and nothing was written).
+    the reason it was quarantined for, "" when it was not, and nothing was written). With
+    `only_reason`, only a quarantine for exactly that reason is cleared (the service's flood expiry
+    leaves one an admin set meanwhile); another gives "" and nothing is written.
 
     Raises:
         ReferenceNotFoundError: no such reference (the index is left unchanged).
@@ -69,6 +71,8 @@ def enable_reference(path: str | Path, reference: str) -> tuple[Reference, str]:
         data = IndexStore.open(path).data
         ref = find_reference(data, reference, path)
         was = ref.quarantine
+        if only_reason is not None and was != only_reason:
+            return ref, ""
         if was:
             data.references[ref.id] = ref = replace(ref, quarantine="")
             _commit(path, data)

@@ -82,6 +82,9 @@ def cmd_serve(a: argparse.Namespace) -> int:
         flood_share=a.flood_share,
         flood_min=a.flood_min,
         flood_action=a.flood_action,
+        flood_quarantine_max=a.flood_quarantine_max,
+        flood_quarantine_ttl=a.flood_quarantine_ttl,
+        media_root=_media_root(a.media_root),
     )
     _log_requests(a.quiet)
     if tokens is None:
@@ -94,6 +97,20 @@ def cmd_serve(a: argparse.Namespace) -> int:
         print(f"mamori serve: {len(tokens)} token(s); listening on {a.host}:{a.port}", file=sys.stderr, flush=True)
     uvicorn.run(create_app(cfg), host=a.host, port=a.port, log_level="warning", access_log=False, timeout_keep_alive=5)
     return ExitCode.OK
+
+
+def _media_root(path: str | None) -> Path | None:
+    """--media-root, resolved (symbolic links followed), or None.
+
+    Raises:
+        ConfigError: not a folder.
+    """
+    if path is None:
+        return None
+    root = Path(path).resolve()
+    if not root.is_dir():
+        raise ConfigError(f"--media-root {path}: not a folder")
+    return root
 
 
 def _add_limit_options(sv: argparse.ArgumentParser) -> None:
@@ -131,6 +148,47 @@ def _add_limit_options(sv: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_flood_options(sv: argparse.ArgumentParser) -> None:
+    """The flood watch, and the bounds of its opt-in quarantine (`detector.service.flood`); --media-root."""
+    sv.add_argument(
+        "--flood-window",
+        type=_positive_int,
+        default=1000,
+        metavar="N",
+        help="flood watch: count matches per reference over the last N scored requests (default %(default)s)",
+    )
+    add_flood_options(sv, "the window's requests")
+    sv.add_argument(
+        "--flood-action",
+        choices=("alert", "quarantine"),
+        default="alert",
+        help="when a reference floods: alert (log it; GET /v1/index for admin tokens; metrics) or, opt-in, also "
+        "quarantine it in the index, at most --flood-quarantine-max times per reference, each for "
+        "--flood-quarantine-ttl seconds (default %(default)s)",
+    )
+    sv.add_argument(
+        "--flood-quarantine-max",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="with --flood-action quarantine: times score traffic may quarantine one reference in a run "
+        "(default %(default)s)",
+    )
+    sv.add_argument(
+        "--flood-quarantine-ttl",
+        type=_positive_float,
+        default=3600.0,
+        metavar="SECONDS",
+        help="with --flood-action quarantine: an automatic quarantine ends after this (default %(default)s)",
+    )
+    sv.add_argument(
+        "--media-root",
+        metavar="DIR",
+        help="POST /v1/admin/decisions may read the files its decisions name under DIR only "
+        "(without it, decisions over HTTP are refused)",
+    )
+
+
 def add_parser(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     sv = sub.add_parser(
         "serve",
@@ -159,20 +217,6 @@ def add_parser(sub: Subparsers, common: argparse.ArgumentParser) -> None:
         help="merge concurrent requests' forward passes in one model thread: auto = on (measured "
         "faster under concurrency on CPU; default %(default)s)",
     )
-    sv.add_argument(
-        "--flood-window",
-        type=_positive_int,
-        default=1000,
-        metavar="N",
-        help="flood watch: count matches per reference over the last N scored requests (default %(default)s)",
-    )
-    add_flood_options(sv, "the window's requests")
-    sv.add_argument(
-        "--flood-action",
-        choices=("alert", "quarantine"),
-        default="alert",
-        help="when a reference floods: alert (log it, GET /v1/index, metrics) or also quarantine it in the "
-        "index until an admin enables it (default %(default)s)",
-    )
+    _add_flood_options(sv)
     add_model_options(sv)
     sv.set_defaults(func=cmd_serve)

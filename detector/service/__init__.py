@@ -3,14 +3,18 @@
     GET  /v1/health                 liveness (no auth)
     GET  /v1/ready                  200 once the index and the model are loaded, else 503 (no auth)
     GET  /v1/index                  backbone, counts, characters, thresholds, generation  [score]
+                                    (quarantined references and the flood watch: admin only)
     POST /v1/score                  an image or video (raw body or multipart `file`) -> Result [score]
     POST /v1/admin/references       multipart: `file` + character, franchise, rights_holder, license [admin]
                                     (an image already indexed: a no-op naming it in `duplicate_of`)
     DELETE /v1/admin/references/ID  remove one reference (id, sha256 or source path)      [admin]
     DELETE /v1/admin/characters/NAME  remove a character (takedown / opt-out)              [admin]
                                     (both delete uploaded art no remaining reference uses)
+    POST /v1/admin/references/ID/quarantine?reason=  stop matching a reference            [admin]
+    POST /v1/admin/references/ID/enable  match it again                                   [admin]
     POST /v1/admin/reload           re-open the index from disk                            [admin]
-    GET  /metrics                   Prometheus counters and latency histogram (no auth)
+    POST /v1/admin/decisions        reviewers' decisions, on files under --media-root only [admin]
+    GET  /metrics                   Prometheus counters and latency histogram (no auth; no reference ids)
 
 Why it is built this way:
 - *Atomic index switches*: each request takes the current `Detector` once and uses it to the
@@ -33,7 +37,8 @@ Why it is built this way:
 
 Modules: `app` (create_app, middleware, exception handlers), `errors` (the table), `config`
 (ServiceConfig, tokens file), `state` (model, current Detector, metrics, auth dependency),
-`routes_health`, `routes_score`, `routes_admin` (the routers), `uploads` (streamed bodies).
+`routes_health`, `routes_score`, `routes_admin`, `routes_review` (the routers), `uploads` (streamed
+bodies), `decision_input` (the media root, checked result lines), `flood` (the flood watch).
 """
 
 from __future__ import annotations

@@ -30,7 +30,11 @@ class ServiceConfig:
     flood_window: int = 1000
     flood_share: float = FLOOD_SHARE
     flood_min: int = FLOOD_MIN
-    flood_action: str = "alert"  # or quarantine
+    flood_action: str = "alert"  # or quarantine (opt-in, bounded by the next two)
+    flood_quarantine_max: int = 1  # automatic quarantines per reference in a run
+    flood_quarantine_ttl: float = 3600.0  # seconds an automatic quarantine lasts
+    #: the folder `POST /v1/admin/decisions` may read files from (None: decisions over HTTP are refused)
+    media_root: Path | None = None
 
 
 def read_tokens(path: str | Path) -> dict[str, frozenset[str]]:

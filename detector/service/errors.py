@@ -3,6 +3,7 @@
     ApiError                  a refusal about HTTP itself (auth, body framing, load), not the media
     ├── Unauthorized          401: missing or unknown bearer token
     ├── Forbidden             403: the token lacks the route's scope
+    ├── PathRefused           403: a decision names a file outside --media-root (or there is none)
     ├── UnsupportedMediaType  415: a body that is neither media nor multipart form data
     ├── NotReady, Busy        503 + Retry-After: still loading / too many requests in flight
     ├── BadMultipart, ClientDisconnect                   400
@@ -32,7 +33,7 @@ from index import IndexLockedError, IndexStoreError, ReferenceNotFoundError
 
 __all__ = ["ERROR_TABLE", "LIMIT_STATUS", "ApiError", "BadMultipart", "Busy", "ClientDisconnect", "ErrorRule",
            "Forbidden", "FormFieldTooLarge", "InvalidParameter", "LimitExceeded", "MissingField", "MissingFile",
-           "NotReady", "ReferenceNotAdded", "RequestTimeout", "TooManyFormFields", "Unauthorized",
+           "NotReady", "PathRefused", "ReferenceNotAdded", "RequestTimeout", "TooManyFormFields", "Unauthorized",
            "UnsupportedMediaType", "UploadTooLarge", "error_response", "rule_for"]
 
 class ApiError(Exception):
@@ -45,6 +46,10 @@ class Unauthorized(ApiError):
 
 class Forbidden(ApiError):
     """The token lacks the scope the route needs."""
+
+
+class PathRefused(ApiError):
+    """A decision over HTTP that names a file outside the server's --media-root, or a server without one."""
 
 
 class UnsupportedMediaType(ApiError):
@@ -128,6 +133,7 @@ def _limit(exc: type[ApiError], limit: str) -> ErrorRule:
 ERROR_TABLE: tuple[ErrorRule, ...] = (
     ErrorRule(Unauthorized, 401, headers={"WWW-Authenticate": "Bearer"}),
     ErrorRule(Forbidden, 403),
+    ErrorRule(PathRefused, 403),
     ErrorRule(UnsupportedMediaType, 415),
     ErrorRule(NotReady, 503, headers={"Retry-After": "5"}),
     ErrorRule(Busy, 503, headers={"Retry-After": "2"}),

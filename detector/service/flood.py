@@ -1,20 +1,35 @@
 """The service's flood watch: per-reference match counts over the last `--flood-window` scored
-requests (`detector.flood`), in `GET /v1/index`, in the metrics, and the `--flood-action`.
+requests (`detector.flood`), in the admin's view of `GET /v1/index`, and the `--flood-action`.
 
 Only requests answered with a result count (a refused or failed upload matched nothing). When a
 reference starts to flood (over `--flood-share` of the window, once it holds `--flood-min`
-requests) it is logged once; with `--flood-action quarantine` it is also quarantined in the
-served index through the admin path (`routes_admin._change`: admin lock, new generation, reload),
-and stays so until an admin enables it (`POST /v1/admin/references/{ref}/enable`), which also
-drops its matches from the window, so old matches do not quarantine it again.
+requests) it is logged once (`alert`, the default). Score traffic never takes a reference out of
+matching by itself: anyone who may upload could otherwise flood a reference out, then upload the
+video it would have caught. Quarantine is an admin action (`mamori index quarantine`, or
+`POST /v1/admin/...`), except with the explicit opt-in `--flood-action quarantine`, which is
+bounded two ways:
 
-Metrics have a bounded label set: the top `TOP_K` references by count at scrape time.
+- *per-reference cap*: score traffic quarantines one reference at most
+  `--flood-quarantine-max` times (default 1) in a server's run; a later flood of it only alerts;
+- *automatic expiry*: each such quarantine ends `--flood-quarantine-ttl` seconds later (default
+  3600): at the first request after that time the server enables the reference again (admin
+  path: admin lock, new generation, reload) and drops its matches from the window. The expiry is
+  written in the quarantine's reason (`flood (automatic, expires ISO-TIME): ...`), so a restarted
+  server still ends it; a reason an admin changed meanwhile is left alone.
+
+An admin may end it earlier (`POST /v1/admin/references/{ref}/enable`, which also drops its
+matches from the window). Which references flood, and the window's top references, are shown to
+`admin` tokens only (`GET /v1/index`'s `flood` part); the unauthenticated metrics carry counts,
+never a reference id.
 """
 
 from __future__ import annotations
 
+import calendar
 import logging
+import re
 import time
+from collections import Counter as Tally
 from collections.abc import Iterator, Mapping
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -30,24 +45,45 @@ if TYPE_CHECKING:
     from detector.service.state import ServiceState
     from index import IndexStore
 
-__all__ = ["FLOOD_ACTIONS", "TOP_K", "FloodWatch", "after_score"]
+__all__ = ["FLOOD_ACTIONS", "TOP_K", "FloodWatch", "after_score", "expire_due", "flood_reason"]
 
 log = logging.getLogger("mamori.service")
 
 FLOOD_ACTIONS = ("alert", "quarantine")
-#: references named in the metrics (and twice as many in `GET /v1/index`)
-TOP_K = 5
+#: references listed in `GET /v1/index`'s flood part
+TOP_K = 10
+_ISO = "%Y-%m-%dT%H:%M:%SZ"
+_REASON = re.compile(r"^flood \(automatic, expires (\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ)\)")
+
+
+def _iso(t: float) -> str:
+    return time.strftime(_ISO, time.gmtime(t))
+
+
+def flood_reason(f: FloodReference, now: float, ttl: float) -> tuple[str, float]:
+    """(the quarantine reason, the epoch second it expires at) of an automatic flood quarantine."""
+    until = float(int(now + ttl + 0.999))  # whole seconds, as written in the reason
+    reason = (f"flood (automatic, expires {_iso(until)}): matched {f.count} of {f.total} scored requests "
+              f"({f.share:.1%}) by {_iso(now)}")
+    return reason, until
 
 
 class FloodWatch(Collector):
-    """The window's counts, which references flood now, and the metrics about them."""
+    """The window's counts, which references flood now, the automatic quarantines' cap and expiry,
+    and the metrics about them."""
 
     def __init__(self, cfg: ServiceConfig, registry: CollectorRegistry):
         self.counter = FloodCounter(cfg.flood_window)
         self.share, self.min_total, self.action = cfg.flood_share, cfg.flood_min, cfg.flood_action
+        self.cap, self.ttl = cfg.flood_quarantine_max, cfg.flood_quarantine_ttl
         self.flooding: set[str] = set()
+        #: automatic quarantines per reference in this run (the cap), and those in force: id -> (expiry, reason)
+        self.auto: Tally[str] = Tally()
+        self.expiry: dict[str, tuple[float, str]] = {}
         self.quarantined = Counter("mamori_flood_quarantined", "references quarantined by the flood action",
                                    registry=registry)
+        self.expired = Counter("mamori_flood_expired", "automatic flood quarantines ended by their expiry",
+                               registry=registry)
         registry.register(self)
 
     def observe(self, result: Mapping[str, Any]) -> list[FloodReference]:
@@ -58,54 +94,106 @@ class FloodWatch(Collector):
         self.flooding = set(over)
         return new
 
+    def may_quarantine(self, reference_id: str) -> bool:
+        """Whether score traffic may quarantine this reference now (the opt-in, under its cap)."""
+        return self.action == "quarantine" and self.auto[reference_id] < self.cap
+
+    def restore(self, store: IndexStore) -> None:
+        """Pick up the automatic quarantines in force in the index (a restarted server ends them too)."""
+        for ref in store.references.values():
+            m = _REASON.match(ref.quarantine or "")
+            if m:
+                self.expiry[ref.id] = (float(calendar.timegm(time.strptime(m[1], _ISO))), ref.quarantine)
+
+    def due(self, now: float) -> list[tuple[str, str]]:
+        """The automatic quarantines whose time is up: (id, reason), removed from `expiry`."""
+        out = [(ref, reason) for ref, (until, reason) in self.expiry.items() if until <= now]
+        for ref, _ in out:
+            del self.expiry[ref]
+        return out
+
     def enabled(self, reference_id: str) -> None:
-        """An admin enabled the reference: its matches so far no longer count."""
+        """The reference is matched again (an admin, or the expiry): its matches so far no longer count."""
         self.counter.forget(reference_id)
         self.flooding.discard(reference_id)
+        self.expiry.pop(reference_id, None)
 
     def summary(self, store: IndexStore) -> dict[str, Any]:
-        """The `flood` part of `GET /v1/index`."""
+        """The `flood` part of `GET /v1/index` (admin tokens only)."""
         refs = store.references
         top = [{**f.to_dict(), "flooding": f.reference_id in self.flooding,
                 "quarantined": bool(refs[f.reference_id].quarantine) if f.reference_id in refs else None}
-               for f in self.counter.top(2 * TOP_K)]
+               for f in self.counter.top(TOP_K)]
         return {"window": self.counter.window, "requests": self.counter.total, "share": self.share,
-                "min_requests": self.min_total, "action": self.action, "top": top}
+                "min_requests": self.min_total, "action": self.action,
+                "quarantine": {"max_per_reference": self.cap, "ttl_seconds": self.ttl,
+                               "expires": {r: _iso(t) for r, (t, _) in sorted(self.expiry.items())}},
+                "top": top}
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
+        """Counts only: the metrics need no token, so they name no reference."""
         yield GaugeMetricFamily("mamori_flood_window_requests", "scored requests in the flood window",
                                 value=self.counter.total)
         yield GaugeMetricFamily("mamori_flood_references", "references over the flood share now",
                                 value=len(self.flooding))
-        top = GaugeMetricFamily("mamori_flood_top_share",
-                                f"share of the window's requests matched, top {TOP_K} references",
-                                labels=["reference"])
-        for f in self.counter.top(TOP_K):
-            top.add_metric([f.reference_id], f.share)
-        yield top
+        top = self.counter.top(1)
+        yield GaugeMetricFamily("mamori_flood_top_share", "share of the window's requests the most matched "
+                                "reference matched (which one: GET /v1/index, admin)", value=top[0].share if top else 0.0)
+        yield GaugeMetricFamily("mamori_flood_auto_quarantined", "automatic flood quarantines in force",
+                                value=len(self.expiry))
 
 
 async def after_score(state: ServiceState, result: Mapping[str, Any]) -> None:
-    """Count a scored request; log the references that start to flood, and quarantine them with
-    `--flood-action quarantine` (before the reply, so the next request no longer matches them)."""
+    """Count a scored request; log the references that start to flood, and with `--flood-action
+    quarantine` quarantine those under the cap (before the reply, so the next request no longer
+    matches them), each until its expiry."""
     watch = state.flood
-    new = watch.observe(result)
-    for f in new:
+    for f in watch.observe(result):
+        act = watch.may_quarantine(f.reference_id)
+        capped = watch.action == "quarantine" and not act
         log.warning("flood: reference %s (%s, %s) matched %d of the last %d scored requests (%.1f%%)%s",
                     f.reference_id, f.character, f.source_path, f.count, f.total, 100 * f.share,
-                    "; quarantining it" if watch.action == "quarantine" else "")
-    if not new or watch.action != "quarantine":
-        return
+                    f"; quarantining it for {watch.ttl:g} s" if act else
+                    f"; not quarantined: automatically quarantined {watch.cap} time(s) already" if capped else "")
+        if act:
+            await _quarantine(state, f)
+
+
+async def _quarantine(state: ServiceState, f: FloodReference) -> None:
     from detector.service.routes_admin import _change
     from index.quarantine import quarantine_references
 
-    when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    for f in new:
-        reason = f"flood: matched {f.count} of {f.total} scored requests ({f.share:.1%}) by {when}"
+    watch = state.flood
+    reason, until = flood_reason(f, time.time(), watch.ttl)
+    watch.auto[f.reference_id] += 1  # counted when tried: a failing index does not lift the cap
+    try:
+        done, _ = await _change(state, partial(quarantine_references, state.cfg.index, [f.reference_id], reason))
+    except Exception:  # the request was scored; the alert is logged, the index unchanged
+        log.exception("flood: could not quarantine reference %s", f.reference_id)
+        return
+    if done:
+        watch.expiry[f.reference_id] = (until, reason)
+        watch.quarantined.inc()
+
+
+async def expire_due(state: ServiceState) -> None:
+    """End the automatic quarantines whose time is up (called before each scored request and
+    `GET /v1/index`); one whose reason an admin changed meanwhile is left as it is."""
+    from detector.service.routes_admin import _change
+    from index import ReferenceNotFoundError
+    from index.quarantine import enable_reference
+
+    watch = state.flood
+    for ref, reason in watch.due(time.time()):
         try:
-            done, _ = await _change(state, partial(quarantine_references, state.cfg.index, [f.reference_id], reason))
-        except Exception:  # the request was scored; the alert is logged, the index unchanged
-            log.exception("flood: could not quarantine reference %s", f.reference_id)
+            (_, was), _ = await _change(state, partial(enable_reference, state.cfg.index, ref, only_reason=reason))
+        except ReferenceNotFoundError:  # removed meanwhile: nothing to end
             continue
-        if done:
-            watch.quarantined.inc()
+        except Exception:  # the reference stays quarantined; logged, tried again at the next request
+            log.exception("flood: could not end the quarantine of reference %s", ref)
+            watch.expiry[ref] = (time.time() + 60, reason)
+            continue
+        if was:
+            log.warning("flood: the automatic quarantine of reference %s expired; it is matched again", ref)
+            watch.enabled(ref)
+            watch.expired.inc()

@@ -1,4 +1,5 @@
-"""Routes for the `admin` scope: add or remove references, take down a character, reload.
+"""Routes for the `admin` scope: add or remove references, take down a character, quarantine or
+enable a reference, reload.
 
 Each change runs under the state's admin lock in a worker thread, writes a new index generation
 (`index.build`), then switches readers to it (`ServiceState.reload`); the reply names it.
@@ -12,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 
 from detector.embedding import RegionEmbedder
 from detector.service.errors import MissingField, ReferenceNotAdded
@@ -97,6 +98,19 @@ async def enable_reference(request: Request, ref: str) -> dict[str, Any]:
     (done, was), gen = await _change(state, lambda: enable(state.cfg.index, ref))
     state.flood.enabled(done.id)
     return {"enabled": done.id, "character": done.character, "was_quarantined": was or None, "generation": gen}
+
+
+@router.post("/v1/admin/references/{ref:path}/quarantine")
+async def quarantine_reference(request: Request, ref: str,
+                               reason: str = Query(..., min_length=1, max_length=500)) -> dict[str, Any]:
+    """Quarantine a reference (by id, sha256 or source path): kept, never matched, until enabled."""
+    from index.quarantine import find_reference, quarantine_references
+
+    state = get_state(request)
+    det = state.current()
+    found = find_reference(det.store.data, ref, "the served index")
+    done, gen = await _change(state, lambda: quarantine_references(state.cfg.index, [found.id], reason))
+    return {"quarantined": found.id, "character": found.character, "changed": bool(done), "generation": gen}
 
 
 @router.post("/v1/admin/reload")

@@ -1,4 +1,5 @@
-"""Routes for the `score` scope: scoring an upload and describing the index."""
+"""Routes for the `score` scope: scoring an upload and describing the index (its `quarantined` list
+and `flood` part for `admin` tokens only)."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 
 from detector.service.errors import Busy, LimitExceeded
-from detector.service.flood import after_score
-from detector.service.state import get_state, require
+from detector.service.flood import after_score, expire_due
+from detector.service.state import get_state, require, scopes_of
 
 __all__ = ["router"]
 
@@ -23,15 +24,19 @@ router = APIRouter(dependencies=[Depends(require("score"))])
 @router.get("/v1/index")
 async def index_info(request: Request) -> dict[str, Any]:
     state = get_state(request)
+    await expire_due(state)
     det = state.current()
     summary = det.store.summary()
     summary.pop("path", None)  # the server's file system is not the client's business
+    admin = "admin" in scopes_of(request)
+    if not admin:  # which references are out of matching, and which flood, is the admin's business
+        summary.pop("quarantined", None)
     check = det.precision_check
     summary.update({"flag_score": det.store.flag_score, "review_score": det.store.review_score,
                     "precision": det.backbone.precision, "index_precision": det.store.precision or None,
                     "precision_check": None if check is None else check.to_dict(),
                     "limits": state.cfg.limits.__dict__, "version": request.app.version,
-                    "flood": state.flood.summary(det.store)})
+                    **({"flood": state.flood.summary(det.store)} if admin else {})})
     return summary
 
 
@@ -42,6 +47,7 @@ async def score(request: Request, fps: float | None = Query(None, gt=0, le=30),
     limit = state.cfg.limits.max_frames
     if max_frames is not None and max_frames > limit:
         raise LimitExceeded(f"max_frames={max_frames} is above the server's max_frames={limit}")
+    await expire_due(state)
     det = state.current()
     if not state.slots.acquire(blocking=False):
         raise Busy("too many requests in flight; retry later")

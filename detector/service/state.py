@@ -20,13 +20,13 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from detector.api import Detector
 from detector.backbones import Backbone, load_backbone
 from detector.batching import Batcher
-from detector.service.config import ServiceConfig
+from detector.service.config import SCOPES, ServiceConfig
 from detector.service.errors import Forbidden, NotReady, Unauthorized
 from detector.service.flood import FloodWatch
 from detector.service.uploads import RAW_TYPES, Upload, receive_upload
 from index import IndexStore
 
-__all__ = ["Metrics", "ServiceState", "get_state", "require"]
+__all__ = ["Metrics", "ServiceState", "get_state", "require", "scopes_of"]
 
 log = logging.getLogger("mamori.service")
 
@@ -64,6 +64,7 @@ class ServiceState:
             if self.cfg.batching in ("on", "auto"):
                 self.batcher = Batcher(self.backbone)
             self.detector = self._detector(store)
+            self.flood.restore(store)
             log.info("ready: index %s (generation %s), backbone %s in %s on %s, batching %s", self.cfg.index,
                      store.manifest.get("generation"), self.backbone.name, self.backbone.precision,
                      self.backbone.device, "on" if self.batcher else "off")
@@ -110,20 +111,29 @@ def get_state(request: Request) -> ServiceState:
     return state
 
 
+def scopes_of(request: Request) -> frozenset[str]:
+    """The scopes of the request's bearer token (every scope when the server has no tokens).
+
+    Raises:
+        Unauthorized: a missing or unknown token.
+    """
+    tokens = get_state(request).cfg.tokens
+    if tokens is None:
+        return SCOPES
+    kind, _, given = request.headers.get("authorization", "").partition(" ")
+    given_b = given.strip().encode("utf-8", "replace")
+    scopes = next((sc for tok, sc in tokens.items()  # constant-time per comparison
+                   if kind.lower() == "bearer" and hmac.compare_digest(tok.encode(), given_b)), None)
+    if scopes is None:
+        raise Unauthorized("missing or unknown bearer token")
+    return scopes
+
+
 def require(scope: str) -> Callable[[Request], None]:
     """A dependency that refuses a request whose bearer token lacks `scope` (no check without tokens)."""
 
     def check(request: Request) -> None:
-        tokens = get_state(request).cfg.tokens
-        if tokens is None:
-            return
-        kind, _, given = request.headers.get("authorization", "").partition(" ")
-        given_b = given.strip().encode("utf-8", "replace")
-        scopes = next((sc for tok, sc in tokens.items()  # constant-time per comparison
-                       if kind.lower() == "bearer" and hmac.compare_digest(tok.encode(), given_b)), None)
-        if scopes is None:
-            raise Unauthorized("missing or unknown bearer token")
-        if scope not in scopes:
+        if scope not in scopes_of(request):
             raise Forbidden(f"this token lacks the {scope!r} scope")
 
     return check

@@ -67,8 +67,10 @@ def test_alert_lines_name_the_reference_and_hint() -> None:
     assert flood_lines([]) == []
 
 
-def test_service_metrics_name_at_most_top_k_references() -> None:
+def test_service_metrics_name_no_reference_and_the_admin_view_lists_top_k() -> None:
+    """/metrics needs no token: counts only; the references are in `GET /v1/index` for admins."""
     from pathlib import Path
+    from types import SimpleNamespace
 
     from prometheus_client import CollectorRegistry, generate_latest
 
@@ -81,6 +83,31 @@ def test_service_metrics_name_at_most_top_k_references() -> None:
     assert [f.reference_id for f in started[0]] == ["r00"]  # alerts once, when it starts to flood
     assert all("r00" not in {f.reference_id for f in s} for s in started[1:])
     text = generate_latest(registry).decode()
-    labelled = [ln for ln in text.splitlines() if ln.startswith("mamori_flood_top_share{")]
-    assert len(labelled) == TOP_K and labelled[0].startswith('mamori_flood_top_share{reference="r00"} 1.0')
-    assert f"mamori_flood_window_requests {3 * TOP_K}.0" in text
+    assert "reference=" not in text and "r00" not in text and "r01" not in text
+    assert "mamori_flood_top_share 1.0" in text and f"mamori_flood_window_requests {3 * TOP_K}.0" in text
+    top = watch.summary(SimpleNamespace(references={}))["top"]  # type: ignore[arg-type]
+    assert len(top) == TOP_K and top[0]["reference_id"] == "r00" and top[0]["flooding"]
+
+
+def test_automatic_quarantine_reason_carries_its_expiry() -> None:
+    """A restarted server reads the expiry back from the reason; `due` hands each out once."""
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from prometheus_client import CollectorRegistry
+
+    from detector.flood import FloodReference
+    from detector.service.config import ServiceConfig
+    from detector.service.flood import FloodWatch, flood_reason
+
+    reason, until = flood_reason(FloodReference("r1", "akane", "/a.png", 3, 4), 1_000_000.0, 60)
+    assert until == 1_000_060.0 and reason.startswith("flood (automatic, expires 1970-01-12T13:47:40Z): matched 3 of 4")
+    watch = FloodWatch(ServiceConfig(Path("idx"), flood_action="quarantine"), CollectorRegistry())
+    refs = {"r1": SimpleNamespace(id="r1", quarantine=reason), "r2": SimpleNamespace(id="r2", quarantine="by hand"),
+            "r3": SimpleNamespace(id="r3", quarantine="")}
+    watch.restore(SimpleNamespace(references=refs))  # type: ignore[arg-type]
+    assert watch.expiry == {"r1": (until, reason)}
+    assert watch.due(until - 1) == [] and watch.due(until) == [("r1", reason)] and watch.due(until + 9) == []
+    assert watch.may_quarantine("r1")
+    watch.auto["r1"] += 1  # the cap (default 1): score traffic quarantines a reference once per run
+    assert not watch.may_quarantine("r1") and watch.may_quarantine("r2")

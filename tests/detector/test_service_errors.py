@@ -26,6 +26,7 @@ from index.errors import ImageTooLargeError
 EXPECTED: dict[type[Exception], tuple[int, str | None, dict[str, str]]] = {
     E.Unauthorized: (401, None, {"www-authenticate": "Bearer"}),
     E.Forbidden: (403, None, {}),
+    E.PathRefused: (403, None, {}),
     E.UnsupportedMediaType: (415, None, {}),
     E.NotReady: (503, None, {"retry-after": "5"}),
     E.Busy: (503, None, {"retry-after": "2"}),

@@ -1,4 +1,5 @@
-"""`POST /v1/admin/decisions` through the real `mamori serve`: decisions change the served index."""
+"""`POST /v1/admin/decisions` through the real `mamori serve`: decisions change the served index,
+name files under `--media-root` only, and malformed result lines are a 422 (issue 27.2)."""
 
 from __future__ import annotations
 
@@ -19,8 +20,9 @@ SCOPES = {"score": "score", "admin": "score,admin"}
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, index_dir: Path) -> Iterator[dict[str, object]]:
     root = tmp_path_factory.mktemp("serve-decisions")
+    media = tmp_path_factory.getbasetemp()  # the clips and each test's tmp_path are under it
     with serving_copy(index_dir, root, {t: SCOPES[who] for who, t in TOKENS.items()}, "--max-upload-mb", "1",
-                      "--fps", "2") as srv:
+                      "--fps", "2", "--media-root", str(media)) as srv:
         yield srv
 
 
@@ -74,3 +76,61 @@ def test_decisions_change_the_served_index(server: dict[str, object], clips: dic
         assert again["applied"] == 1 and "already in the index" in again["decisions"][0]["message"], again
         assert c.get("/v1/index").json()["characters"]["akane"]["from_review"] == added
     assert len(list((Path(str(server["index"])) / "confirmed").glob("d-*.png"))) == added
+
+
+OUTSIDE = "decisions[0]: the path is not under the server's media root"
+
+
+def test_paths_outside_the_media_root_are_refused_alike(server: dict[str, object], clips: dict[str, Path],
+                                                        tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Nothing outside the root is opened: a file that exists, one that does not, a `..` walk and a
+    symbolic link that leads out all get the same 403, with no sha256 in it."""
+    base = tmp_path_factory.getbasetemp()
+    link = base / "escape.mp4"
+    if not link.is_symlink():
+        link.symlink_to("/etc/passwd")
+    decision = _decision(clips["positive"], "not_infringing")
+    with _client(server) as c:
+        gen0 = c.get("/v1/index").json()["generation"]
+        for path in ("/etc/passwd", "/etc/no-such-file", f"{base}/../../etc/passwd", "../../../../../etc/passwd",
+                     str(link), "escape.mp4"):
+            r = c.post("/v1/admin/decisions", json={"decisions": [{**decision, "path": path}]})
+            assert r.status_code == 403, (path, r.text)
+            assert r.json() == {"error": "PathRefused", "message": OUTSIDE}, (path, r.text)
+        # inside the root, relative to it: opened and checked (a wrong sha256 is skipped, named as sent)
+        rel = str(clips["positive"].relative_to(base))
+        r = c.post("/v1/admin/decisions", json={"decisions": [{**decision, "path": rel, "sha256": "0" * 64}]})
+        assert r.status_code == 200, r.text
+        out = r.json()["decisions"][0]
+        assert out["status"] == "skipped" and out["path"] == rel and out["message"].startswith(rel + " has sha256 ")
+        assert c.get("/v1/index").json()["generation"] == gen0
+
+
+SEGMENT = {"start": 1.0, "end": 2.0, "peak_time": 1.5, "peak_score": 0.9, "reference": "a.png",
+           "reference_id": "r1", "similarity": 0.8, "box": [0, 0, 100, 100], "frames": 3}
+
+
+@pytest.mark.parametrize(("characters", "where"), [
+    ({"akane": [SEGMENT]}, "results[0]: `characters` must be a list"),
+    (["akane"], "results[0].characters[0]: must be an object with a string `character`"),
+    ([{"character": "akane", "segments": "1-2 s"}], "results[0].characters[0]: `segments` must be a list"),
+    ([{"character": "akane", "segments": [[1.0, 2.0]]}], "results[0].characters[0].segments[0]: a segment must be"),
+    ([{"character": "akane", "segments": [{"start": 1.0}]}], "results[0].characters[0].segments[0]: missing `end`"),
+    ([{"character": "akane", "segments": [{**SEGMENT, "box": [0, 0, 100]}]}], "segments[0]: `box` must be"),
+    ([{"character": "akane", "segments": [{**SEGMENT, "box": "0,0,9,9"}]}], "segments[0]: `box` must be"),
+    ([{"character": "akane", "segments": [{**SEGMENT, "start": "1.0"}]}], "segments[0]: `start` must be a finite"),
+    ([{"character": "akane", "segments": [{**SEGMENT, "frames": -1}]}], "segments[0]: `frames` must be a whole"),
+    ([{"character": "akane", "segments": [{**SEGMENT, "reference_id": None}]}], "`reference_id` must be a string"),
+])
+def test_malformed_result_segments_are_422(server: dict[str, object], clips: dict[str, Path],
+                                           characters: object, where: str) -> None:
+    """The result line of the decision's own file (same sha256), its segments malformed: a 422
+    naming where, never a 500, and the index untouched."""
+    decision = _decision(clips["positive"], "not_infringing")
+    line = {"path": decision["path"], "sha256": decision["sha256"], "verdict": "flag", "characters": characters}
+    with _client(server) as c:
+        gen0 = c.get("/v1/index").json()["generation"]
+        r = c.post("/v1/admin/decisions", json={"decisions": [decision], "results": [line]})
+        assert r.status_code == 422 and r.json()["error"] == "InvalidParameter", r.text
+        assert where in r.json()["message"], r.text
+        assert c.get("/v1/index").json()["generation"] == gen0
