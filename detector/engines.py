@@ -32,6 +32,7 @@ from typing import Any, TypeVar
 
 from detector.batch import FileChangedError, hash_file, input_sha, stamp
 from detector.errors import ConfigError, DetectorError, UnreadableMediaError
+from detector.ray_auth import warn_without_token_auth
 from detector.results import Result
 
 __all__ = ["Job", "in_threads", "scan_ray", "scan_threads", "score_one"]
@@ -290,7 +291,8 @@ def _ray_results(pool: _RayPool, jobs: Iterable[Job]) -> Iterator[dict[str, Any]
 
 
 def _start_ray(ray: Any, address: str | None, cpus: int) -> bool:
-    """Connect to `address` or start a private local Ray; whether this call started it."""
+    """Connect to `address` or start a private local Ray; whether this call started it. Warns on
+    stderr when the connection has no token authentication (`detector.ray_auth`)."""
     if ray.is_initialized():
         return False
     try:
@@ -301,6 +303,7 @@ def _start_ray(ray: Any, address: str | None, cpus: int) -> bool:
                      _node_ip_address="127.0.0.1")
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise ConfigError(f"cannot start or reach Ray ({address or 'local'}): {exc}") from exc
+    warn_without_token_auth(ray, address)
     return True
 
 
@@ -313,7 +316,9 @@ def scan_ray(index: str | Path, options: dict[str, Any], jobs: Iterable[Job], wo
         options: keyword arguments of `Detector.open` (backbone, precision, device, fps, ...).
         address: an existing cluster (`ray://host:10001` or `host:6379`); None starts a private
             local Ray on this machine (node address 127.0.0.1; Ray's own servers still listen on
-            all interfaces, with its token authentication) and stops it afterwards.
+            all interfaces, with token authentication from Ray 2.52 unless RAY_AUTH_MODE turns it
+            off) and stops it afterwards. Either way a connection without token authentication is
+            warned about on stderr (`detector.ray_auth`).
         cpus_per_worker: CPUs each actor reserves (and its PyTorch threads).
 
     Raises:
