@@ -2,7 +2,9 @@
 
 Steps: draw reference art for three "protected" characters and background scenes; render four
 short clips (two show a protected character in a scene, one shows an unindexed character, one
-shows none); build an index with the background set; scan the clips; print the verdicts.
+shows none); build an index with the background set; scan the clips as `mamori scan` does (each result line
+with the sha256 of the file scored, so `mamori report` on the results offers decision buttons);
+print the verdicts.
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ def run_demo(out: Path, backbone: str | None = None) -> int:
     from detector.api import Detector
     from detector.backbones import load_backbone
     from detector.embedding import RegionEmbedder
+    from detector.engines import score_one
     from index import build_index, read_manifest
 
     name, why = choose_backbone(backbone)
@@ -83,12 +86,13 @@ def run_demo(out: Path, backbone: str | None = None) -> int:
     with open(results_path, "w") as f:
         print(f"\n{'clip':26} {'verdict':7} {'score':>5}  character (segment)          expected", file=sys.stderr)
         for fname, _, expected in CLIPS:
-            r = det.score_file(out / "videos" / fname)
-            f.write(json.dumps(r.to_dict()) + "\n")
-            top = r.characters[0] if r.characters else None
-            where = f"{top.character} ({top.segments[0].start:.1f}-{top.segments[0].end:.1f}s)" if top else "-"
-            print(f"{fname:26} {r.verdict:7} {r.score:5.2f}  {where:28} {expected}", file=sys.stderr)
-            ok &= (r.verdict == "flag") == (expected == "flag")
+            r = score_one(det, out / "videos" / fname)  # as `scan` does: with the sha256 a decision names
+            f.write(json.dumps(r) + "\n")
+            top = r["characters"][0] if r["characters"] else None
+            seg = top["segments"][0] if top else None
+            where = f"{top['character']} ({seg['start']:.1f}-{seg['end']:.1f}s)" if top and seg else "-"
+            print(f"{fname:26} {r['verdict']:7} {r['score']:5.2f}  {where:28} {expected}", file=sys.stderr)
+            ok &= (r["verdict"] == "flag") == (expected == "flag")
     print(f"\ndemo: results written to {results_path}; index at {index}", file=sys.stderr)
     print(f"demo: try `mamori scan {out / 'videos'} --index {index}` or `mamori index info {index}`", file=sys.stderr)
     if not ok:

@@ -51,7 +51,16 @@ CONTROLS = """
  <button id="download">download decisions</button> <span id="decided">0 decisions</span></span>
 """
 
-SCRIPT = """
+#: shown instead of decision buttons when the row's result line has no sha256 ...
+NO_SHA_LINE = ("this result line has no sha256 (`mamori scan`, `score` and `demo` record it; the HTTP API, "
+               "`Detector.score_video` and an older `mamori demo` do not): scan the file with `mamori scan` to "
+               "decide it here, or decide in a decisions file")
+#: ... or when the report's sha256 sidecar did not load
+NO_SHA_FILE = (f"the report's {SIDECAR} did not load (moved without its _files folder?): "
+               "decide in a decisions file")
+
+SCRIPT = f"\nconst NO_SHA_LINE = {json.dumps(NO_SHA_LINE)}, NO_SHA_FILE = {json.dumps(NO_SHA_FILE)};" + """
+const SHA_LOADED = typeof MAMORI_SHA256 === "string" || typeof D.x === "string";
 const SHAS = (typeof MAMORI_SHA256 === "string" ? MAMORI_SHA256 : D.x) || "";
 D.rows.forEach((r, i) => { const s = SHAS.slice(64 * i, 64 * i + 64); r.x = /^[0-9a-f]{64}$/.test(s) ? s : ""; });
 const DEC = new Map(), DKEY = "mamori-decisions:" + D.generated + ":" + D.rows.length;
@@ -64,7 +73,7 @@ try { for (const d of JSON.parse(localStorage.getItem(DKEY) || "[]")) DEC.set(JS
 catch (e) { /* nothing kept */ }
 function decisionControls(r, name) {
   const box = el("div", {class: "dec"});
-  if (!r.x) { box.textContent = "no sha256 for this result (report_files/sha256.js missing?): decide in a decisions file"; return box; }
+  if (!r.x) { box.textContent = SHA_LOADED ? NO_SHA_LINE : NO_SHA_FILE; return box; }
   const key = decKey(r, name), note = el("input", {class: "note", placeholder: "note (optional)"});
   const buttons = [["infringing", "infringing"], ["not_infringing", "not infringing"], ["", "undecided"]].map(
     ([value, label]) => el("button", {"data-d": value, type: "button"}, label));
