@@ -40,6 +40,7 @@ def confined(decisions: list[Decision], root: Path | None, max_bytes: int) -> li
     if root is None:
         raise PathRefused("this server has no --media-root: decisions over HTTP cannot name files on it "
                           "(start `mamori serve --media-root DIR`, or apply them with `mamori review apply`)")
+    root = Path(os.path.realpath(root))  # as `serve --media-root` gives it; a caller's own may not be
     out = []
     for i, d in enumerate(decisions):
         if "\0" in d.path:
