@@ -246,7 +246,8 @@ def _add_build(ix: Subparsers, common: argparse.ArgumentParser) -> None:
     b.add_argument(
         "--backbone",
         default=DEFAULT_BACKBONE,
-        help="clip-vit-b32 (default), effnet-lite0-imagenet (offline), or openclip:ARCH:TAG_OR_PATH",
+        help="clip-vit-b32 (default), effnet-lite0-imagenet or mamori-identity-lite0 (offline), "
+        "openclip:ARCH:TAG_OR_PATH, timm:MODEL[:FILE], onnx:PATH.onnx (docs/backbones.md)",
     )
     b.add_argument("--background", help="folder of non-protected images used to calibrate thresholds")
     b.add_argument("--prompts", help=PROMPTS_HELP)
