@@ -14,8 +14,10 @@ Steps:
        would have been a hit at the review threshold, the frame records the decision in
        `suppressed` (the result's `suppressed` list, `detector.scoring`).
 
-Geometric verification of the strongest hits is step 1b (`detector.verify`); the hits of all
-sampled frames become a video's result in `detector.scoring` (steps 2-3).
+Geometric verification of the strongest hits is step 1b (`detector.verify`); each character keeps
+its best region here, and step 1c (`detector.scoring.exclusive`) then lets one region explain at
+most one character; the hits of all sampled frames become a video's result in `detector.scoring`
+(steps 2-3).
 """
 
 from __future__ import annotations

@@ -5,22 +5,38 @@ Steps:
        (embedding and near-copy channels; see that module).
     1b. `detector.verify.verify_frame`: geometric verification of each frame's strongest hits
        (SIFT + RANSAC; a verified frame scores at least 0.5; see that module).
+    1c. `exclusive`, one region explains one character: in each frame the hits are taken strongest
+       first (verified by geometry or near-copy first, then by frame score) and a hit whose region
+       overlaps an already kept hit's region with IoU >= REGION_IOU is dropped, so one window
+       that looks like two characters (similarities 0.80 and 0.78) is evidence for the stronger
+       one only, and no two names share one box; characters seen in different places of the frame
+       keep their own hits.
     2. `aggregate`, temporal evidence: a character's video score is the calibrated score of the
        mean of its SUPPORT_FRAMES best frame-level normalised similarities (one frame for a still
-       image), so one lucky frame does not flag a video; a near-copy hit counts on its own (a PDQ
-       match is near-exact evidence). Measured on the dev set: at the calibrated threshold, the
-       false-positive rate fell from 0.31 (best frame) to 0.19 for the same recall.
-       Verification then moves that score in logit space, with the same temporal support: V is
-       the mean inlier count of the character's SUPPORT_FRAMES best frames (frames not checked
-       count 0). V >= MIN_INLIERS: the character is verified and scores
-       sigmoid(max(logit(e), 0) + log(V / MIN_INLIERS)) (flagged at the default thresholds, ranked
-       by how much artwork the frames share with a reference). Checked but no frame ever reached
-       MIN_INLIERS: sigmoid(logit(e) - UNVERIFIED_PENALTY), so embedding evidence alone still
-       flags, but only when strong (e >= 0.82 at the defaults). Never checked, or verified in one
-       frame only: e unchanged. Why: a generic backbone finds many characters of the same drawing
-       style alike; shared artwork is what tells one character from another. Measured on the dev
-       set (effnet, `evaluate.py`): AP 0.960 -> 0.984, false-positive rate 0.31 -> 0.00,
-       character accuracy 0.91 -> 0.97, recall 0.94 -> 0.91.
+       image), so one frame of embedding similarity is averaged with the next best frame (or
+       with MISSING_N); a near-copy hit counts on its own (a PDQ match is near-exact evidence).
+       Measured on the dev set: at the calibrated threshold, the false-positive rate fell from
+       0.31 (best frame) to 0.19 for the same recall.
+       Verification then moves that score: V is the mean inlier count of the character's
+       VERIFY_FRAMES best frames (frames not checked count 0), and the score is
+       `verified_score(e, V, UNVERIFIED_PENALTY)`, continuous in V: V >= MIN_INLIERS:
+       sigmoid(max(logit(e), 0) + log(V / MIN_INLIERS)) (flagged at the default thresholds,
+       ranked by how much artwork the frames share with a reference); V <= LOW_INLIERS:
+       sigmoid(logit(e) - UNVERIFIED_PENALTY), so embedding evidence alone still flags, but only
+       when strong (e >= 0.82 at the defaults); between, linear from the one score to the other
+       (one inlier moves it by at most 1 / (MIN_INLIERS - LOW_INLIERS)). Never checked: e unchanged.
+       What one frame proves: VERIFY_FRAMES = 1, so a single frame verified with MIN_INLIERS
+       inliers flags the video on its own. Decided on evidence (docs/measurements.md): shared
+       artwork is not luck; on the dev and redrawn sets no negative clip's candidate reached 7
+       inliers in any frame, while copies shown briefly are verified in one frame only (a dev pose
+       clip: 107 inliers in one frame, <= 6 in the others; another: 34 in its one checked frame,
+       whose character only the best frame names right); cross-validated by character it chose 1
+       over 2 (two frames: one frame needed 2 x MIN_INLIERS and named that clip's character wrong).
+       Embedding similarity alone keeps its two-frame support (SUPPORT_FRAMES). Why verification
+       at all: a generic backbone finds many characters of the same drawing style alike; shared
+       artwork is what tells one character from another. Measured on the dev set (effnet,
+       `evaluate.py`): AP 0.960 -> 0.984, false-positive rate 0.31 -> 0.00, character accuracy
+       0.91 -> 0.97, recall 0.94 -> 0.91; steps 1c and the continuous rule: docs/measurements.md.
     3. A *segment* is a run of sampled frames whose frame score is at least the review threshold,
        allowing GAP_FRAMES unsupported frames inside it; it reports start, end, the peak frame and
        its reference, region box and channel. Verdict: `flag` if the video score >= the index's
@@ -33,34 +49,70 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
 
 from detector.evidence import TOP_K, CharacterHit, FrameEvidence, frame_evidence, suppressions
 from detector.policy import decide, levels_for, sampling_step, strongest
+from detector.regions import Box
 from detector.results import CharacterResult, Result, Segment
-from detector.verify import MIN_INLIERS, VERIFY_TOP, logit, sigmoid, verified_score, verify_frame
+from detector.verify import LOW_INLIERS, MIN_INLIERS, VERIFY_TOP, verified_score, verify_frame
 from index.calibrate import calibrated_score
 from index.store import IndexStore
 
-__all__ = ["GAP_FRAMES", "MIN_INLIERS", "SUPPORT_FRAMES", "TIMELINE_POINTS", "TOP_K", "UNVERIFIED_PENALTY",
-           "VERIFY_TOP", "CharacterHit", "FrameEvidence", "aggregate", "character_score", "frame_evidence", "timeline",
-           "verdict_for", "verified_score", "verify_frame"]
+__all__ = ["GAP_FRAMES", "LOW_INLIERS", "MIN_INLIERS", "REGION_IOU", "SUPPORT_FRAMES", "TIMELINE_POINTS", "TOP_K",
+           "UNVERIFIED_PENALTY", "VERIFY_FRAMES", "VERIFY_TOP", "CharacterHit", "FrameEvidence", "aggregate", "character_score", "exclusive",
+           "frame_evidence", "iou", "timeline", "verdict_for", "verified_score", "verify_frame"]
 
 #: Unsupported sampled frames allowed inside one segment.
 GAP_FRAMES = 1
 #: Frames whose evidence is averaged for a character's video score.
 SUPPORT_FRAMES = 2
+#: Frames whose inlier counts are averaged for a character's verification support V (step 2)
+VERIFY_FRAMES = 1
 #: Normalised similarity of a frame with no evidence for a character (below any real match).
 MISSING_N = -1.0
 #: at most this many points in a result's `timeline`
 TIMELINE_POINTS = 120
 #: logit units taken from a character that was checked and never verified
 UNVERIFIED_PENALTY = 1.5
+#: a frame's hit is dropped when its region overlaps a stronger character's region at this IoU or
+#: more (step 1c); chosen by cross-validation split by character (`scripts/cv_scoring.py`)
+REGION_IOU = 0.3
 
 
 def verdict_for(score: float, flag: float, review: float) -> str:
     return "flag" if score >= flag else "review" if score >= review else "pass"
+
+
+def iou(a: Box, b: Box) -> float:
+    """Intersection over union of two boxes (x0, y0, x1, y1); 0 when either is empty."""
+    w = min(a[2], b[2]) - max(a[0], b[0])
+    h = min(a[3], b[3]) - max(a[1], b[1])
+    if w <= 0 or h <= 0:
+        return 0.0
+    inter = w * h
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def _strength(item: tuple[str, CharacterHit]) -> tuple[bool, float, str]:
+    c, h = item
+    sure = h.channel == "nearcopy" or (h.inliers is not None and h.inliers >= MIN_INLIERS)
+    return (not sure, -h.score, c)
+
+
+def exclusive(ev: FrameEvidence, bound: float | None = None) -> FrameEvidence:
+    """Step 1c: the frame's hits with each region explaining at most one character. Strongest
+    first (verified or near-copy, then frame score, then name), a hit is kept unless its region
+    overlaps a kept hit's region with IoU >= `bound` (default REGION_IOU)."""
+    bound = REGION_IOU if bound is None else bound
+    kept: dict[str, CharacterHit] = {}
+    for c, h in sorted(ev.hits.items(), key=_strength):
+        if all(iou(h.box, k.box) < bound for k in kept.values()):
+            kept[c] = h
+    return ev if len(kept) == len(ev.hits) else replace(ev, hits=kept)
 
 
 def _segments(track: list[tuple[float, CharacterHit | None]], review: float) -> list[Segment]:
@@ -93,11 +145,13 @@ def _segments(track: list[tuple[float, CharacterHit | None]], review: float) -> 
 
 def character_score(store: IndexStore, character: str, hits: Sequence[CharacterHit], n_frames: int) -> float:
     """Temporal evidence (step 2): calibrated mean of the best SUPPORT_FRAMES normalised similarities
-    over `n_frames` sampled frames, moved by geometric verification, or the best near-copy frame
-    score if higher.
+    over `n_frames` sampled frames, moved by geometric verification (`verified_score` of the mean
+    inlier count of the best SUPPORT_FRAMES frames: continuous in every frame's count), or the best
+    near-copy frame score if higher.
 
-    A frame without embedding evidence for the character counts as MISSING_N: one strong frame
-    among several sampled ones is averaged with it, not with itself.
+    A frame without embedding evidence for the character counts as MISSING_N, and a frame not
+    checked counts 0 inliers: one strong frame among several sampled ones is averaged with them,
+    not with itself (so one frame flags by verification alone at 2 x MIN_INLIERS inliers).
     """
     info = store.characters[character]
     n = sorted((h.normalised for h in hits if np.isfinite(h.normalised)), reverse=True)[:SUPPORT_FRAMES]
@@ -105,12 +159,9 @@ def character_score(store: IndexStore, character: str, hits: Sequence[CharacterH
     emb = float(calibrated_score(float(np.mean(n)), info.flag_sim, info.sigma)) if n else 0.0
     checked = sorted((h.inliers for h in hits if h.inliers is not None), reverse=True)
     if checked:
-        k = min(SUPPORT_FRAMES, n_frames)
+        k = min(VERIFY_FRAMES, n_frames)
         support = float(np.mean((checked + [0] * k)[:k]))  # like n: unchecked frames count 0
-        if support >= MIN_INLIERS:
-            emb = verified_score(emb, support)
-        elif checked[0] < MIN_INLIERS:  # checked and never verified (verified once: no change)
-            emb = sigmoid(logit(emb) - UNVERIFIED_PENALTY)
+        emb = verified_score(emb, support, UNVERIFIED_PENALTY)
     near = max((h.score for h in hits if h.channel == "nearcopy"), default=0.0)
     return max(emb, near)
 
@@ -119,6 +170,8 @@ def aggregate(store: IndexStore, path: str, evidence: Sequence[FrameEvidence], *
               duration: float | None, warnings: Sequence[str] = ()) -> Result:
     """Turn per-frame evidence into the video's `Result` (see the module docstring)."""
     flag, review = store.flag_score, store.review_score
+    allowed = suppressions(store, evidence)
+    evidence = [exclusive(ev) for ev in evidence]
     characters = []
     top = 0.0
     verdicts = []  # each character's, after the match policy (`detector.policy`)
@@ -141,7 +194,7 @@ def aggregate(store: IndexStore, path: str, evidence: Sequence[FrameEvidence], *
     verdict = strongest(verdicts) if verdicts else verdict_for(top, flag, review)
     return Result(path=path, verdict=verdict, score=top, frames=len(evidence),
                   duration=duration, characters=tuple(characters), kind=kind, warnings=tuple(warnings),
-                  timeline=timeline(evidence), suppressed=suppressions(store, evidence))
+                  timeline=timeline(evidence), suppressed=allowed)
 
 
 def timeline(evidence: Sequence[FrameEvidence], points: int = TIMELINE_POINTS) -> tuple[tuple[float, float], ...]:

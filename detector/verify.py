@@ -7,7 +7,9 @@ nothing, and `inliers` stays None unless it succeeded, when the region has fewer
 MIN_REGION_FEATURES keypoints (a flat or tiny region) or when none of the character's references
 passed the index's self-check (flat, simple art: `index.local`). A frame with >= MIN_INLIERS inliers
 is *verified*: its frame score becomes sigmoid(max(logit(score), 0) + log(inliers / MIN_INLIERS)),
-so at least 0.5, and its reference becomes the one that verified it.
+so at least 0.5, and its reference becomes the one that verified it. Below MIN_INLIERS the boost
+fades linearly to nothing at LOW_INLIERS (`verified_score`), so a frame's score is continuous in
+its inlier count: 14 inliers score just under 15, not as if never checked.
 
 The SIFT features and their on-disk form, the matcher (`count_inliers`) and the index-time
 self-check live in `index.local`: the self-check runs when an index is built, and `index` never
@@ -27,8 +29,8 @@ from detector.regions import Box
 from index.local import LocalFeatures, count_inliers, describe
 from index.store import IndexStore
 
-__all__ = ["MIN_INLIERS", "MIN_REGION_FEATURES", "PAD", "VERIFY_MIN_SCORE", "VERIFY_TOP", "logit", "padded", "sigmoid",
-           "verified_score", "verify_frame"]
+__all__ = ["LOW_INLIERS", "MIN_INLIERS", "MIN_REGION_FEATURES", "PAD", "VERIFY_MIN_SCORE", "VERIFY_TOP", "logit",
+           "padded", "sigmoid", "verified_score", "verify_frame"]
 
 #: candidate characters verified per frame, and the least calibrated frame score to be one
 VERIFY_TOP = 6
@@ -37,6 +39,11 @@ VERIFY_MIN_SCORE = 0.05
 #: 11 and every verified positive had at least 21; an offline sweep there gave the same metrics
 #: for 12, 15 and 20
 MIN_INLIERS = 15
+#: inlier count (per frame, or a video's support) at or below which verification adds nothing
+#: (and a video's checked character takes the full unverified penalty); from here to MIN_INLIERS
+#: the score moves linearly to the verified one. Chosen by cross-validation split by character
+#: (`scripts/cv_scoring.py`, docs/measurements.md)
+LOW_INLIERS = 7.5
 #: a region with fewer SIFT keypoints cannot be verified (no penalty for failing)
 MIN_REGION_FEATURES = 2 * MIN_INLIERS
 #: the matched box is enlarged by this share of its size on each side (a box that cuts the
@@ -60,9 +67,24 @@ def sigmoid(z: float) -> float:
     return 1.0 / (1.0 + math.exp(-min(max(z, -60.0), 60.0)))
 
 
-def verified_score(score: float, inliers: float) -> float:
-    """The score of evidence verified with `inliers` >= MIN_INLIERS (steps 1b and 2): >= 0.5."""
-    return sigmoid(max(logit(score), 0.0) + math.log(inliers / MIN_INLIERS))
+def verified_score(score: float, inliers: float, penalty: float = 0.0) -> float:
+    """`score` moved by geometric verification with `inliers` (a frame's count, or a video's
+    support; steps 1b and 2), continuous and non-decreasing in `inliers`:
+
+    - inliers >= MIN_INLIERS (verified): sigmoid(max(logit(score), 0) + log(inliers / MIN_INLIERS)),
+      so >= 0.5;
+    - inliers <= LOW_INLIERS: sigmoid(logit(score) - penalty) (a frame: unchanged; a video's
+      checked character: the unverified penalty);
+    - between: linear in `inliers` from the one score to the other, so one more inlier never moves
+      the score by more than 1 / (MIN_INLIERS - LOW_INLIERS) (0.13 at the defaults).
+    """
+    z = logit(score)
+    if inliers >= MIN_INLIERS:
+        return sigmoid(max(z, 0.0) + math.log(inliers / MIN_INLIERS))
+    low = min(LOW_INLIERS, MIN_INLIERS - 1e-9)
+    w = max(0.0, (inliers - low) / (MIN_INLIERS - low))
+    below = score if penalty == 0.0 else sigmoid(z - penalty)  # exactly `score` (no logit round trip)
+    return below if w == 0.0 else (1.0 - w) * below + w * sigmoid(max(z, 0.0))
 
 
 def verify_frame(store: IndexStore, image: Image.Image, ev: FrameEvidence) -> FrameEvidence:
@@ -84,5 +106,5 @@ def verify_frame(store: IndexStore, image: Image.Image, ev: FrameEvidence) -> Fr
         if n >= MIN_INLIERS:
             hits[c] = replace(h, inliers=n, score=verified_score(h.score, n), reference=ref)
         elif store.verifiable(c):  # a failed check only counts for art detailed enough to verify
-            hits[c] = replace(h, inliers=n)
+            hits[c] = replace(h, inliers=n, score=verified_score(h.score, n))
     return replace(ev, hits=hits)

@@ -138,7 +138,9 @@ def test_skipping_repeats_gives_the_same_result(index_dir: Path, clip: str, fram
     a, b = fast.to_dict(), full.to_dict()
     assert a["verdict"] == b["verdict"] == verdict and a["frames"] == b["frames"] == frames
     # the lone clip's score averages its one character frame with a black frame's weak evidence
-    assert a["score"] == pytest.approx(b["score"], abs=0.01) and b["score"] > 0.05
+    # (since one region explains one character, issue 27, a black frame's region may go to another
+    # character, and the lone frame is averaged with MISSING_N: a lower score, the same either way)
+    assert a["score"] == pytest.approx(b["score"], abs=0.01) and b["score"] > 0.001
     assert [c["character"] for c in a["characters"]] == [c["character"] for c in b["characters"]]
     assert verdict == "pass" or a["characters"][0]["character"] == "akane"
     for ca, cb in zip(a["characters"], b["characters"]):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -10,15 +11,20 @@ from helpers import detailed_art, pasted, reference_art
 from PIL import Image
 
 from detector.scoring import (
+    LOW_INLIERS,
     MIN_INLIERS,
+    REGION_IOU,
     SUPPORT_FRAMES,
     UNVERIFIED_PENALTY,
+    VERIFY_FRAMES,
     CharacterHit,
     FrameEvidence,
     _segments,
     aggregate,
     character_score,
+    exclusive,
     frame_evidence,
+    iou,
     verdict_for,
     verified_score,
     verify_frame,
@@ -188,15 +194,19 @@ def test_video_score_rules_for_verified_unverified_and_unchecked(tmp_path: Path)
     assert character_score(store, "a", hits(3), 2) == pytest.approx(1 / (1 + np.exp(-(z - UNVERIFIED_PENALTY))))
     v15, v60 = character_score(store, "a", hits(MIN_INLIERS), 2), character_score(store, "a", hits(4 * MIN_INLIERS), 2)
     assert v15 == pytest.approx(0.5) and v60 == pytest.approx(1 / (1 + 1 / 4)) and v60 > v15
-    # temporal support: the mean of the two best frames' counts (31 here) decides
+    # what one frame proves (VERIFY_FRAMES = 1): the best frame's count decides, here 60
     mixed = [CharacterHit(0.5, 0.3, 0.5, ref, (0, 0, 1, 1), inliers=n) for n in (2, 4 * MIN_INLIERS)]
-    support = (2 + 4 * MIN_INLIERS) / 2
-    assert character_score(store, "a", mixed, 2) == pytest.approx(support / (support + MIN_INLIERS))
+    assert character_score(store, "a", mixed, 2) == pytest.approx(4 / 5)
     res = aggregate(store, "v", [FrameEvidence(t, {"a": h}) for t, h in enumerate(mixed)], kind="video", duration=2.0)
     assert res.characters[0].inliers == 4 * MIN_INLIERS and res.characters[0].segments[0].inliers == 4 * MIN_INLIERS
-    # one verified frame among unverified ones is not sustained: neither boost nor penalty
+    # one frame verified with 20 among unchecked ones is verified (was: unchanged, "not sustained")
     once = [CharacterHit(0.5, 0.3, 0.5, ref, (0, 0, 1, 1), inliers=n) for n in (MIN_INLIERS + 5, None, None)]
-    assert character_score(store, "a", once, 3) == pytest.approx(unchecked)
+    assert character_score(store, "a", once, 3) == pytest.approx(20 / 35)
+    # one frame at 10 (between LOW_INLIERS and MIN_INLIERS): part way to the unverified penalty
+    part = [CharacterHit(0.5, 0.3, 0.5, ref, (0, 0, 1, 1), inliers=n) for n in (10, 2)]
+    w = (10 - LOW_INLIERS) / (MIN_INLIERS - LOW_INLIERS)
+    penalised = 1 / (1 + np.exp(-(z - UNVERIFIED_PENALTY)))
+    assert character_score(store, "a", part, 2) == pytest.approx((1 - w) * penalised + w * 0.5)
 
 
 def test_evidence_boxes_scale_to_the_source_pixels() -> None:
@@ -205,3 +215,115 @@ def test_evidence_boxes_scale_to_the_source_pixels() -> None:
     assert ev.scaled(1.0) is ev
     big = ev.scaled(1.5)
     assert big.hits["c"].box == (15, 30, 46, 60) and big.hits["c"].inliers == 20 and big.time == 2.0
+
+
+# --- issue 27, point 5: what one frame proves; the score is continuous in the inlier count -------
+
+
+def _weak(store: IndexStore, inliers: int | None, n: float = 0.05) -> CharacterHit:
+    """A frame of weak embedding evidence (e ~ 0.006 at this index's calibration) checked with `inliers`."""
+    return CharacterHit(0.3, n, 0.01, store.references["ra"], (0, 0, 1, 1), inliers=inliers)
+
+
+def test_one_frame_has_no_cliff_at_twice_min_inliers(tmp_path: Path) -> None:
+    """The issue's case: one frame with 30 inliers among 600 flagged (0.5) and 29 passed (0.006)."""
+    store = _store(tmp_path, {"ra": ("a", E[0])})
+    frames = 600
+    score = {k: character_score(store, "a", [_weak(store, k)], frames) for k in range(80)}
+    e = character_score(store, "a", [_weak(store, None)], frames)
+    assert e < 0.01  # weak embedding evidence: the score is decided by the inliers
+    assert score[29] == pytest.approx(score[30], abs=0.02) and score[30] > 0.5
+    steps = [score[k + 1] - score[k] for k in range(79)]
+    # non-decreasing, and no step near the old one (0.006 -> 0.5 between 29 and 30): from this weak
+    # embedding evidence to verified the score climbs linearly over LOW_INLIERS..MIN_INLIERS
+    assert min(steps) >= 0.0 and max(steps) <= 1 / (MIN_INLIERS - LOW_INLIERS) + 1e-9
+    # what one frame proves (VERIFY_FRAMES = 1): a frame verified with MIN_INLIERS flags on its own ...
+    assert VERIFY_FRAMES == 1 and score[MIN_INLIERS] >= 0.5 > score[MIN_INLIERS - 1]
+    # ... and one at LOW_INLIERS or fewer is no better than a frame with none
+    assert score[int(LOW_INLIERS)] == pytest.approx(score[0])
+
+
+@pytest.mark.parametrize(
+    ("counts", "support"),
+    [
+        ((30,), 30.0),  # one frame, the rest unchecked: the best frame decides (VERIFY_FRAMES = 1)
+        ((15,), 15.0),
+        ((14,), 14.0),  # just under verified, not "never verified"
+        ((40, 14, 14), 40.0),
+        ((10, 2), 10.0),  # part way
+        ((7, 3), 7.0),  # checked, never close: the full unverified penalty
+        ((0, 0), 0.0),
+    ],
+)
+def test_video_score_follows_the_support_continuously(tmp_path: Path, counts: tuple[int, ...], support: float) -> None:
+    assert VERIFY_FRAMES == 1
+    store = _store(tmp_path, {"ra": ("a", E[0])})
+    e = character_score(store, "a", [_weak(store, None) for _ in counts], 10)
+    z = np.log(e / (1 - e))
+    got = character_score(store, "a", [_weak(store, k) for k in counts], 10)
+    if support >= MIN_INLIERS:
+        want = 1 / (1 + np.exp(-(max(z, 0.0) + np.log(support / MIN_INLIERS))))
+    else:
+        w = max(0.0, (support - LOW_INLIERS) / (MIN_INLIERS - LOW_INLIERS))  # linear between the two scores
+        want = (1 - w) / (1 + np.exp(-(z - UNVERIFIED_PENALTY))) + w / (1 + np.exp(-max(z, 0.0)))
+    assert got == pytest.approx(want)
+
+
+def test_frame_score_is_continuous_in_its_inlier_count() -> None:
+    s = 0.2
+    frame = [verified_score(s, k) for k in range(40)]
+    assert frame[int(LOW_INLIERS)] == s and frame[0] == s  # no penalty on one frame's failed check
+    assert all(0.0 <= b - a <= 1 / (MIN_INLIERS - LOW_INLIERS) for a, b in itertools.pairwise(frame))
+    assert frame[MIN_INLIERS] == pytest.approx(0.5)
+
+
+# --- issue 27, point 4: one region explains one character --------------------------------------
+
+BOX = (100, 50, 300, 250)
+NEAR = (120, 60, 320, 260)  # IoU 0.75 with BOX
+APART = (400, 50, 600, 250)  # IoU 0 with BOX
+SIDE = (240, 50, 440, 250)  # IoU 0.18 with BOX
+
+
+@pytest.mark.parametrize(
+    ("hits", "kept"),
+    [
+        # (character, frame score, box, inliers): the issue's case, one region at 0.80 / 0.78
+        ([("a", 0.858, BOX, None), ("b", 0.711, BOX, None)], {"a"}),
+        ([("a", 0.858, BOX, None), ("b", 0.711, NEAR, None)], {"a"}),
+        ([("a", 0.858, BOX, None), ("b", 0.711, APART, None)], {"a", "b"}),  # two characters, two places
+        ([("a", 0.858, BOX, None), ("b", 0.711, SIDE, None)], {"a", "b"}),  # IoU 0.18 < REGION_IOU
+        # verified by geometry beats a higher embedding score in the same region
+        ([("a", 0.95, BOX, 3), ("b", 0.62, BOX, 40)], {"b"}),
+        ([("a", 0.95, BOX, None), ("b", 0.62, BOX, 40), ("c", 0.9, APART, None)], {"b", "c"}),
+        # a checked hit that failed is not "sure": the higher score keeps the region
+        ([("a", 0.40, BOX, 5), ("b", 0.45, BOX, 2)], {"b"}),
+    ],
+)
+def test_one_region_explains_one_character(tmp_path: Path, hits: list[tuple[str, float, tuple[int, int, int, int],
+                                                                            int | None]], kept: set[str]) -> None:
+    assert iou(BOX, NEAR) == pytest.approx(0.747, abs=0.001) and iou(BOX, SIDE) == pytest.approx(0.176, abs=0.001)
+    assert iou(BOX, NEAR) >= REGION_IOU > iou(BOX, SIDE)
+    store = _store(tmp_path, {"ra": ("a", E[0]), "rb": ("b", E[1]), "rc": ("c", E[2])})
+    ev = FrameEvidence(0.0, {c: CharacterHit(0.8, 1.0, s, store.references[f"r{c}"], box, inliers=k)
+                             for c, s, box, k in hits})
+    assert set(exclusive(ev).hits) == kept
+    res = aggregate(store, "still", [ev], kind="image", duration=0.0)
+    assert {c.character for c in res.characters} == kept
+    boxes = [s.box for c in res.characters for s in c.segments]
+    assert len(boxes) == len(set(boxes))  # never one box drawn for two names
+
+
+def test_one_region_rule_is_per_frame(tmp_path: Path) -> None:
+    """A character that lost a region in one frame keeps its own evidence in the frames where it wins."""
+    store = _store(tmp_path, {"ra": ("a", E[0]), "rb": ("b", E[1])})
+
+    def hit(c: str, s: float) -> CharacterHit:
+        return CharacterHit(0.8, 1.0, s, store.references[f"r{c}"], BOX)
+
+    evidence = [FrameEvidence(t, {"a": hit("a", 0.9), "b": hit("b", 0.8)}) for t in (0.0, 0.5)]
+    evidence += [FrameEvidence(t, {"a": hit("a", 0.7), "b": hit("b", 0.95)}) for t in (2.0, 2.5)]
+    res = aggregate(store, "v", evidence, kind="video", duration=3.0)
+    segs = {c.character: [(s.start, s.end) for s in c.segments] for c in res.characters}
+    assert segs == {"a": [(0.0, 0.5)], "b": [(2.0, 2.5)]}
+    assert [t for _, t in res.timeline] == [0.9, 0.9, 0.95, 0.95]
