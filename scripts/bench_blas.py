@@ -9,7 +9,7 @@ This script times the same build, through the command line, in one run, interlea
     MAMORI_QUIET_BLAS=1   forced, i.e. what every command did before
 
     python scripts/bench_blas.py [--manifest ../shared/eval/dev/manifest.csv]
-        [--background ../shared/eval/dev/background] [--backbone effnet-lite0-imagenet] [--repeats 2]
+        [--background ../shared/eval/dev/background] [--backbone effnet-lite0-imagenet] [--repeats 2] [--reverse]
 """
 
 from __future__ import annotations
@@ -54,12 +54,14 @@ def main() -> None:
     p.add_argument("--background", type=Path, default=DEV / "background")
     p.add_argument("--backbone", default="effnet-lite0-imagenet")
     p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--reverse", action="store_true", help="run the settings in the opposite order (drift check)")
     args = p.parse_args()
-    times: dict[str, list[tuple[float, float]]] = {k: [] for k in SETTINGS}
+    order = list(SETTINGS)[::-1] if args.reverse else list(SETTINGS)
+    times: dict[str, list[tuple[float, float]]] = {k: [] for k in order}
     with tempfile.TemporaryDirectory(prefix="bench-blas-") as tmp:
         for r in range(args.repeats):
-            for name, quiet in SETTINGS.items():  # interleaved: drift on a shared machine hits each alike
-                times[name].append(build(args, Path(tmp) / "index", quiet))
+            for name in order:  # interleaved: drift on a shared machine hits each alike
+                times[name].append(build(args, Path(tmp) / "index", SETTINGS[name]))
                 print(f"run {r + 1} {name}: {times[name][-1][0]:.1f} s wall, {times[name][-1][1]:.1f} s CPU",
                       flush=True)
     print(f"\ncores: {len(os.sched_getaffinity(0))}; index build --backbone {args.backbone}, "
