@@ -16,6 +16,7 @@ from typing import Any
 from PIL import Image
 
 from detector.backbones import Backbone, load_backbone
+from detector.batch import FileChangedError, hash_file, stamp
 from detector.embedding import RegionEmbedder
 from detector.errors import MediaError, MediaLimitError, UnreadableMediaError
 from detector.evidence import FrameEvidence, frame_evidence
@@ -168,13 +169,19 @@ class Detector:
             deadline: `time.monotonic()` value after which scoring stops with MediaLimitError.
             name: the `path` reported in the result (default: `path`).
             store: also keep the video's region embeddings in this scan store (`detector.recording`;
-                the file is hashed for the store's catalogue), for `mamori rescan`.
+                the file is hashed for the store's catalogue and stamped before and after scoring, as
+                `scan` does: FileChangedError, and nothing stored, if it changed meanwhile), for
+                `mamori rescan`.
             recorder: collects the region embeddings for the caller instead (batch scans).
 
         Raises:
-            UnreadableMediaError, MediaLimitError: the file cannot be used.
+            UnreadableMediaError, MediaLimitError: the file cannot be used (or, with `store`, it
+                changed while it was scored: FileChangedError).
         """
         fps, max_frames = fps or self.fps, max_frames or self.max_frames
+        before = None
+        if store is not None:  # the bytes stored are the bytes scored: stamped before and after, as `scan` does
+            sha256, before = hash_file(path)
         reader = MediaReader(path, fps=fps, max_frames=max_frames, max_pixels=self.max_pixels,
                              max_duration=self.max_duration, max_stream_frames=self.max_frames_total, deadline=deadline)
         if store is not None and recorder is None:
@@ -183,9 +190,9 @@ class Detector:
         result = aggregate(self.store, name or str(path), evidence, kind=reader.kind, duration=reader.duration,
                            warnings=[*self.warnings, *reader.warnings])
         if store is not None and recorder is not None:
-            from detector.batch import hash_file
-
-            row = {**result.to_dict(), "sha256": hash_file(path)[0]}
+            if stamp(path) != before:
+                raise FileChangedError(f"{path}: changed while it was scored; nothing was stored (score it again)")
+            row = {**result.to_dict(), "sha256": sha256}
             add_to_store(store, self.store, str(path), row, recorder.record(), fps, max_frames)
         return result
 
@@ -194,7 +201,7 @@ class Detector:
         try:
             return self.score_video(path, **kw)
         except MediaError as exc:
-            return Result.failed(str(path), exc)
+            return Result.failed(str(path), exc, kind="changed" if isinstance(exc, FileChangedError) else None)
 
     def __repr__(self) -> str:
         return f"Detector(index={str(self.store.path)!r}, backbone={self.backbone.name!r})"

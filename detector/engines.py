@@ -13,7 +13,9 @@ order; the caller (`mamori scan`) writes and fsyncs each line, so `--resume` wor
   cluster they must be on storage every node sees at the same path. An actor whose process dies
   is replaced by a new one (or leaves the pool if none can start) and its input is retried once,
   on the next free actor; if that one dies too, the input's result is an `error` of kind
-  `worker`, which `scan --resume --retry-errors` scans again.
+  `worker`, which `scan --resume --retry-errors` scans again. The pool runs any `RayJob` (what
+  the actor's `score` gets, and the error lines of a job that failed): `VideoJob` here, a scan
+  store's shard in `detector.rescan_engines`.
 """
 
 from __future__ import annotations
@@ -28,14 +30,14 @@ from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from detector.batch import FileChangedError, hash_file, input_sha, stamp
 from detector.errors import ConfigError, DetectorError, UnreadableMediaError
 from detector.ray_auth import warn_without_token_auth
 from detector.results import Result
 
-__all__ = ["Job", "in_threads", "scan_ray", "scan_threads", "score_one"]
+__all__ = ["Job", "RayJob", "VideoJob", "in_threads", "ray_map", "scan_ray", "scan_threads", "score_one"]
 
 T = TypeVar("T")
 
@@ -44,6 +46,16 @@ log = logging.getLogger("mamori.engines")
 #: (path, its sha256 when the caller already has it, else None). Workers hash each input
 #: themselves (`score_one`); the caller's hash goes into the result of an input whose worker died.
 Job = tuple[Path, str | None]
+
+
+class RayJob(Protocol):
+    """A unit of work for the Ray pool (`ray_map`)."""
+
+    def task(self) -> Any:
+        """What the actor's `score` method is called with."""
+
+    def failed(self, exc: BaseException, died: bool) -> list[dict[str, Any]]:
+        """The result lines of a job whose worker died twice (`died`) or whose task raised."""
 
 
 def _score_stamped(det: Any, path: Path) -> tuple[Result, bytes | None] | None:
@@ -203,21 +215,21 @@ class _RayPool:
         self.ray, self._make = ray, make
         self.idle = list(actors)
         #: task -> (actor, job with its attempt number, or None for a new actor's `ready` call)
-        self._tasks: dict[Any, tuple[Any, tuple[Job, int] | None]] = {}
+        self._tasks: dict[Any, tuple[Any, tuple[RayJob, int] | None]] = {}
 
     def busy(self) -> bool:
         return bool(self._tasks)
 
-    def submit(self, job: Job, attempt: int) -> None:
+    def submit(self, job: RayJob, attempt: int) -> None:
         actor = self.idle.pop()
-        self._tasks[actor.score.remote(str(job[0]))] = (actor, (job, attempt))
+        self._tasks[actor.score.remote(job.task())] = (actor, (job, attempt))
 
     def _replace(self, dead: Any) -> None:
         self.ray.kill(dead, no_restart=True)
         new = self._make()
         self._tasks[new.ready.remote()] = (new, None)
 
-    def next_done(self) -> tuple[Job, int, Any, bool] | None:
+    def next_done(self) -> tuple[RayJob, int, Any, bool] | None:
         """Wait for a task: (job, attempt, result dict or exception, whether its worker died), or
         None when the task was a new actor's `ready` (it joins the pool, or leaves it if it failed)."""
         ref = self.ray.wait(list(self._tasks), num_returns=1)[0][0]
@@ -236,7 +248,7 @@ class _RayPool:
                 self.idle.append(actor)
             return None
         if died:
-            log.warning("a Ray worker died scoring %s: %s; starting another", task[0][0], _first_line(value))
+            log.warning("a Ray worker died scoring %s: %s; starting another", task[0], _first_line(value))
             self._replace(actor)
         else:
             self.idle.append(actor)
@@ -248,21 +260,33 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
 
 
-def _worker_failure(job: Job, exc: BaseException, died: bool) -> dict[str, Any]:
-    """The `error` result of an input whose worker died on it twice (or whose task failed in Ray)."""
-    path, sha = job
-    cause = exc if died else (getattr(exc, "cause", None) or exc)
-    result = Result.failed(str(path), cause, kind="worker" if died else "internal")
-    why = "the Ray worker scoring it died, on two workers" if died else _first_line(cause)
-    return dataclasses.replace(result, error=f"{type(cause).__name__}: {why}",
-                               sha256=sha or input_sha(path)).to_dict()
+@dataclasses.dataclass(frozen=True)
+class VideoJob:
+    """One input of a Ray scan (`Job`'s path and sha256): the actor scores the path."""
+
+    path: Path
+    sha256: str | None = None
+
+    def task(self) -> str:
+        return str(self.path)
+
+    def failed(self, exc: BaseException, died: bool) -> list[dict[str, Any]]:
+        """The `error` result of an input whose worker died on it twice (or whose task failed in Ray)."""
+        cause = exc if died else (getattr(exc, "cause", None) or exc)
+        result = Result.failed(str(self.path), cause, kind="worker" if died else "internal")
+        why = "the Ray worker scoring it died, on two workers" if died else _first_line(cause)
+        return [dataclasses.replace(result, error=f"{type(cause).__name__}: {why}",
+                                    sha256=self.sha256 or input_sha(self.path)).to_dict()]
+
+    def __str__(self) -> str:
+        return str(self.path)
 
 
-def _ray_results(pool: _RayPool, jobs: Iterable[Job]) -> Iterator[dict[str, Any]]:
-    """Results of `jobs` on `pool`; the input of a worker that died is retried once, on the next
+def _ray_results(pool: _RayPool, jobs: Iterable[RayJob]) -> Iterator[dict[str, Any]]:
+    """Results of `jobs` on `pool`; the job of a worker that died is retried once, on the next
     free actor (the dead one's replacement is not free until it has loaded the model)."""
     it = iter(jobs)
-    retry: deque[tuple[Job, int]] = deque()
+    retry: deque[tuple[RayJob, int]] = deque()
     exhausted = False
     while True:
         while pool.idle and (retry or not exhausted):
@@ -287,7 +311,7 @@ def _ray_results(pool: _RayPool, jobs: Iterable[Job]) -> Iterator[dict[str, Any]
         elif died and attempt == 1:
             retry.append((job, 2))
         else:
-            yield _worker_failure(job, value, died)
+            yield from job.failed(value, died)
 
 
 def _start_ray(ray: Any, address: str | None, cpus: int) -> bool:
@@ -308,9 +332,15 @@ def _start_ray(ray: Any, address: str | None, cpus: int) -> bool:
 
 
 def scan_ray(index: str | Path, options: dict[str, Any], jobs: Iterable[Job], workers: int,
-             address: str | None = None, cpus_per_worker: float = 1.0,
-             worker: type = _ScanWorker) -> Generator[dict[str, Any], None, None]:
-    """Score `jobs` on `workers` Ray actors; results in completion order.
+             address: str | None = None, cpus_per_worker: float = 1.0) -> Generator[dict[str, Any], None, None]:
+    """Score `jobs` on `workers` Ray actors (`ray_map` with `_ScanWorker`s); results in completion order."""
+    return ray_map(index, options, (VideoJob(*job) for job in jobs), workers, address, cpus_per_worker)
+
+
+def ray_map(index: str | Path, options: dict[str, Any], jobs: Iterable[RayJob], workers: int,
+            address: str | None = None, cpus_per_worker: float = 1.0,
+            worker: type = _ScanWorker) -> Generator[dict[str, Any], None, None]:
+    """Run `jobs` on `workers` Ray actors of class `worker`; result lines in completion order.
 
     Args:
         options: keyword arguments of `Detector.open` (backbone, precision, device, fps, ...).

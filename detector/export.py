@@ -4,7 +4,8 @@ Columns: the input, its verdict and score, and the evidence a reviewer filters o
 character with its franchise and rights holder, that character's strongest segment (start, end,
 peak time and score, reference, channel, box), its geometric-verification inliers, the other
 characters found, the error, the input's sha256, then the error's kind and the exact bytes of a
-non-UTF-8 path (`path_bytes`, base64; `path` shows such bytes as `\\xNN`, see `detector.results`).
+non-UTF-8 path (`path_bytes`, base64; `path` shows such bytes as `\\xNN`, see `detector.results`),
+and `source`: `scan`, or `rescan` for a `mamori rescan` line (scored from a scan store).
 Written with the csv module (quoting, UTF-8), via a temporary file renamed into place, so a crash
 never leaves half a spreadsheet.
 """
@@ -25,18 +26,19 @@ __all__ = ["CSV_COLUMNS", "read_results", "write_csv"]
 
 CSV_COLUMNS = ("path", "verdict", "score", "frames", "duration", "character", "franchise", "rights_holder",
                "start", "end", "peak_time", "peak_score", "reference", "channel", "inliers", "box", "other_characters",
-               "error", "sha256", "error_kind", "path_bytes")
+               "error", "sha256", "error_kind", "path_bytes", "source")
 
 
 def read_results(path: str | Path) -> list[dict[str, Any]]:
     """Result dicts from a scan's JSON lines (a partial last line, from a crash, is ignored), one
-    per input: of several lines for the same (path, sha256), e.g. an error scanned again by
-    `--resume --retry-errors`, the last one, at the place of the first.
+    per input and source: of several lines for the same (path, sha256), e.g. an error scanned
+    again by `--resume --retry-errors`, the last one, at the place of the first. A `mamori rescan`
+    line (it has `rescan`) is kept beside the scan line of the same file, not in its place.
 
     Raises:
         ConfigError: the file cannot be read, or a complete line is not a mamori result.
     """
-    out: dict[tuple[str, Any], dict[str, Any]] = {}
+    out: dict[tuple[str, Any, bool], dict[str, Any]] = {}
     try:
         with open(path, encoding="utf-8") as fh:
             lines = fh.read().split("\n")
@@ -51,7 +53,7 @@ def read_results(path: str | Path) -> list[dict[str, Any]]:
             raise ConfigError(f"{path}:{n}: not a JSON line ({exc})") from exc
         if not isinstance(rec, dict) or "path" not in rec or "verdict" not in rec:
             raise ConfigError(f"{path}:{n}: not a mamori result (no path/verdict)")
-        out[path_of(rec), rec.get("sha256")] = rec
+        out[path_of(rec), rec.get("sha256"), bool(rec.get("rescan"))] = rec
     return list(out.values())
 
 
@@ -70,6 +72,7 @@ def _row(rec: dict[str, Any]) -> dict[str, Any]:
         "other_characters": "; ".join(f"{c['character']} ({c['score']:.2f})" for c in chars[1:]),
         "error": rec.get("error") or "", "sha256": rec.get("sha256") or "",
         "error_kind": rec.get("error_kind") or "", "path_bytes": rec.get("path_bytes") or "",
+        "source": "rescan" if rec.get("rescan") else "scan",
     }
 
 

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from detector.pipeline import PreparedFrame
+from detector.regions import GRID
 from index.errors import ScanStoreError
 from index.scancodec import KIND_NEW, KIND_OWN, KIND_REUSE, StoreCodec, VideoRecord
 from index.scanstore import ScanStore, StoreWriter
@@ -108,16 +109,15 @@ def open_store(path: str | Path, index: IndexStore, scales: tuple[float, ...]) -
     """The store at `path`, created (codec trained on the index) if there is none yet.
 
     Raises:
-        ScanStoreError: damaged, or made with another backbone or other region scales.
+        ScanStoreError: damaged, or made with another backbone or other region scales or grid.
     """
     path = Path(path)
     if (path / "store.json").exists():
         store = ScanStore.open(path)
         store.check_backbone(index.backbone, f"index {index.path}")
-        if store.scales != tuple(scales):
-            raise ScanStoreError(f"{path}: the store's regions were cut at scales {store.scales}, not {scales}")
+        store.check_grid(scales, GRID, "this scan")
         return store
-    return ScanStore.create(path, index.backbone, StoreCodec.train(training_vectors(index)), scales)
+    return ScanStore.create(path, index.backbone, StoreCodec.train(training_vectors(index)), scales, GRID)
 
 
 def add_to_store(writer: StoreWriter, index: IndexStore, path: str, result: dict[str, Any], record: VideoRecord,

@@ -23,7 +23,7 @@ from PIL import Image, ImageOps
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["DEFAULT_SCALES", "Box", "count_windows", "frame_regions", "pad_square", "pad_square_tensor",
+__all__ = ["DEFAULT_SCALES", "GRID", "Box", "count_windows", "frame_regions", "pad_square", "pad_square_tensor",
            "reference_views", "square_windows"]
 
 Box = tuple[int, int, int, int]  # x0, y0, x1, y1 in pixels, x1/y1 exclusive
@@ -33,6 +33,8 @@ DEFAULT_SCALES: tuple[float, ...] = (1.0, 0.6, 0.45)
 OVERLAP = 0.5
 #: windows along the longer side are at least its length / MAX_STEPS (bounds the crops per frame)
 MAX_STEPS = 8
+#: the layout above, as a scan store's header records it (`index.scanstore`: a rescan refuses another)
+GRID = {"overlap": OVERLAP, "max_steps": MAX_STEPS}
 _MATTE = (128, 128, 128)
 
 

@@ -135,6 +135,12 @@ class _Table:
         return self._pos[key]
 
 
+def _rescan_note(info: dict[str, Any]) -> str:
+    """A rescan line's marker in the report: scored from a scan store, not from a fresh scan."""
+    how = "frames checked again" if info.get("exact") else "stored vectors only"
+    return f"rescan ({how}) of the scan of {info.get('scanned_at') or '?'}"
+
+
 def report_data(results: Sequence[dict[str, Any]], files: Path | None, base: Path,
                 progress: Progress | None = None) -> dict[str, Any]:
     """The page's data: one row per `flag`/`review` result, highest score first, thumbnails
@@ -144,7 +150,8 @@ def report_data(results: Sequence[dict[str, Any]], files: Path | None, base: Pat
     "v": verdict, "s": score, "d": duration, "n": frames sampled, "t": timeline times (a list, or
     {"a": first, "d": step} when evenly spaced), "y": timeline scores in percent, "c":
     [[character#, score, [[start, end, peak_time, peak_score, reference#, channel, frame thumbnail
-    or "", why-missing# or -1], ...], inliers (only when checked)], ...], "x": sha256 or ""}; `characters[#]` = [name,
+    or "", why-missing# or -1], ...], inliers (only when checked)], ...], "x": sha256 or "", "r": how a
+    `mamori rescan` line was scored (only on those: `_rescan_note`)}; `characters[#]` = [name,
     franchise, rights holder], `references[#]` = [path, thumbnail or "", why missing], `why[#]` = a
     reason text.
     """
@@ -181,7 +188,8 @@ def report_data(results: Sequence[dict[str, Any]], files: Path | None, base: Pat
         tl = r.get("timeline") or []
         rows.append({"p": r["path"], "h": _link(path_of(r), base), "v": r["verdict"], "s": r.get("score"),
                      "d": r.get("duration"), "n": r.get("frames"), "t": _times([t for t, _ in tl]),
-                     "y": [round(100 * v) for _, v in tl], "c": chars, "x": r.get("sha256") or ""})
+                     "y": [round(100 * v) for _, v in tl], "c": chars, "x": r.get("sha256") or "",
+                     **({"r": _rescan_note(r["rescan"])} if r.get("rescan") else {})})
         if progress is not None:
             progress("report", i, len(wanted))
     return {"rows": rows, "characters": characters.items, "references": references.items, "why": why.items}
@@ -302,6 +310,7 @@ function row(r) {
   const td0 = el("td");
   td0.appendChild(el("a", {href: r.h}, r.p));
   td0.appendChild(el("div", {class: "meta"}, (r.d !== null ? fmt(r.d, 1) + " s, " : "") + r.n + " frames sampled"));
+  if (r.r) td0.appendChild(el("div", {class: "meta rescan"}, r.r));
   tr.appendChild(td0);
   const td1 = el("td");
   td1.appendChild(el("span", {class: r.v}, r.v));

@@ -53,7 +53,7 @@ import numpy as np
 from detector.errors import MediaError
 from detector.evidence import FrameEvidence, Matrix, frame_evidence, region_matrix, split_matrix
 from detector.frames import Frame, MediaReader, _frame_image
-from detector.regions import Box, frame_regions
+from detector.regions import GRID, Box, frame_regions
 from detector.results import Result
 from detector.scoring import aggregate
 from detector.verify import VERIFY_MIN_SCORE, VERIFY_TOP, verify_frame
@@ -64,7 +64,8 @@ from index.scancodec import KIND_NEW, KIND_REUSE, VideoRecord
 from index.scanstore import ScanStore, StoreEntry
 from index.store import IndexStore
 
-__all__ = ["CANDIDATE_SCORE", "EXACT_FRAMES", "Rescanner", "Selection", "rescan_entry", "select_characters"]
+__all__ = ["CANDIDATE_SCORE", "EXACT_FRAMES", "Rescanner", "Selection", "check_store", "rescan_entry",
+           "select_characters"]
 
 #: approximate frame score of a selected character that makes the frame a candidate (step 3)
 CANDIDATE_SCORE = VERIFY_MIN_SCORE
@@ -97,6 +98,13 @@ class Rescanner:
     @classmethod
     def open(cls, index: str | Path, *, verify: bool = True, max_pixels: int = DEFAULT_MAX_PIXELS) -> Rescanner:
         return cls(IndexStore.open(index), verify=verify, max_pixels=max_pixels)
+
+
+def check_store(det: Rescanner, store: ScanStore) -> None:
+    """Refuse a store whose vectors this rescan cannot read: another backbone than the index's, or
+    regions laid out on another grid than `detector.regions` cuts today (ScanStoreError)."""
+    store.check_backbone(det.store.backbone, f"index {det.store.path}")
+    store.check_grid(store.scales, GRID, "this version of mamori")
 
 
 @dataclass(frozen=True)
@@ -260,8 +268,8 @@ def _seeked(container: av.container.InputContainer, rec: VideoRecord, wanted: se
             container.seek(int((t + start) / tb), stream=stream, backward=True, any_frame=False)
             frames = container.decode(stream)
         frame = None
-        for frame in frames:
-            at = float(frame.time) - start if frame.time is not None else at
+        for frame in frames:  # (times clamped at 0, as the scan's clock does: `detector.frames`)
+            at = max(0.0, float(frame.time) - start) if frame.time is not None else at
             if np.float32(at) >= rec.times[k]:  # (the store keeps float32 times: compare as stored)
                 break
         if frame is None:

@@ -2,11 +2,15 @@
 
 - `rescan_threads` (`--workers N`): N threads sharing one `Rescanner`, one stored video each.
 - `rescan_ray` (`--engine ray`): shards are independent (`index.scanstore`), so each Ray actor
-  takes a whole shard at a time and returns its videos' results; the store must be on storage
-  every node sees at the same path (like the inputs of `scan --engine ray`). The actors (no
-  model: a `Rescanner` each), their replacement when one dies and the retry are the scan engine's
-  (`detector.engines.scan_ray`).
-Any failure on one video (a damaged record, a bug) becomes that video's `error` result.
+  takes a whole shard at a time (a `ShardJob`: the shard's catalogue rows as the driver read them
+  at the start, so the driver knows every video it must answer for) and returns its videos'
+  results; the store must be on storage every node sees at the same path (like the inputs of
+  `scan --engine ray`). The actors (no model: a `Rescanner` each), their replacement when one
+  dies and the retry are the scan engine's (`detector.engines.ray_map`).
+Any failure on one video (a damaged record, a bug) becomes that video's `error` result; a shard
+whose worker died twice (or whose task failed) gives an `error` line for each of its videos,
+with the video's own path and sha256. The caller holds the store's lock shared meanwhile
+(`ScanStore.reading`), so no compaction moves the records.
 """
 
 from __future__ import annotations
@@ -14,16 +18,18 @@ from __future__ import annotations
 import dataclasses
 import os
 import tempfile
-from collections.abc import Collection, Generator, Iterable
+from collections.abc import Generator, Iterable
+from dataclasses import dataclass
+from itertools import groupby
 from pathlib import Path
 from typing import Any
 
-from detector.engines import in_threads, scan_ray
+from detector.engines import in_threads, ray_map
 from detector.rescan import Rescanner, Selection, rescan_entry
 from detector.results import Result
 from index.scanstore import ScanStore, StoreEntry
 
-__all__ = ["rescan_one", "rescan_ray", "rescan_threads"]
+__all__ = ["ShardJob", "rescan_one", "rescan_ray", "rescan_threads"]
 
 
 def rescan_one(det: Rescanner, store: ScanStore, entry: StoreEntry, selection: Selection) -> dict[str, Any]:
@@ -31,8 +37,37 @@ def rescan_one(det: Rescanner, store: ScanStore, entry: StoreEntry, selection: S
     try:
         return rescan_entry(det, store, entry, selection).to_dict()
     except Exception as exc:  # noqa: BLE001 - a video's failure is its result
-        failed = Result.failed(entry.path, exc)
-        return dataclasses.replace(failed, sha256=entry.sha256, rescan={"store": str(store.path)}).to_dict()
+        return _failed(entry, str(store.path), exc)
+
+
+def _failed(entry: StoreEntry, store: str, exc: BaseException, kind: str | None = None,
+            error: str | None = None) -> dict[str, Any]:
+    failed = Result.failed(entry.path, exc, kind=kind)
+    return dataclasses.replace(failed, sha256=entry.sha256, rescan={"store": store},
+                               error=error or failed.error).to_dict()
+
+
+@dataclass(frozen=True)
+class ShardJob:
+    """One shard of a Ray rescan (`detector.engines.RayJob`): its videos, as catalogued."""
+
+    store: str
+    shard: str
+    entries: tuple[StoreEntry, ...]
+
+    def task(self) -> tuple[StoreEntry, ...]:
+        return self.entries
+
+    def failed(self, exc: BaseException, died: bool) -> list[dict[str, Any]]:
+        """An `error` line per video of the shard (kind `worker` when its worker died twice)."""
+        cause = exc if died else (getattr(exc, "cause", None) or exc)
+        why = (f"the Ray worker rescanning its shard {self.shard} died, on two workers" if died
+               else str(cause).strip().splitlines()[0] if str(cause).strip() else "")
+        return [_failed(e, self.store, cause, "worker" if died else "internal", f"{type(cause).__name__}: {why}")
+                for e in self.entries]
+
+    def __str__(self) -> str:
+        return f"shard {self.shard} ({len(self.entries)} videos)"
 
 
 def rescan_threads(det: Rescanner, store: ScanStore, entries: Iterable[StoreEntry], selection: Selection,
@@ -63,21 +98,19 @@ class _RescanWorker:
     def ready(self) -> bool:
         return True
 
-    def score(self, shard: str) -> list[dict[str, Any]]:
+    def score(self, entries: tuple[StoreEntry, ...]) -> list[dict[str, Any]]:
         extra = self.extra
         store = ScanStore.open(extra["store"])
         names = extra.get("names")
         selection = Selection(frozenset(names) if names is not None else None)
-        skip = {tuple(k) for k in extra.get("skip", ())}
-        return [rescan_one(self.det, store, e, selection) for e in store.entries(shard)
-                if (e.path, e.sha256) not in skip]
+        return [rescan_one(self.det, store, e, selection) for e in entries]
 
 
 def rescan_ray(index: str | Path, options: dict[str, Any], store: ScanStore, selection: Selection,
-               shards: Iterable[str], workers: int, address: str | None = None,
-               skip: Collection[tuple[str, str]] = ()) -> Generator[dict[str, Any], None, None]:
-    """Results of every video of `shards`, one shard per Ray task, in completion order."""
-    extra = {"store": str(Path(store.path).resolve()),
-             "names": sorted(selection.names) if selection.names is not None else None, "skip": sorted(skip)}
-    jobs = ((Path(shard), None) for shard in shards)
-    return scan_ray(index, {**options, "rescan": extra}, jobs, workers, address, worker=_RescanWorker)
+               entries: Iterable[StoreEntry], workers: int,
+               address: str | None = None) -> Generator[dict[str, Any], None, None]:
+    """Results of every video of `entries` (in shard order), one shard per Ray task, in completion order."""
+    where = str(Path(store.path).resolve())
+    extra = {"store": where, "names": sorted(selection.names) if selection.names is not None else None}
+    jobs = (ShardJob(where, shard, tuple(group)) for shard, group in groupby(entries, key=lambda e: e.shard))
+    return ray_map(index, {**options, "rescan": extra}, jobs, workers, address, worker=_RescanWorker)

@@ -59,7 +59,7 @@ _SAME_PLACE = 2.0  # pixels (SIDE scale): keypoints closer than this are one pla
 
 cv2.setNumThreads(1)  # the model owns the cores; one SIFT call is small
 _local = threading.local()
-#: an environment variable: "1" asks for `quiet_blas` (the `mamori` command sets it for its process)
+#: an environment variable: "1" asks for `quiet_blas` in any process, "0" refuses it
 QUIET_BLAS_ENV = "MAMORI_QUIET_BLAS"
 _quiet: dict[str, Any] = {"wanted": False, "limiter": None}
 _quiet_lock = threading.Lock()
@@ -67,18 +67,22 @@ _quiet_lock = threading.Lock()
 
 def quiet_blas() -> None:
     """Ask that numpy's and OpenCV's OpenBLAS (pthreads builds: one thread pool per process) run on
-    one thread for the rest of this process, from the matcher's next use on. For processes mamori
-    owns: the `mamori` command sets QUIET_BLAS_ENV=1 (inherited by the Ray workers it starts;
-    `MAMORI_QUIET_BLAS=0 mamori ...` opts out); a Python caller decides for its own process.
+    one thread for the rest of this process, from the matcher's next use on. Called where it was
+    measured to help: `mamori scan` and `mamori rescan` (and their Ray workers); not by `index
+    build|add` (calibration's large products), `serve` or the other commands, whose BLAS keeps its
+    threads. QUIET_BLAS_ENV=0 refuses it (`MAMORI_QUIET_BLAS=0 mamori scan ...` keeps your
+    OpenBLAS settings); QUIET_BLAS_ENV=1 asks for it in any process.
 
     Why: `count_inliers` does one ~1 ms matrix product per reference view; a multi-threaded
     OpenBLAS spins its idle threads after each one and so takes a core from the other work (SIFT,
     decoding, another worker): `mamori rescan` of the dev set with a third of the characters new,
-    one worker, 28.3 -> 21.1 s, and 12-13 s with two workers (docs/rescan.md). FAISS's own OpenBLAS
-    (an OpenMP build) is left alone. Applied once, lazily (`_quiet_now`): the libraries must be
-    loaded to be found, and a per-call limit is not thread-safe (threadpoolctl restores the
-    counts each context saw on entry, so overlapping contexts of two threads leave them wrong)."""
-    _quiet["wanted"] = True
+    one worker, 28.3 -> 21.1 s, and 12-13 s with two workers; a fresh scan of 12 dev clips 44.9 ->
+    42.6 s (docs/rescan.md). FAISS's own OpenBLAS (an OpenMP build) is left alone. Applied once,
+    lazily (`_quiet_now`): the libraries must be loaded to be found, and a per-call limit is not
+    thread-safe (threadpoolctl restores the counts each context saw on entry, so overlapping
+    contexts of two threads leave them wrong)."""
+    if os.environ.get(QUIET_BLAS_ENV) != "0":
+        _quiet["wanted"] = True
 
 
 def _quiet_now() -> None:

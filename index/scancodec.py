@@ -42,7 +42,8 @@ __all__ = ["CODE_BYTES", "KIND_NEW", "KIND_OWN", "KIND_REUSE", "StoreCodec", "Vi
 #: *new* character's regions survive coding, and the codec never saw them. Dev set, effnet, codec
 #: trained without the held-out characters, projected cosine of a reference vector to its own
 #: round trip: held-out characters 0.82 at 64 bytes, 0.91 at 128 (background regions 0.92 / 0.96);
-#: a store at 128 bytes is still under 0.5 MB per video-minute at 2 fps (docs/rescan.md)
+#: a store at 128 bytes is still under 0.5 MB per video-minute at 2 fps where most regions stay
+#: unchanged (dev 0.36 MB); a panning camera, every region new, 0.71 MB at 16:9 (docs/rescan.md)
 CODE_BYTES = 128
 KIND_NEW, KIND_OWN, KIND_REUSE = 0, 1, 2
 #: fewest training vectors per centroid below which k-means is fed repeated jittered copies

@@ -2,7 +2,7 @@
 
 Layout of a store folder:
 
-    STORE/store.json           format, backbone identity, region scales, code size, created
+    STORE/store.json           format, backbone identity, region scales and grid, code size, created
                                (written last when a store is created: a store without it is not one)
     STORE/codec.npz            the `index.scancodec.StoreCodec` (centre + product quantiser)
     STORE/catalogue.sqlite     one row per video (path, sha256, where its record is, frames,
@@ -10,7 +10,8 @@ Layout of a store folder:
                                one per index generation seen (its reference ids)
     STORE/shards/<id>.bin      append-only records (`index.scancodec.VideoRecord`), one shard
                                per writer, a new one past SHARD_BYTES
-    STORE/.lock                writers hold it shared, `compact` exclusive
+    STORE/.lock                writers (`scan --store`) and readers (`rescan`) hold it shared,
+                               `compact` exclusive: each is refused while the other holds it
 
 Crash safety, like `scan --resume`: a writer appends a video's record to its own shard, fsyncs
 it, and only then commits the video's catalogue row (one SQLite transaction). A scan killed at
@@ -19,6 +20,8 @@ of a shard is never referenced (every record is checked against its CRC-32 when 
 next writer starts a shard of its own. `compact` copies the live records into new shards, switches
 the catalogue in one transaction, then deletes the old shards, so it can be killed too. The same
 (path, sha256) scanned again replaces its row; the old record becomes garbage for `compact`.
+A record that fails its CRC (a bit flip on disk) is not copied by `compact`: its row is dropped
+(scan that video again to store it) and the compaction reports it (`Compaction.damaged`).
 
 Why shards: each is independent, so `rescan --engine ray` hands whole shards to workers.
 """
@@ -30,6 +33,7 @@ import fcntl
 import json
 import os
 import sqlite3
+import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -41,11 +45,14 @@ from index.errors import ScanStoreError
 from index.generation import fsync_path
 from index.scancodec import StoreCodec, VideoRecord, checksum
 
-__all__ = ["FORMAT_VERSION", "SHARD_BYTES", "ScanStore", "StoreEntry", "StoreWriter"]
+__all__ = ["FORMAT_VERSION", "SHARD_BYTES", "Compaction", "ScanStore", "StoreEntry", "StoreWriter"]
 
 FORMAT_VERSION = 1
 #: a writer starts a new shard past this size
 SHARD_BYTES = 256 << 20
+#: the region grid of stores whose header does not record one (all written before it was recorded
+#: used it: `detector.regions` OVERLAP and MAX_STEPS have not changed since scan stores exist)
+LEGACY_GRID = {"overlap": 0.5, "max_steps": 8}
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS videos (
@@ -85,6 +92,16 @@ class StoreEntry:
         return cls(**values)
 
 
+@dataclass(frozen=True)
+class Compaction:
+    """What `ScanStore.compact` did: shard bytes before and after, and the (path, sha256, why) of
+    each damaged record it skipped (its catalogue row is dropped: scan that video again)."""
+
+    before: int
+    after: int
+    damaged: tuple[tuple[str, str, str], ...] = ()
+
+
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
@@ -110,9 +127,27 @@ class ScanStore:
     def scales(self) -> tuple[float, ...]:
         return tuple(float(s) for s in self.header["scales"])
 
+    @property
+    def grid(self) -> dict[str, Any]:
+        """How each scale's windows were laid out ({"overlap", "max_steps"}: `detector.regions`)."""
+        grid: dict[str, Any] = self.header.get("grid") or LEGACY_GRID
+        return grid
+
+    def check_grid(self, scales: Sequence[float], grid: dict[str, Any], what: str) -> None:
+        """Refuse `what` when it cuts frames into other regions than the store's (the stored
+        region ids would name other boxes)."""
+        if self.scales != tuple(float(s) for s in scales):
+            raise ScanStoreError(f"{self.path}: the store's regions were cut at scales {self.scales}, "
+                                 f"but {what} cuts them at {tuple(scales)}")
+        if {k: self.grid.get(k) for k in grid} != grid:
+            raise ScanStoreError(f"{self.path}: the store's regions were laid out on the grid {self.grid}, "
+                                 f"but {what} uses {grid}; rescan needs the same grid (scan the videos again)")
+
     @classmethod
-    def create(cls, path: str | Path, backbone: dict[str, Any], codec: StoreCodec, scales: Sequence[float]) -> ScanStore:
-        """A new, empty store at `path` (a new or empty folder)."""
+    def create(cls, path: str | Path, backbone: dict[str, Any], codec: StoreCodec, scales: Sequence[float],
+               grid: dict[str, Any] | None = None) -> ScanStore:
+        """A new, empty store at `path` (a new or empty folder); `grid`: the region grid (default
+        LEGACY_GRID)."""
         path = Path(path)
         if (path / "store.json").exists():
             raise ScanStoreError(f"{path}: a scan store already exists here")
@@ -123,7 +158,8 @@ class ScanStore:
         with _connect(path):
             pass
         header = {"format": "mamori-scan-store", "format_version": FORMAT_VERSION, "backbone": backbone,
-                  "scales": list(scales), "code_bytes": codec.code_bytes, "created": _now()}
+                  "scales": list(scales), "grid": dict(grid or LEGACY_GRID), "code_bytes": codec.code_bytes,
+                  "created": _now()}
         _write_atomic(path / "store.json", json.dumps(header, indent=1, sort_keys=True).encode())
         return cls(path, header, codec)
 
@@ -194,6 +230,11 @@ class ScanStore:
 
     def writer(self) -> StoreWriter:
         return StoreWriter(self)
+    def reading(self) -> contextlib.AbstractContextManager[None]:
+        """Hold the store's lock shared while reading it (`mamori rescan`): `compact` is refused
+        meanwhile, so every catalogue row read stays valid. Raises ScanStoreError while a
+        compaction runs."""
+        return _lock(self.path, exclusive=False)
 
     def info(self) -> dict[str, Any]:
         """What `mamori store info` prints."""
@@ -211,33 +252,39 @@ class ScanStore:
             "generations": [{"name": g, "updated": u, "videos": v} for g, u, v in self.generations()],
         }
 
-    def compact(self) -> tuple[int, int]:
+    def compact(self) -> Compaction:
         """Rewrite the live records into new shards and delete the old ones (exclusive: refused
-        while a scan writes). Returns (bytes before, bytes after)."""
+        while a scan writes or a rescan reads). A damaged record is skipped, its row dropped and
+        reported (`Compaction.damaged`); the other records are copied."""
         with _lock(self.path, exclusive=True):
             before = sum(f.stat().st_size for f in (self.path / "shards").glob("*"))
             moves: list[tuple[str, int, int, int, str, str, bytes]] = []
+            damaged: list[tuple[StoreEntry, str]] = []
             out = _ShardFile(self.path)
             try:
                 for e in self.entries():
-                    rec = self.read(e)  # checks the CRC: a damaged record is not copied
-                    blob = rec.to_bytes()
+                    try:
+                        blob = self.read(e).to_bytes()  # checks the CRC: a damaged record is not copied
+                    except ScanStoreError as exc:
+                        damaged.append((e, str(exc.__cause__ or exc)))
+                        continue
                     shard, offset = out.append(blob)
                     moves.append((shard, offset, len(blob), checksum(blob), e.shard, e.sha256, os.fsencode(e.path)))
                 out.sync()
             finally:
                 out.close()
-            with _connect(self.path) as db:
+            with _connect(self.path) as db:  # one transaction: the new places and the dropped rows
                 db.executemany("UPDATE videos SET shard = ?, offset = ?, length = ?, crc = ? "
-                               "WHERE shard = ? AND sha256 = ? AND path = ?",
-                               moves)
+                               "WHERE shard = ? AND sha256 = ? AND path = ?", moves)
+                db.executemany("DELETE FROM videos WHERE shard = ? AND sha256 = ? AND path = ?",
+                               [(e.shard, e.sha256, os.fsencode(e.path)) for e, _ in damaged])
             live = {m[0] for m in moves}
             for f in (self.path / "shards").glob("*"):
                 if f.name not in live:
                     f.unlink(missing_ok=True)
             fsync_path(self.path / "shards")
             after = sum(f.stat().st_size for f in (self.path / "shards").glob("*"))
-        return before, after
+        return Compaction(before, after, tuple((e.path, e.sha256, why) for e, why in damaged))
 
 
 class StoreWriter:
@@ -245,8 +292,6 @@ class StoreWriter:
     store's lock shared while open. Thread-safe (one lock around each append)."""
 
     def __init__(self, store: ScanStore):
-        import threading
-
         self.store = store
         self._lock_cm = _lock(store.path, exclusive=False)
         self._lock_cm.__enter__()
@@ -337,7 +382,7 @@ def _lock(path: Path, *, exclusive: bool) -> Iterator[None]:
         try:
             fcntl.flock(fh, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
         except BlockingIOError as exc:
-            what = "a scan is writing it" if exclusive else "it is being compacted"
+            what = "a scan is writing it or a rescan is reading it" if exclusive else "it is being compacted"
             raise ScanStoreError(f"{path}: {what}; try again when it is done") from exc
         try:
             yield

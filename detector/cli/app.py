@@ -11,7 +11,7 @@ import traceback
 from collections.abc import Sequence
 
 from detector.cli import demo_cmd, evaluate_cmd, index_cmd, report_cmd, rescan_cmd, review_cmd, scan_cmd, serve_cmd
-from detector.cli.common import QUIET_BLAS_ENV, ExitCode, common_parent
+from detector.cli.common import ExitCode, common_parent
 
 __all__ = ["build_parser", "main"]
 
@@ -41,9 +41,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; its exit status (`ExitCode`; see the `detector.cli` docstring)."""
     parser = build_parser()
     a = parser.parse_args(argv)
-    # this process is mamori's: numpy's OpenBLAS on one thread once the matcher runs (the variable
-    # reaches `index.local.quiet_blas` without importing OpenCV here, and Ray workers started from here)
-    os.environ.setdefault(QUIET_BLAS_ENV, "1")
     try:
         return int(a.func(a))
     except KeyboardInterrupt:

@@ -31,7 +31,6 @@ __all__ = [
     "DEFAULT_FPS",
     "DEFAULT_MAX_FRAMES",
     "PRECISIONS",
-    "QUIET_BLAS_ENV",
     "ExitCode",
     "Progress",
     "Subparsers",
@@ -50,7 +49,6 @@ DEFAULT_BACKBONE = "clip-vit-b32"  # detector.backbones.DEFAULT_BACKBONE
 PRECISIONS = ("auto", "fp32", "bf16")  # detector.inference.PRECISIONS
 DEFAULT_FPS = 2.0  # detector.frames.DEFAULT_FPS
 DEFAULT_MAX_FRAMES = 600  # detector.frames.DEFAULT_MAX_FRAMES
-QUIET_BLAS_ENV = "MAMORI_QUIET_BLAS"  # index.local.QUIET_BLAS_ENV
 
 Progress = Callable[[str, int, int], None]
 

@@ -39,26 +39,28 @@ def default_workers(engine: str = "local") -> int:
     return max(1, min(DEFAULT_MAX_WORKERS, cores or 1))
 
 
-def _results(a: argparse.Namespace, store: ScanStore, skip: set[tuple[str, str]]) -> Iterator[dict[str, Any]]:
-    from detector.rescan import Rescanner, select_characters
+def _results(a: argparse.Namespace, store: ScanStore, entries: list[StoreEntry]) -> Iterator[dict[str, Any]]:
+    from detector.rescan import Rescanner, check_store, select_characters
+    from index.local import quiet_blas
 
+    quiet_blas()  # the matcher's small products on one OpenBLAS thread (measured here: `index.local`)
     det = Rescanner.open(a.index, verify=not a.no_verify)  # the driver's own: it checks the backbone and the selection
-    store.check_backbone(det.store.backbone, f"index {a.index}")
+    check_store(det, store)
     selection = select_characters(det, store, characters=a.characters or (), since=a.since, every=a.all)
     workers = a.workers or default_workers(a.engine)
     if a.engine == "ray":
         from detector.rescan_engines import rescan_ray
 
         del det
-        return rescan_ray(a.index, {"verify": not a.no_verify}, store, selection, store.shards(), workers,
-                          a.ray_address, skip)
+        return rescan_ray(a.index, {"verify": not a.no_verify}, store, selection, entries, workers, a.ray_address)
     from detector.rescan_engines import rescan_threads
 
-    entries: Iterator[StoreEntry] = (e for e in store.entries() if (e.path, e.sha256) not in skip)
     return rescan_threads(det, store, entries, selection, workers)
 
 
 def cmd_rescan(a: argparse.Namespace) -> int:
+    """Every stored video gets one line, a result or an error: the videos are listed once, under
+    the store's shared lock, held to the end (a `store compact` meanwhile is refused)."""
     from detector.batch import completed
     from index.scanstore import ScanStore
 
@@ -69,22 +71,25 @@ def cmd_rescan(a: argparse.Namespace) -> int:
     if sum(map(bool, (a.characters, a.since, a.all))) > 1:
         raise ConfigError("give one of --characters, --since and --all")
     store = ScanStore.open(a.store)
-    total = len(store.entries())
-    skip = set(completed(a.out)) if a.resume else set()
     counts = {"flag": 0, "review": 0, "pass": 0, "error": 0}
     t0 = time.monotonic()
     with contextlib.ExitStack() as stack:
+        stack.enter_context(store.reading())
+        skip = set(completed(a.out)) if a.resume else set()
+        listed = store.entries()
+        entries = [e for e in listed if (e.path, e.sha256) not in skip]
         if a.out:
             Path(a.out).parent.mkdir(parents=True, exist_ok=True)
         out = stack.enter_context(open(a.out, "a" if a.resume else "w", encoding="utf-8")) if a.out else sys.stdout
-        results = _results(a, store, skip)
+        results = _results(a, store, entries)
         stack.enter_context(contextlib.closing(results))  # type: ignore[type-var]
-        for i, r in enumerate(results, len(skip) + 1):
+        for i, r in enumerate(results, len(listed) - len(entries) + 1):
             write_line(out, r)
             counts[r["verdict"]] += 1
             if not a.quiet:
                 top = r["characters"][0]["character"] if r["characters"] else ""
-                print(f"[{i}/{total}] {r['path']}: {r['verdict']} {r['error'] or top}", file=sys.stderr, flush=True)
+                print(f"[{i}/{len(listed)}] {r['path']}: {r['verdict']} {r['error'] or top}", file=sys.stderr,
+                      flush=True)
     n = sum(counts.values())
     print(f"rescanned {n} stored video(s) in {time.monotonic() - t0:.1f}s: "
           + ", ".join(f"{v} {k}" for k, v in counts.items()) + (f"; results in {a.out}" if a.out else ""),
@@ -102,8 +107,12 @@ def cmd_store_info(a: argparse.Namespace) -> int:
 def cmd_store_compact(a: argparse.Namespace) -> int:
     from index.scanstore import ScanStore
 
-    before, after = ScanStore.open(a.store).compact()
-    print(f"compacted {a.store}: {before:,} -> {after:,} bytes", file=sys.stderr)
+    done = ScanStore.open(a.store).compact()
+    for path, sha256, why in done.damaged:
+        print(f"skipped a damaged record: {path} (sha256 {sha256}): {why}", file=sys.stderr)
+    dropped = (f"; {len(done.damaged)} damaged record(s) skipped and dropped from the catalogue (listed above: "
+               "scan those videos again with --store)") if done.damaged else ""
+    print(f"compacted {a.store}: {done.before:,} -> {done.after:,} bytes{dropped}", file=sys.stderr)
     return ExitCode.OK
 
 

@@ -77,7 +77,9 @@ def _scan_results(a: argparse.Namespace, jobs: Iterator[tuple[Path, str | None]]
         return scan_ray(a.index, options, jobs, a.workers, a.ray_address)
     from detector.api import Detector
     from detector.engines import scan_threads
+    from index.local import quiet_blas
 
+    quiet_blas()  # the matcher's small products on one OpenBLAS thread (measured: `index.local.quiet_blas`)
     det = Detector.open(a.index, **options)
     det.recording = store.codec if store is not None else None
     return scan_threads(det, jobs, a.workers)

@@ -54,9 +54,6 @@ def test_help_defaults_match_their_homes() -> None:
     assert (common.DEFAULT_BACKBONE, common.PRECISIONS) == (DEFAULT_BACKBONE, PRECISIONS)
     assert (common.DEFAULT_FPS, common.DEFAULT_MAX_FRAMES) == (DEFAULT_FPS, DEFAULT_MAX_FRAMES)
     assert serve_cmd.LIMIT_DEFAULTS == dataclasses.asdict(Limits())
-    from index.local import QUIET_BLAS_ENV
-
-    assert common.QUIET_BLAS_ENV == QUIET_BLAS_ENV
 
 
 def _oversized() -> list[str]:

@@ -46,3 +46,32 @@ def test_late_frames_of_a_long_ntsc_video_are_found_again(tmp_path: Path) -> Non
     rec.sizes[70] = (32, 24)  # a decoder that gives another size: refused, not misaligned
     with pytest.raises(ScanStoreError, match="32x24"):
         list(_decoded(det, entry, rec, {70}))  # type: ignore[arg-type]
+
+
+class _Container:
+    """A stream whose first frame is stamped before the stream's start (an edit list, a cut):
+    the scan's clock clamps its time at 0 (`detector.frames._Clock`)."""
+
+    def __init__(self, frames: list[av.VideoFrame]) -> None:
+        self.streams = SimpleNamespace(video=[SimpleNamespace(time_base=Fraction(1, 1000), start_time=100)])
+        self.frames = frames
+
+    def seek(self, *args: object, **kw: object) -> None:
+        pass
+
+    def decode(self, stream: object) -> list[av.VideoFrame]:
+        return list(self.frames)
+
+
+def test_rescan_clamps_frame_times_at_zero_as_the_scan_does() -> None:
+    from detector.rescan import _seeked
+
+    frames = []
+    for i, ms in enumerate((60, 140, 220)):  # 0.06 s is 0.04 s before the stream's start
+        f = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 40 * i, np.uint8), format="rgb24")
+        f.pts, f.time_base = ms, Fraction(1, 1000)
+        frames.append(f)
+    rec = SimpleNamespace(times=np.array([0.0, 0.04, 0.12], np.float32), sizes=np.tile([[64, 48]], (3, 1)).astype(np.int32))
+    got = list(_seeked(_Container(frames), rec, {0}))  # type: ignore[arg-type]
+    assert [(f.index, f.time) for f in got] == [(0, 0.0)]
+    assert np.asarray(got[0].image)[0, 0, 0] == 0  # the first frame, not the next one

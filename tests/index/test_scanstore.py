@@ -61,8 +61,8 @@ def test_store_round_trip_replace_and_compact(tmp_path, codec: StoreCodec) -> No
     assert store.generation_refs("gen-1") == {"r1", "r2"} and store.generation_refs("gen-x") is None
     info = store.info()
     assert info["videos"] == 2 and info["garbage_bytes"] > 0
-    before, after = store.compact()
-    assert after < before and store.info()["garbage_bytes"] == 0
+    done = store.compact()
+    assert done.after < done.before and not done.damaged and store.info()["garbage_bytes"] == 0
     assert store.read(store.entries()[0]).frames in (3, 4)
 
 
@@ -94,6 +94,8 @@ def test_refusals(tmp_path, codec: StoreCodec) -> None:  # type: ignore[no-untyp
     with pytest.raises(ScanStoreError, match="rescan needs the same backbone"):
         store.check_backbone({**BACKBONE, "weights_sha256": "cd" * 32}, "index x")
     with store.writer(), pytest.raises(ScanStoreError, match="a scan is writing it"):
+        store.compact()
+    with store.reading(), pytest.raises(ScanStoreError, match="a rescan is reading it"):
         store.compact()
     (tmp_path / "s" / "store.json").write_text("{not json")
     with pytest.raises(ScanStoreError, match="unreadable"):
