@@ -10,7 +10,7 @@ import pytest
 
 from detector.decisions import DecisionFileError, read_decisions
 from detector.evidence import frame_evidence, suppressions
-from index.allowlist import ALLOW_SIM, allow_regions, prune_allowlist
+from index.allowlist import ALLOW_SIM, allow_entries, allow_regions, prune_allowlist, revoke_allowed
 from index.store import CharacterInfo, IndexData, IndexStore, Reference, write_index
 
 E = np.eye(4, dtype=np.float32)
@@ -66,6 +66,27 @@ def test_index_without_allowlist_keeps_its_format(tmp_path: Path) -> None:
     store = IndexStore.open(tmp_path / "idx")
     assert store.manifest["format_version"] == 3 and len(store.allow) == 0
     assert frame_evidence(store, 0.0, E[:1], BOXES[:1]).suppressed == {}
+
+
+def test_revoked_entry_suppresses_nothing_and_keeps_its_history(tmp_path: Path) -> None:
+    """Issue 27, point 3: a revoked entry leaves the matcher, stays stored with both times, and an
+    allow-list of revoked entries only is still stored (format 6) and survives a prune."""
+    data = _index(tmp_path)
+    _allow(data, "d-1", "a", E[:1])
+    assert revoke_allowed(data, {"d-1"}, by="d-2", at="2026-01-02T00:00:00Z") == ["d-1"]
+    assert revoke_allowed(data, {"d-1"}, by="d-3", at="2026-01-03T00:00:00Z") == []  # the first revocation stays
+    prune_allowlist(data, {"a", "b"})
+    write_index(tmp_path / "idx", data)
+    store = IndexStore.open(tmp_path / "idx")
+    assert store.manifest["format_version"] == 6 and len(store.allow) == 0
+    assert frame_evidence(store, 0.0, E[:1], BOXES[:1]).suppressed == {} and "a" in frame_evidence(
+        store, 0.0, E[:1], BOXES[:1]).hits
+    [entry] = allow_entries(store.data.allow)
+    assert (entry["id"], entry["active"], entry["regions"], entry["revoked_by"]) == ("d-1", False, 0, "d-2")
+    assert entry["revoked_at"] == "2026-01-02T00:00:00Z" and entry["reverses"] == []
+    assert store.summary()["allowlist"]["entries"] == []  # `index info` shows the active entries
+    prune_allowlist(data, {"b"})  # a's last reference removed: its history goes too
+    assert data.allow.info == {}
 
 
 GOOD = {"path": "v.mp4", "sha256": "A" * 64, "character": "a", "decision": "not_infringing", "reviewer": "kim"}
