@@ -232,7 +232,8 @@ def _reverse_confirmed(det: Detector, a: Applied) -> Applied:
         by.setdefault(r.extra.get("decision_id", ""), []).append(r)
     reverses = [{"decision": k, "added_at": min(r.added_at for r in refs), "references": sorted(r.id for r in refs)}
                 for k, refs in sorted(by.items())]
-    data.allow.info[d.id]["reverses"] = json.dumps(reverses)
+    info = data.allow.info[d.id]
+    info["reverses"] = json.dumps(json.loads(info.get("reverses") or "[]") + reverses)
     return replace(a, removed=tuple(gone), message=f"{a.message}; removed {len(gone)} confirmed reference(s) of "
                    f"infringing decision(s) {', '.join(by)} (the later decision wins)")
 

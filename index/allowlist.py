@@ -103,7 +103,8 @@ def read_allow_tables(db: sqlite3.Connection, dim: int) -> AllowList:
 
 def allow_regions(data: IndexData, decision: str, info: dict[str, str], vectors: np.ndarray) -> None:
     """Store `vectors` (raw region embeddings) as decision `decision`'s allowed regions of
-    `info["character"]`, replacing what an earlier apply of the same decision stored."""
+    `info["character"]`, replacing what an earlier apply of the same decision stored (a revoked
+    entry is active again; what it `reverses` is kept)."""
     old = data.allow
     keep = [i for i, d in enumerate(old.decisions) if d != decision]
     dim = int(data.backbone["dim"])
@@ -114,7 +115,8 @@ def allow_regions(data: IndexData, decision: str, info: dict[str, str], vectors:
         [old.decisions[i] for i in keep] + [decision] * len(new),
         np.concatenate([kept, new]),
         {**{k: v for k, v in old.info.items() if k != decision},
-         decision: {f: info.get(f, "") for f in (*_INFO, *_HISTORY)}},
+         decision: {**{f: info.get(f, "") for f in _INFO}, "revoked_at": "", "revoked_by": "",
+                    "reverses": old.info.get(decision, {}).get("reverses", "")}},
     )
 
 

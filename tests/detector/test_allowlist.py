@@ -85,6 +85,10 @@ def test_revoked_entry_suppresses_nothing_and_keeps_its_history(tmp_path: Path) 
     assert (entry["id"], entry["active"], entry["regions"], entry["revoked_by"]) == ("d-1", False, 0, "d-2")
     assert entry["revoked_at"] == "2026-01-02T00:00:00Z" and entry["reverses"] == []
     assert store.summary()["allowlist"]["entries"] == []  # `index info` shows the active entries
+    data.allow.info["d-1"]["reverses"] = '[{"decision": "d-0", "added_at": "", "references": ["r1"]}]'
+    _allow(data, "d-1", "a", E[:1])  # the same decision applied again: active again, its reverses kept
+    [entry] = allow_entries(data.allow)
+    assert entry["active"] and entry["regions"] == 1 and entry["revoked_by"] == "" and entry["reverses"][0]["decision"] == "d-0"
     prune_allowlist(data, {"b"})  # a's last reference removed: its history goes too
     assert data.allow.info == {}
 
