@@ -93,6 +93,33 @@ def test_revoked_entry_suppresses_nothing_and_keeps_its_history(tmp_path: Path) 
     assert data.allow.info == {}
 
 
+def test_nearcopy_suppression_needs_the_review_threshold(tmp_path: Path) -> None:
+    """Issue 27, point 10: an allowed region with a PDQ match (distance 20: near-copy score 0.69) is
+    reported as suppressed only where 0.69 reaches the character's review threshold: the index's
+    (0.3 yes, 0.9 no), or a match policy rule's where one sets it."""
+    from index.nearcopy import nearcopy_score
+    from index.policy import Policy, Rule
+
+    data = _index(tmp_path)
+    ref_hash = np.zeros((1, 32), np.uint8)
+    data.pdq_hashes, data.pdq_quality = ref_hash, np.array([100], np.int32)
+    data.pdq_refs, data.pdq_views = ["ra"], ["full"]
+    region_hash = np.unpackbits(ref_hash[0])
+    region_hash[:20] = 1  # 20 bits from the reference's hash
+    hashes = (np.packbits(region_hash)[None], np.array([100], np.int32))
+    assert 0.6 < float(nearcopy_score(20)) < 0.7
+    _allow(data, "d-1", "a", E[2:3])  # a region like no reference: only the near-copy channel finds a in it
+    seen = {}
+    strict = {"score_flag": 0.95, "score_review": 0.9}
+    rule = Policy((Rule(character="a", flag=0.95, review=0.9),))
+    for name, thresholds, policy in (("index 0.3", {}, None), ("index 0.9", strict, None), ("rule 0.9", {}, rule)):
+        data.thresholds, data.policy = thresholds, policy
+        write_index(tmp_path / name, data)
+        store = IndexStore.open(tmp_path / name)
+        seen[name] = frame_evidence(store, 0.0, E[2:3], BOXES[:1], hashes).suppressed
+    assert seen == {"index 0.3": {"a": "d-1"}, "index 0.9": {}, "rule 0.9": {}}
+
+
 GOOD = {"path": "v.mp4", "sha256": "A" * 64, "character": "a", "decision": "not_infringing", "reviewer": "kim"}
 
 
