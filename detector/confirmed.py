@@ -11,6 +11,8 @@ or makes the one segment of a reviewer's mark):
        a marked decision's `mark_time` and `mark_box` too).
        A crop already in the index (same sha256) is not added again: applying a decision twice adds
        nothing the second time.
+A later `not_infringing` decision on the same input and character takes these references out
+again (`detector.review`, reversals); `add_confirmed` then deletes their crops.
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ from detector.frames import MediaReader
 from detector.results import Segment
 from index.build import Embedder, add_references
 from index.manifest import ReferenceEntry
-from index.uploads import CONFIRMED
+from index.store import IndexStore, index_lock
+from index.uploads import CONFIRMED, delete_unused_uploads
 
 if TYPE_CHECKING:
     from detector.api import Detector
@@ -105,8 +108,12 @@ def add_confirmed(index: str | Path, applied: Sequence[Applied], embedder: Embed
 
     Returns `applied` with each infringing decision's message saying what was added; a crop that
     was not added (already in the index under another file, or unreadable) is deleted again.
-    The caller must not hold the index lock (`add_references` takes it).
+    The caller must not hold the index lock (`add_references` takes it). First, the crops of the
+    references that not_infringing decisions reversed (`Applied.removed`) are deleted.
     """
+    if gone := [r for a in applied for r in a.removed]:
+        with index_lock(index):
+            delete_unused_uploads(index, gone, IndexStore.open(index).references.values())
     entries = [e for a in applied for e in a.entries]
     if not entries:
         return list(applied)

@@ -54,11 +54,16 @@ class Decision:
 
     @property
     def id(self) -> str:
-        """Stable id: the same input, character, reviewer (and mark, when there is one) give the same
-        id (applying a decision again replaces what it stored); two marks of one input are two decisions."""
+        """Stable id: the same input, character, reviewer, decision (and mark, when there is one) give
+        the same id (applying a decision again replaces what it stored); two marks of one input are
+        two decisions, and so are `infringing` and `not_infringing` by one reviewer (a reversal,
+        `detector.review`). A `not_infringing` id leaves the decision out of the hash, so the
+        allow-list entries stored before the decision was hashed keep their ids."""
         key: list[object] = [self.sha256, self.character, self.reviewer]
         if self.time is not None:
             key += [self.time, list(self.box) if self.box else None]
+        if self.decision != "not_infringing":
+            key.append(self.decision)
         return "d-" + hashlib.sha256(json.dumps(key).encode()).hexdigest()[:12]
 
 

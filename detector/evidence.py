@@ -11,7 +11,8 @@ Steps:
        "text"` when it scores higher than the embedding evidence.
        Allow-list (`index.allowlist`): a region that is a near-duplicate of a region a reviewer
        allowed for character c is no evidence for c in any channel; when such a region alone
-       would have been a hit at the review threshold, the frame records the decision in
+       would have been a hit at c's review threshold (`review_level`: the match policy's where a
+       rule sets one, else the index's), in any channel, the frame records the decision in
        `suppressed` (the result's `suppressed` list, `detector.scoring`).
 
 Geometric verification of the strongest hits is step 1b (`detector.verify`); each character keeps
@@ -27,6 +28,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from detector.policy import levels_for
 from detector.regions import Box
 from detector.results import Suppression
 from detector.text import text_hits
@@ -34,8 +36,8 @@ from index.calibrate import BG_K, calibrated_score, normalise
 from index.nearcopy import PDQ_BYTES, nearcopy_score
 from index.store import IndexStore, Reference
 
-__all__ = ["TOP_K", "CharacterHit", "FrameEvidence", "Matrix", "frame_evidence", "region_matrix", "split_matrix",
-           "suppressions"]
+__all__ = ["TOP_K", "CharacterHit", "FrameEvidence", "Matrix", "frame_evidence", "region_matrix", "review_level",
+           "split_matrix", "suppressions"]
 
 #: Nearest reference vectors looked up per region.
 TOP_K = 32
@@ -106,7 +108,7 @@ def frame_evidence(store: IndexStore, time: float, vectors: np.ndarray, boxes: S
                                    found_ref, boxes[r])
     for c, t in text_hits(store, vectors).items():
         if (t.region, c) in allowed:
-            if t.score >= store.review_score:
+            if t.score >= review_level(store, c):
                 suppressed.setdefault(c, allowed[t.region, c])
         elif c not in hits or t.score > hits[c].score:
             hits[c] = CharacterHit(t.similarity, t.normalised, t.score, t.reference, boxes[t.region], "text")
@@ -115,10 +117,11 @@ def frame_evidence(store: IndexStore, time: float, vectors: np.ndarray, boxes: S
         for r, (d, pref) in enumerate(zip(dist, prefs, strict=True)):
             if pref is None:
                 continue
-            if (r, pref.character) in allowed:
-                suppressed.setdefault(pref.character, allowed[r, pref.character])
-                continue
             s = float(nearcopy_score(d))
+            if (r, pref.character) in allowed:
+                if s >= review_level(store, pref.character):
+                    suppressed.setdefault(pref.character, allowed[r, pref.character])
+                continue
             cur = hits.get(pref.character)
             if cur is None or s > cur.score:
                 n = cur.normalised if cur is not None else -np.inf
@@ -177,10 +180,17 @@ def _suppress(store: IndexStore, norm: np.ndarray, col: dict[str, int], allowed:
         if j is None or not np.isfinite(norm[r, j]):
             continue
         info = store.characters[c]
-        if calibrated_score(float(norm[r, j]), info.flag_sim, info.sigma) >= store.review_score:
+        if calibrated_score(float(norm[r, j]), info.flag_sim, info.sigma) >= review_level(store, c):
             suppressed.setdefault(c, decision)
         out[r, j] = -np.inf
     return out
+
+
+def review_level(store: IndexStore, character: str) -> float:
+    """The calibrated score at which a hit for `character` is evidence: its review threshold under
+    the index's match policy (`detector.policy.levels_for`), or the index's without a rule."""
+    return levels_for(store.data.policy, store.characters[character], flag=store.flag_score,
+                      review=store.review_score).review
 
 
 def suppressions(store: IndexStore, evidence: Sequence[FrameEvidence]) -> tuple[Suppression, ...]:

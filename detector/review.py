@@ -8,7 +8,8 @@ Steps for each `not_infringing` decision:
        (`MediaReader`); each is cut into regions as the scanner does and embedded;
     4. the regions that make the character's evidence are allowed: first the region of the
        segment's box (at its peak frame), then, while the frame still has a hit for the character
-       at the review threshold (`frame_evidence`, with verification, and with what is allowed so
+       at its review threshold (`detector.evidence.review_level`, the match policy's where a rule
+       sets one; `frame_evidence`, with verification, and with what is allowed so
        far suppressed), that hit's region. So a frame where the character filled several
        overlapping windows does not keep flagging through the next window.
     5. all decisions are committed as one new generation under the index lock (`index.allowlist`).
@@ -20,13 +21,27 @@ neither results nor a new score are needed, so it works for a character the scan
 Each `infringing` decision goes through steps 1-2 too; its segments' regions become references of
 the character (`detector.confirmed`), added after that commit, or, without a `confirmed` folder
 (`--no-add-confirmed`), it is only recorded.
+
+Reversals: the later decision on an input (sha256) and character wins, whoever the reviewer and
+whatever the mark (the allow-list is per character: an allowed region left in force would keep
+suppressing what a reviewer now calls infringing, in every frame that looks like it).
+    - an `infringing` decision revokes the active allow-list entries of its input and character
+      (`index.allowlist.revoke_allowed`: they keep `added_at` and get `revoked_at`, `revoked_by` =
+      its id), whether or not its regions are added (`--no-add-confirmed`) and without reading
+      the file (the video may be gone by then);
+    - an applied `not_infringing` decision removes the references that `infringing` decisions of
+      its input and character added (`extra.source` review): they leave the index in the same
+      commit, their crops are deleted after it (`detector.confirmed.add_confirmed`), and its
+      allow-list entry's `reverses` names each reversed decision, when its references were
+      added and which; an earlier `infringing` line of the same batch adds nothing.
+Decisions apply in the order given, so within one file the last line on an input and character wins.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,20 +49,21 @@ import numpy as np
 
 from detector.api import Detector
 from detector.batch import input_sha
-from detector.confirmed import confirmed_entries
+from detector.confirmed import REVIEW_SOURCE, confirmed_entries
 from detector.decisions import Decision
 from detector.errors import MediaError
-from detector.evidence import frame_evidence
+from detector.evidence import frame_evidence, review_level
 from detector.frames import Frame, MediaReader
 from detector.regions import Box
 from detector.results import Segment, path_of
 from detector.verify import verify_frame
-from index.allowlist import AllowMatcher, allow_regions
+from index.allowlist import AllowEntryNotFoundError, AllowMatcher, active_entries, allow_regions, revoke_allowed
+from index.build import drop_references
 from index.manifest import ReferenceEntry
 from index.nearcopy import region_hashes
-from index.store import _now
+from index.store import IndexStore, Reference, _now, index_lock, write_index
 
-__all__ = ["MAX_REGIONS_PER_FRAME", "Applied", "apply_decisions", "read_results"]
+__all__ = ["MAX_REGIONS_PER_FRAME", "Applied", "apply_decisions", "read_results", "revoke_entries"]
 
 #: at most this many regions allowed per frame of a segment (a 16:9 frame has 47)
 MAX_REGIONS_PER_FRAME = 64
@@ -57,7 +73,8 @@ MAX_REGIONS_PER_FRAME = 64
 class Applied:
     """What became of one decision: `status` applied, recorded (infringing, not added) or skipped.
 
-    `entries`: an infringing decision's confirmed regions, to add as references (`detector.confirmed`)."""
+    `entries`: an infringing decision's confirmed regions, to add as references (`detector.confirmed`);
+    `removed`: the references a not_infringing decision reversed, whose files to delete after the commit."""
 
     decision: Decision
     status: str
@@ -65,6 +82,7 @@ class Applied:
     regions: int = 0
     frames: int = 0
     entries: tuple[ReferenceEntry, ...] = ()
+    removed: tuple[Reference, ...] = ()
 
 
 def read_results(path: str | Path) -> list[dict[str, Any]]:
@@ -124,7 +142,7 @@ def _frame_regions(det: Detector, d: Decision, frame: Frame, seeds: list[Box], a
         if det.verify:
             ev = verify_frame(det.store, frame.image, ev)
         hit = ev.hits.get(d.character)
-        if hit is None or hit.score < det.store.review_score or boxes.index(hit.box) in chosen:
+        if hit is None or hit.score < review_level(det.store, d.character) or boxes.index(hit.box) in chosen:
             break
         chosen.add(boxes.index(hit.box))
     out: np.ndarray = vectors[sorted(chosen)]
@@ -189,7 +207,46 @@ def _marked(det: Detector, d: Decision, time: float) -> list[Segment] | str:
     return [Segment(near.time, near.time, near.time, 0.0, "", "", 0.0, box, 1)]
 
 
+def _revoke(det: Detector, d: Decision) -> str:
+    """An infringing decision's reversal: revoke the allow-list entries of its input and character;
+    what its message adds ("" when there were none)."""
+    data = det.store.data
+    ids = revoke_allowed(data, set(active_entries(data.allow, d.sha256, d.character)), by=d.id, at=_now())
+    if not ids:
+        return ""
+    det.store.allow = AllowMatcher(data.allow, data.centre)
+    return f"; revoked allow-list entr{'y' if len(ids) == 1 else 'ies'} {', '.join(ids)} (the later decision wins)"
+
+
+def _reverse_confirmed(det: Detector, a: Applied) -> Applied:
+    """An applied not_infringing decision's reversal: the references infringing decisions of its
+    input and character added leave `det.store.data`; its allow-list entry records them."""
+    d, data = a.decision, det.store.data
+    gone = [r for r in data.references.values() if r.character == d.character
+            and r.extra.get("source") == REVIEW_SOURCE and r.extra.get("video_sha256") == d.sha256]
+    if not gone:
+        return a
+    drop_references(data, {r.id for r in gone})
+    by: dict[str, list[Reference]] = {}
+    for r in gone:
+        by.setdefault(r.extra.get("decision_id", ""), []).append(r)
+    reverses = [{"decision": k, "added_at": min(r.added_at for r in refs), "references": sorted(r.id for r in refs)}
+                for k, refs in sorted(by.items())]
+    info = data.allow.info[d.id]
+    info["reverses"] = json.dumps(json.loads(info.get("reverses") or "[]") + reverses)
+    return replace(a, removed=tuple(gone), message=f"{a.message}; removed {len(gone)} confirmed reference(s) of "
+                   f"infringing decision(s) {', '.join(by)} (the later decision wins)")
+
+
 def _apply_one(det: Detector, d: Decision, records: list[dict[str, Any]] | None, confirmed: Path | None) -> Applied:
+    revoked = _revoke(det, d) if d.decision == "infringing" else ""
+    a = _applied(det, d, records, confirmed)
+    if d.decision == "not_infringing" and a.status == "applied":
+        return _reverse_confirmed(det, a)
+    return replace(a, message=a.message + revoked)
+
+
+def _applied(det: Detector, d: Decision, records: list[dict[str, Any]] | None, confirmed: Path | None) -> Applied:
     if d.decision == "infringing" and confirmed is None:
         return Applied(d, "recorded", "infringing: recorded, not added as references (--no-add-confirmed)")
     if d.character not in det.store.characters:
@@ -222,7 +279,45 @@ def apply_decisions(det: Detector, decisions: Iterable[Decision], *, records: li
     `detector.confirmed.add_confirmed` after releasing the lock.
     """
     folder = Path(confirmed) if confirmed is not None else None
-    out = [_apply_one(det, d, records, folder) for d in decisions]
-    if any(a.status == "applied" and a.decision.decision == "not_infringing" for a in out):
+    data = det.store.data
+    allow, references = data.allow, data.references
+    out: list[Applied] = []
+    for d in decisions:
+        a = _apply_one(det, d, records, folder)
+        if a.status == "applied" and d.decision == "not_infringing":
+            out = [_cancelled(p, a) for p in out]
+        out.append(a)
+    if data.allow is not allow or data.references is not references:  # allowed, revoked or reversed
         commit()
     return out
+
+
+def _cancelled(earlier: Applied, later: Applied) -> Applied:
+    """An earlier infringing decision of the same batch, input and character that `later` (an
+    applied not_infringing one) reverses: its crops are deleted and nothing is added."""
+    d, e = earlier.decision, later.decision
+    if not earlier.entries or (d.sha256, d.character) != (e.sha256, e.character):
+        return earlier
+    for entry in earlier.entries:
+        entry.path.unlink(missing_ok=True)
+    return replace(earlier, status="recorded", entries=(),
+                   message=f"reversed by the later decision {e.id} ({e.where}): no reference added")
+
+
+def revoke_entries(index: str | Path, ids: Sequence[str], by: str) -> tuple[list[str], list[str]]:
+    """Revoke allow-list entries by id, by hand (`mamori index allow revoke`, `DELETE /v1/admin/allow/{id}`),
+    in one commit: (revoked now, revoked before and left as they were).
+
+    Raises:
+        AllowEntryNotFoundError: an id that names no entry (the index is left unchanged).
+    """
+    with index_lock(index):
+        store = IndexStore.open(index)
+        info = store.data.allow.info
+        if unknown := [k for k in ids if k not in info]:
+            raise AllowEntryNotFoundError(f"{index}: no allow-list entry {', '.join(map(repr, unknown))}; "
+                                          "see `mamori index allow list`")
+        done = revoke_allowed(store.data, set(ids), by=by, at=_now())
+        if done:
+            write_index(index, store.data)
+    return done, sorted(set(ids) - set(done))

@@ -5,12 +5,21 @@ decision and stores them here; at query time (`detector.evidence.frame_evidence`
 projected embedding is within ALLOW_SIM of an allowed region of character c is no evidence for c
 (other characters, and the frame's other regions, still count).
 
-As stored (index format version 6, `index.generation`): two tables in a generation's
-`meta.sqlite`, written only when the allow-list is not empty (an index without one keeps its
+As stored (index format version 6, `index.generation`): tables in a generation's `meta.sqlite`,
+written only when the allow-list holds an entry, active or revoked (an index without one keeps its
 older format, and an older index reads as an empty allow-list):
 
     allowlist (row, decision, character, vector)          vector: raw region embedding, float32 bytes
     allow_decisions (id, character, path, sha256, reviewer, note, added_at)
+    allow_history (id, revoked_at, revoked_by, reverses)  only for entries with a history
+
+Revoking an entry (`revoke_allowed`: a later `infringing` decision on the same input and
+character, `mamori index allow revoke`, `DELETE /v1/admin/allow/{id}`) removes its regions, so it
+suppresses nothing any more, and keeps its row with `revoked_at` and `revoked_by` (the decision id
+that reversed it, or the command). `reverses` (JSON, a list of {decision, added_at, references})
+names the `infringing` decisions whose confirmed references a `not_infringing` one removed
+(`detector.review`). The history is a table of its own so that an older mamori still reads the
+index (it sees the active entries only).
 
 Why raw vectors: they are projected with the index's current centre when loaded (`project`), like
 the reference vectors, so a re-calibrated background keeps them comparable.
@@ -26,26 +35,34 @@ docs/cli.md ("Review decisions and the allow-list").
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Container
 from typing import Any
 
 import numpy as np
 
+from index.errors import ReferenceNotFoundError
 from index.records import AllowList, IndexData, project
 
-__all__ = ["ALLOW_SIM", "AllowMatcher", "allow_regions", "allow_summary", "prune_allowlist", "read_allow_tables",
-           "write_allow_tables"]
+__all__ = ["ALLOW_SIM", "AllowEntryNotFoundError", "AllowMatcher", "active_entries", "allow_entries", "allow_regions",
+           "allow_summary", "prune_allowlist", "read_allow_tables", "revoke_allowed", "write_allow_tables"]
 
 #: cosine (projected space) at or above which a region is a near-duplicate of an allowed region
 ALLOW_SIM = 0.92
 _INFO = ("character", "path", "sha256", "reviewer", "note", "added_at")
+_HISTORY = ("revoked_at", "revoked_by", "reverses")
 _SCHEMA = """
 CREATE TABLE allowlist (row INTEGER PRIMARY KEY, decision TEXT NOT NULL, character TEXT NOT NULL,
     vector BLOB NOT NULL);
 CREATE TABLE allow_decisions (id TEXT PRIMARY KEY, character TEXT, path TEXT, sha256 TEXT, reviewer TEXT,
     note TEXT, added_at TEXT);
+CREATE TABLE allow_history (id TEXT PRIMARY KEY, revoked_at TEXT, revoked_by TEXT, reverses TEXT);
 """
+
+
+class AllowEntryNotFoundError(ReferenceNotFoundError):
+    """A revoke naming no allow-list entry of the index (CLI exit 2, HTTP 404)."""
 
 
 def write_allow_tables(db: sqlite3.Connection, allow: AllowList) -> None:
@@ -57,6 +74,9 @@ def write_allow_tables(db: sqlite3.Connection, allow: AllowList) -> None:
                     enumerate(zip(allow.decisions, allow.characters, strict=True))])
     db.executemany("INSERT INTO allow_decisions VALUES (?,?,?,?,?,?,?)",
                    [(k, *(v.get(f, "") for f in _INFO)) for k, v in sorted(allow.info.items())])
+    db.executemany("INSERT INTO allow_history VALUES (?,?,?,?)",
+                   [(k, *(v.get(f, "") for f in _HISTORY)) for k, v in sorted(allow.info.items())
+                    if any(v.get(f) for f in _HISTORY)])
 
 
 def read_allow_tables(db: sqlite3.Connection, dim: int) -> AllowList:
@@ -72,14 +92,19 @@ def read_allow_tables(db: sqlite3.Connection, dim: int) -> AllowList:
     if any(len(v) != 4 * dim for *_, v in rows):
         raise ValueError(f"allowlist table: a vector is not {dim} float32 values")
     info = {row[0]: dict(zip(_INFO, (str(x or "") for x in row[1:]), strict=True))
-            for row in db.execute("SELECT * FROM allow_decisions")}
+            for row in db.execute(f"SELECT id, {', '.join(_INFO)} FROM allow_decisions")}
+    if db.execute("SELECT count(*) FROM sqlite_master WHERE type='table' AND name='allow_history'").fetchone()[0]:
+        for k, *history in db.execute(f"SELECT id, {', '.join(_HISTORY)} FROM allow_history"):
+            if k in info:
+                info[k].update(zip(_HISTORY, (str(x or "") for x in history), strict=True))
     vectors = np.stack([np.frombuffer(v, np.float32) for *_, v in rows]) if rows else np.zeros((0, dim), np.float32)
     return AllowList([c for _, c, _ in rows], [d for d, *_ in rows], vectors, info)
 
 
 def allow_regions(data: IndexData, decision: str, info: dict[str, str], vectors: np.ndarray) -> None:
     """Store `vectors` (raw region embeddings) as decision `decision`'s allowed regions of
-    `info["character"]`, replacing what an earlier apply of the same decision stored."""
+    `info["character"]`, replacing what an earlier apply of the same decision stored (a revoked
+    entry is active again; what it `reverses` is kept)."""
     old = data.allow
     keep = [i for i, d in enumerate(old.decisions) if d != decision]
     dim = int(data.backbone["dim"])
@@ -89,20 +114,56 @@ def allow_regions(data: IndexData, decision: str, info: dict[str, str], vectors:
         [old.characters[i] for i in keep] + [info["character"]] * len(new),
         [old.decisions[i] for i in keep] + [decision] * len(new),
         np.concatenate([kept, new]),
-        {**{k: v for k, v in old.info.items() if k != decision}, decision: {f: info.get(f, "") for f in _INFO}},
+        {**{k: v for k, v in old.info.items() if k != decision},
+         decision: {**{f: info.get(f, "") for f in _INFO}, "revoked_at": "", "revoked_by": "",
+                    "reverses": old.info.get(decision, {}).get("reverses", "")}},
     )
+
+
+def active_entries(allow: AllowList, sha256: str, character: str) -> list[str]:
+    """The ids of the entries, not revoked, that allowed `character` in the input `sha256`."""
+    return sorted(k for k, v in allow.info.items()
+                  if v["sha256"] == sha256 and v["character"] == character and not v.get("revoked_at"))
+
+
+def revoke_allowed(data: IndexData, ids: Container[str], *, by: str, at: str) -> list[str]:
+    """Revoke the entries `ids` of `data.allow`: their regions leave it (they suppress nothing any
+    more); each entry stays, with `revoked_at` = `at` and `revoked_by` = `by`. Returns the ids
+    revoked by this call (an entry already revoked keeps its first revocation)."""
+    old = data.allow
+    now = sorted(k for k, v in old.info.items() if k in ids and not v.get("revoked_at"))
+    if not now:
+        return []
+    keep = [i for i, d in enumerate(old.decisions) if d not in now]
+    data.allow = AllowList([old.characters[i] for i in keep], [old.decisions[i] for i in keep], old.vectors[keep],
+                           {k: {**v, "revoked_at": at, "revoked_by": by} if k in now else v
+                            for k, v in old.info.items()})
+    return now
+
+
+def allow_entries(allow: AllowList) -> list[dict[str, Any]]:
+    """Every entry, active and revoked (`mamori index allow list`, `GET /v1/admin/allow`): its id,
+    decision fields, regions (0 once revoked), `active`, `revoked_at`, `revoked_by` and `reverses`."""
+    regions = {d: allow.decisions.count(d) for d in set(allow.decisions)}
+    return [{"id": k, **{f: v.get(f, "") for f in _INFO}, "regions": regions.get(k, 0),
+             "active": not v.get("revoked_at"), "revoked_at": v.get("revoked_at", ""),
+             "revoked_by": v.get("revoked_by", ""), "reverses": json.loads(v.get("reverses") or "[]")}
+            for k, v in sorted(allow.info.items(), key=lambda kv: (kv[1]["character"], kv[1]["added_at"], kv[0]))]
 
 
 def prune_allowlist(data: IndexData, characters: Container[str]) -> None:
     """Drop the allowed regions of characters not in `characters` (a character whose last
-    reference was removed), and the decisions left without a region."""
+    reference was removed), and the decisions left without a region, except revoked ones of the
+    remaining characters (their history)."""
     old = data.allow
     keep = [i for i, c in enumerate(old.characters) if c in characters]
-    if len(keep) == len(old):
+    decisions = {old.decisions[i] for i in keep}
+    info = {k: v for k, v in old.info.items()
+            if k in decisions or (v.get("revoked_at") and v["character"] in characters)}
+    if len(keep) == len(old) and len(info) == len(old.info):
         return
-    decisions = [old.decisions[i] for i in keep]
-    data.allow = AllowList([old.characters[i] for i in keep], decisions, old.vectors[keep],
-                           {k: v for k, v in old.info.items() if k in set(decisions)})
+    data.allow = AllowList([old.characters[i] for i in keep], [old.decisions[i] for i in keep], old.vectors[keep],
+                           info)
 
 
 def allow_summary(allow: AllowList) -> dict[str, Any]:

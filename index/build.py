@@ -17,7 +17,7 @@ references' art in `INDEX/uploads/` that nothing else uses (`index.uploads`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Container, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -43,7 +43,7 @@ from index.text import NewPrompts, PromptEntry, embed_prompts, update_text
 from index.uploads import delete_unused_uploads, keep_upload
 
 __all__ = ["BuildReport", "Embedder", "RemovedReferences", "add_references", "add_upload", "build_index",
-           "remove_references", "set_thresholds"]
+           "drop_references", "remove_references", "set_thresholds"]
 
 BATCH = 16
 Progress = Callable[[str, int, int], None]
@@ -337,6 +337,20 @@ def add_upload(path: str | Path, file: str | Path, entry: ReferenceEntry, embedd
     return report
 
 
+def drop_references(data: IndexData, ids: Container[str]) -> None:
+    """Take references `ids` out of `data` and recalibrate (the caller writes it, then deletes unused art)."""
+    keep = [i for i, r in enumerate(data.vector_refs) if r not in ids]
+    keep_h = [i for i, r in enumerate(data.pdq_refs) if r not in ids]
+    data.references = {k: v for k, v in data.references.items() if k not in ids}
+    data.vectors, data.vector_refs = data.vectors[keep], [data.vector_refs[i] for i in keep]
+    data.vector_views = [data.vector_views[i] for i in keep]
+    data.pdq_hashes, data.pdq_quality = data.pdq_hashes[keep_h], data.pdq_quality[keep_h]
+    data.pdq_refs, data.pdq_views = [data.pdq_refs[i] for i in keep_h], [data.pdq_views[i] for i in keep_h]
+    data.local = {k: v for k, v in data.local.items() if k not in ids}
+    data.local_check = {k: v for k, v in data.local_check.items() if k not in ids}
+    data.characters = _characters(data)
+
+
 def remove_references(
     path: str | Path, *, character: str | None = None, reference: str | None = None
 ) -> RemovedReferences:
@@ -352,28 +366,13 @@ def remove_references(
         raise IndexStoreError("give exactly one of --character or --reference, not empty")
     with index_lock(path):
         data = IndexStore.open(path).data
-
         names = {reference, str(Path(reference).resolve())} if reference is not None else set()
-        gone = [
-            r for r in data.references.values()
-            if (r.character == character) or names & {r.id, r.sha256, r.source_path}
-        ]
+        gone = [r for r in data.references.values()
+                if (r.character == character) or names & {r.id, r.sha256, r.source_path}]
         if not gone:
             what = f"character {character!r}" if character is not None else f"reference {reference!r}"
             raise ReferenceNotFoundError(f"{path}: no {what} in this index; see `mamori index info`")
-        ids = {r.id for r in gone}
-        keep = [i for i, r in enumerate(data.vector_refs) if r not in ids]
-        data.references = {k: v for k, v in data.references.items() if k not in ids}
-        data.vectors = data.vectors[keep]
-        data.vector_refs = [data.vector_refs[i] for i in keep]
-        data.vector_views = [data.vector_views[i] for i in keep]
-        keep_h = [i for i, r in enumerate(data.pdq_refs) if r not in ids]
-        data.pdq_hashes, data.pdq_quality = data.pdq_hashes[keep_h], data.pdq_quality[keep_h]
-        data.pdq_refs = [data.pdq_refs[i] for i in keep_h]
-        data.pdq_views = [data.pdq_views[i] for i in keep_h]
-        data.local = {k: v for k, v in data.local.items() if k not in ids}
-        data.local_check = {k: v for k, v in data.local_check.items() if k not in ids}
-        data.characters = _characters(data)
+        drop_references(data, {r.id for r in gone})
         write_index(path, data)
         deleted = delete_unused_uploads(path, gone, data.references.values())
     return RemovedReferences(gone, deleted)

@@ -53,7 +53,7 @@ CREATE TABLE characters (
 def format_version(data: IndexData) -> int:
     """The format version `data` is written in: 6 with an allow-list, 5 with a match policy, 4 with
     text prompts, else 3."""
-    if len(data.allow):  # the allow-list (`index.allowlist`)
+    if data.allow.stored:  # the allow-list (`index.allowlist`)
         return 6
     v = 4 if data.text is not None else OLDEST_FORMAT_VERSION
     if data.policy is not None:  # 5: a match policy (`index.policy`, kept in index.json)
@@ -101,7 +101,7 @@ def write_generation(gen: Path, data: IndexData) -> None:
         )
         if data.text is not None:
             write_prompt_tables(db, data.text)
-        if len(data.allow):
+        if data.allow.stored:
             write_allow_tables(db, data.allow)
         db.commit()
     finally:

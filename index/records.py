@@ -80,6 +80,11 @@ class AllowList:
     def __len__(self) -> int:
         return len(self.decisions)
 
+    @property
+    def stored(self) -> bool:
+        """Whether the index stores an allow-list: a region, or an entry (a revoked one has none)."""
+        return bool(self.decisions or self.info)
+
 
 @dataclass
 class IndexData:

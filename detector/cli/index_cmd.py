@@ -1,5 +1,5 @@
-"""`mamori index build | add | remove | info | thresholds | policy | quarantine | enable`: make and
-manage a reference index."""
+"""`mamori index build | add | remove | info | thresholds | policy | quarantine | enable | allow`: make
+and manage a reference index (`allow`: `detector.cli.allow_cmd`)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import json
 import sys
 from typing import TYPE_CHECKING, Any, TextIO
 
+from detector.cli.allow_cmd import add_allow
 from detector.cli.common import DEFAULT_BACKBONE, ExitCode, _unit_float, add_model_options, progress_printer
 from detector.cli.review_cmd import print_allowlist
 
@@ -337,3 +338,4 @@ def add_parser(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     _add_add(ix, common)
     _add_manage(ix, common)
     _add_quarantine(ix, common)
+    add_allow(ix, common)

@@ -15,7 +15,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 
-from detector.service import routes_admin, routes_health, routes_review, routes_score
+from detector.service import routes_admin, routes_allow, routes_health, routes_review, routes_score
 from detector.service.config import ServiceConfig
 from detector.service.errors import ERROR_TABLE, InvalidParameter, error_response
 from detector.service.state import ServiceState
@@ -45,7 +45,7 @@ def create_app(cfg: ServiceConfig) -> FastAPI:
     for exc_type in {rule.exc for rule in ERROR_TABLE}:
         app.add_exception_handler(exc_type, _render)
     app.add_exception_handler(RequestValidationError, _bad_parameter)
-    for module in (routes_health, routes_score, routes_admin, routes_review):
+    for module in (routes_health, routes_score, routes_admin, routes_review, routes_allow):
         app.include_router(module.router)
     return app
 

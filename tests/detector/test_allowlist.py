@@ -10,7 +10,7 @@ import pytest
 
 from detector.decisions import DecisionFileError, read_decisions
 from detector.evidence import frame_evidence, suppressions
-from index.allowlist import ALLOW_SIM, allow_regions, prune_allowlist
+from index.allowlist import ALLOW_SIM, allow_entries, allow_regions, prune_allowlist, revoke_allowed
 from index.store import CharacterInfo, IndexData, IndexStore, Reference, write_index
 
 E = np.eye(4, dtype=np.float32)
@@ -66,6 +66,58 @@ def test_index_without_allowlist_keeps_its_format(tmp_path: Path) -> None:
     store = IndexStore.open(tmp_path / "idx")
     assert store.manifest["format_version"] == 3 and len(store.allow) == 0
     assert frame_evidence(store, 0.0, E[:1], BOXES[:1]).suppressed == {}
+
+
+def test_revoked_entry_suppresses_nothing_and_keeps_its_history(tmp_path: Path) -> None:
+    """Issue 27, point 3: a revoked entry leaves the matcher, stays stored with both times, and an
+    allow-list of revoked entries only is still stored (format 6) and survives a prune."""
+    data = _index(tmp_path)
+    _allow(data, "d-1", "a", E[:1])
+    assert revoke_allowed(data, {"d-1"}, by="d-2", at="2026-01-02T00:00:00Z") == ["d-1"]
+    assert revoke_allowed(data, {"d-1"}, by="d-3", at="2026-01-03T00:00:00Z") == []  # the first revocation stays
+    prune_allowlist(data, {"a", "b"})
+    write_index(tmp_path / "idx", data)
+    store = IndexStore.open(tmp_path / "idx")
+    assert store.manifest["format_version"] == 6 and len(store.allow) == 0
+    assert frame_evidence(store, 0.0, E[:1], BOXES[:1]).suppressed == {} and "a" in frame_evidence(
+        store, 0.0, E[:1], BOXES[:1]).hits
+    [entry] = allow_entries(store.data.allow)
+    assert (entry["id"], entry["active"], entry["regions"], entry["revoked_by"]) == ("d-1", False, 0, "d-2")
+    assert entry["revoked_at"] == "2026-01-02T00:00:00Z" and entry["reverses"] == []
+    assert store.summary()["allowlist"]["entries"] == []  # `index info` shows the active entries
+    data.allow.info["d-1"]["reverses"] = '[{"decision": "d-0", "added_at": "", "references": ["r1"]}]'
+    _allow(data, "d-1", "a", E[:1])  # the same decision applied again: active again, its reverses kept
+    [entry] = allow_entries(data.allow)
+    assert entry["active"] and entry["regions"] == 1 and entry["revoked_by"] == "" and entry["reverses"][0]["decision"] == "d-0"
+    prune_allowlist(data, {"b"})  # a's last reference removed: its history goes too
+    assert data.allow.info == {}
+
+
+def test_nearcopy_suppression_needs_the_review_threshold(tmp_path: Path) -> None:
+    """Issue 27, point 10: an allowed region with a PDQ match (distance 20: near-copy score 0.69) is
+    reported as suppressed only where 0.69 reaches the character's review threshold: the index's
+    (0.3 yes, 0.9 no), or a match policy rule's where one sets it."""
+    from index.nearcopy import nearcopy_score
+    from index.policy import Policy, Rule
+
+    data = _index(tmp_path)
+    ref_hash = np.zeros((1, 32), np.uint8)
+    data.pdq_hashes, data.pdq_quality = ref_hash, np.array([100], np.int32)
+    data.pdq_refs, data.pdq_views = ["ra"], ["full"]
+    region_hash = np.unpackbits(ref_hash[0])
+    region_hash[:20] = 1  # 20 bits from the reference's hash
+    hashes = (np.packbits(region_hash)[None], np.array([100], np.int32))
+    assert 0.6 < float(nearcopy_score(20)) < 0.7
+    _allow(data, "d-1", "a", E[2:3])  # a region like no reference: only the near-copy channel finds a in it
+    seen = {}
+    strict = {"score_flag": 0.95, "score_review": 0.9}
+    rule = Policy((Rule(character="a", flag=0.95, review=0.9),))
+    for name, thresholds, policy in (("index 0.3", {}, None), ("index 0.9", strict, None), ("rule 0.9", {}, rule)):
+        data.thresholds, data.policy = thresholds, policy
+        write_index(tmp_path / name, data)
+        store = IndexStore.open(tmp_path / name)
+        seen[name] = frame_evidence(store, 0.0, E[2:3], BOXES[:1], hashes).suppressed
+    assert seen == {"index 0.3": {"a": "d-1"}, "index 0.9": {}, "rule 0.9": {}}
 
 
 GOOD = {"path": "v.mp4", "sha256": "A" * 64, "character": "a", "decision": "not_infringing", "reviewer": "kim"}

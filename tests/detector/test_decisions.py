@@ -19,7 +19,10 @@ def test_mark_parses_and_joins_the_id(tmp_path: Path) -> None:
     f.write_text("".join(json.dumps(obj) + "\n" for obj in lines))
     plain, whole, boxed, other, same = read_decisions(f)
     assert (plain.time, plain.box) == (None, None)
-    assert plain.id == "d-23f9d57881a4"  # a decision without a mark keeps the id it had before marks existed
+    # a not_infringing decision without a mark keeps the id it had before marks existed (and before
+    # the decision was hashed); an infringing one by the same reviewer is another decision (issue 27)
+    [allowed] = decisions_from([{**GOOD, "decision": "not_infringing"}], "d")
+    assert allowed.id == "d-23f9d57881a4" and plain.id not in (allowed.id, "")
     assert (whole.time, whole.box) == (1.5, None) and (boxed.time, boxed.box) == (1.5, (10, 20, 110, 220))
     assert isinstance(other.time, float) and other.time == 2.0
     assert len({plain.id, whole.id, boxed.id, other.id}) == 4 and other.id == same.id  # two marks: two decisions
