@@ -288,6 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--export", type=Path, default=None, help="write the trained weights here (safetensors)")
     args = ap.parse_args(argv)
+    torch.set_grad_enabled(True)  # mamori's load_backbone turns autograd off process-wide
     torch.manual_seed(args.seed)
     device = torch.device(args.device)
     args.work.mkdir(parents=True, exist_ok=True)

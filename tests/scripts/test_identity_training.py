@@ -119,12 +119,13 @@ def test_a_training_step_lowers_the_loss(tiny_corpus: Path) -> None:
     opt = torch.optim.AdamW(params, lr=1e-3)
     model.train()
     losses = []
-    for _ in range(8):
-        loss = train_mod.supcon(torch.nn.functional.normalize(train_mod.trained_part(model, feats), dim=-1), labels)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    with torch.enable_grad():  # another test's load_backbone may have turned autograd off process-wide
+        for _ in range(8):
+            loss = train_mod.supcon(torch.nn.functional.normalize(train_mod.trained_part(model, feats), dim=-1), labels)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
     assert losses[-1] < losses[0] - 0.05, losses
 
 
@@ -141,7 +142,8 @@ def test_train_checkpoints_resumes_and_exports(tiny_corpus: Path, tmp_path: Path
     work, out = tmp_path / "work", tmp_path / "w.safetensors"
     args = ["--corpus", str(tiny_corpus), "--work", str(work), "--steps", "3", "--views", "2", "--p", "3",
             "--k", "2", "--device", "cpu", "--export", str(out)]
-    assert train_mod.main(args) == 0
+    with torch.enable_grad():  # main turns autograd on (load_backbone turns it off); restored after
+        assert train_mod.main(args) == 0
     metrics = json.loads((work / "metrics.json").read_text())
     assert {"imagenet", "trained"} <= set(metrics) and 0.0 <= metrics["trained"]["val_pair_f1_oof"] <= 1.0
     state = torch.load(work / "checkpoint.pt", weights_only=True)
@@ -149,5 +151,6 @@ def test_train_checkpoints_resumes_and_exports(tiny_corpus: Path, tmp_path: Path
     model = load_identity(out)  # the exported file loads into the shipped architecture
     x = torch.zeros(1, 3, 224, 224)
     first = model(x)
-    assert train_mod.main(args) == 0  # resumes at step 3 of 3: trains nothing more, same weights
+    with torch.enable_grad():
+        assert train_mod.main(args) == 0  # resumes at step 3 of 3: trains nothing more, same weights
     np.testing.assert_allclose(load_identity(out)(x).detach().numpy(), first.detach().numpy(), atol=1e-6)
