@@ -22,7 +22,7 @@ from detector.backbones import Backbone, effnet_backbone, register
 from detector.errors import BackboneError, BackboneUnavailableError
 from index.images import file_sha256
 
-__all__ = ["IDENTITY_DIM", "IDENTITY_WEIGHTS", "IdentityNet", "identity_net"]
+__all__ = ["IDENTITY_DIM", "IDENTITY_WEIGHTS", "IdentityNet", "identity_net", "load_identity"]
 
 IDENTITY_WEIGHTS = Path(__file__).with_name("weights") / "mamori-identity-lite0.safetensors"
 #: embedding size: the projection of the 1280-d EfficientNet features
