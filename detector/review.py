@@ -218,15 +218,23 @@ def _revoke(det: Detector, d: Decision) -> str:
     return f"; revoked allow-list entr{'y' if len(ids) == 1 else 'ies'} {', '.join(ids)} (the later decision wins)"
 
 
-def _reverse_confirmed(det: Detector, a: Applied) -> Applied:
+def _reverse_confirmed(det: Detector, a: Applied, records: list[dict[str, Any]] | None) -> Applied:
     """An applied not_infringing decision's reversal: the references infringing decisions of its
-    input and character added leave `det.store.data`; its allow-list entry records them."""
+    input and character added leave `det.store.data`; its allow-list entry records them.
+
+    The regions to allow were chosen against the index that still held those references (a region
+    stops being added once the character's evidence falls below the review level): they are chosen
+    again against the index without them, or a frame that only the removed references out-scored
+    would flag the input the reviewer cleared."""
     d, data = a.decision, det.store.data
     gone = [r for r in data.references.values() if r.character == d.character
             and r.extra.get("source") == REVIEW_SOURCE and r.extra.get("video_sha256") == d.sha256]
     if not gone:
         return a
     drop_references(data, {r.id for r in gone})
+    det.store = det.store.rebuilt()
+    again = _applied(det, d, records, None)
+    a = again if again.status == "applied" else a
     by: dict[str, list[Reference]] = {}
     for r in gone:
         by.setdefault(r.extra.get("decision_id", ""), []).append(r)
@@ -242,7 +250,7 @@ def _apply_one(det: Detector, d: Decision, records: list[dict[str, Any]] | None,
     revoked = _revoke(det, d) if d.decision == "infringing" else ""
     a = _applied(det, d, records, confirmed)
     if d.decision == "not_infringing" and a.status == "applied":
-        return _reverse_confirmed(det, a)
+        return _reverse_confirmed(det, a, records)
     return replace(a, message=a.message + revoked)
 
 

@@ -231,6 +231,14 @@ class IndexStore:
         if len(data.background):
             self._background.add(np.ascontiguousarray(project(data.background, data.centre)))
 
+    def rebuilt(self) -> IndexStore:
+        """A store over `self.data` as it is now, before it is written: references added or dropped
+        in memory (`index.build.drop_references`) are matched, and calibrated, as they will be on disk."""
+        flat = faiss.IndexFlatIP(int(self.data.backbone["dim"]))
+        if len(self.data.vectors):
+            flat.add(np.ascontiguousarray(self.data.vectors, np.float32))
+        return IndexStore(self.path, self.manifest, self.data, flat)
+
     @property
     def backbone(self) -> dict[str, Any]:
         return self.data.backbone

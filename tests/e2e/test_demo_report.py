@@ -27,7 +27,7 @@ def _dom(html: Path) -> str | None:
                            "--dump-dom", html.as_uri()], capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
     # the page's own script holds every message it may show: judge the rendered elements only
-    return re.sub(r"<script\b.*?</script>", "", proc.stdout, flags=re.S)
+    return re.sub(r"<script\b.*?</script>", "", proc.stdout, flags=re.DOTALL)
 
 
 @pytest.fixture(scope="module")
