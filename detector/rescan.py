@@ -7,9 +7,10 @@ Steps, per stored video (`rescan_entry`):
        from its size and the store's scales.
     2. approximate evidence per frame: `detector.evidence.frame_evidence` against the *whole*
        index (a character's normalised similarity subtracts its best other character: every
-       character takes part; all of a video's regions in one search, `split_matrix`), then only
-       the selected characters are kept (`select_characters`:
-       by default those with a reference the index did not hold when the video was scanned).
+       character takes part; all of a video's regions in one search, `split_matrix`). The
+       selected characters (`select_characters`: by default those with a reference the index did
+       not hold when the video was scanned) are the ones the result reports; every character's
+       hits stay in the frame until step 4, because one region explains one character.
     3. exact work where it can matter, with pixels instead of a model: a selected character's
        EXACT_FRAMES best frames among those a scan would verify it in (the frame's VERIFY_TOP
        strongest characters of the whole index at CANDIDATE_SCORE or above, approximate scores)
@@ -17,12 +18,18 @@ Steps, per stored video (`rescan_entry`):
        `verify` is on), only the candidate frames are decoded (the same sampling as the scan,
        seeking from keyframe to keyframe), the HASH_TOP regions with each candidate character's
        best approximate similarity are PDQ-hashed (the near-copy channel), and the frame is
-       verified geometrically for those characters exactly as a scan does (SIFT + RANSAC against
-       the references, in the box the stored vectors matched). The embedding evidence stays the
+       verified geometrically exactly as a scan does (SIFT + RANSAC against the references, in
+       the box the stored vectors matched): the candidate characters and the frame's VERIFY_TOP
+       others a scan verifies, so a character not rescored competes for a region with the score
+       a scan would give it. The embedding evidence stays the
        stored vectors': no model is loaded or run (a rescan imports no PyTorch). Otherwise the
        result says why (`rescan.exact` false, `rescan.reason`): approximate embedding evidence
        only, no verification, no near-copy channel.
-    4. the video's result, as a scan computes it (`detector.scoring.aggregate`), marked `rescan`.
+    4. each frame's regions assigned to one character each among *all* the index's characters
+       (`detector.scoring.exclusive`, as a scan does: a region that explains a character the scan
+       already reported is not evidence for a new one), then only the selected characters' hits
+       are kept, and the video's result is computed as a scan computes it
+       (`detector.scoring.aggregate`), marked `rescan`.
 
 Why these constants and no re-embedding: product-quantised vectors move a region's cosine to a
 reference by ~0.01-0.02 (mean, effnet-lite0, 128-byte codes; docs/rescan.md), about one
@@ -44,6 +51,7 @@ from __future__ import annotations
 import itertools
 import threading
 from collections.abc import Iterator, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -55,7 +63,7 @@ from detector.evidence import FrameEvidence, Matrix, frame_evidence, region_matr
 from detector.frames import Frame, MediaReader, _frame_image
 from detector.regions import GRID, Box, frame_regions
 from detector.results import Result
-from detector.scoring import aggregate
+from detector.scoring import aggregate, exclusive
 from detector.verify import VERIFY_MIN_SCORE, VERIFY_TOP, verify_frame
 from index.errors import ScanStoreError
 from index.images import DEFAULT_MAX_PIXELS
@@ -174,18 +182,18 @@ def _vectors(store: ScanStore, rec: VideoRecord) -> Iterator[tuple[int, np.ndarr
         yield f, vectors, boxes
 
 
-def _restrict(ev: FrameEvidence, chars: frozenset[str]) -> FrameEvidence:
+def _restrict(ev: FrameEvidence, chars: AbstractSet[str]) -> FrameEvidence:
     return replace(ev, hits={c: h for c, h in ev.hits.items() if c in chars},
                    suppressed={c: d for c, d in ev.suppressed.items() if c in chars})
 
 
-def _verifiable(det: Rescanner, ev: FrameEvidence, chars: frozenset[str]) -> dict[str, float]:
-    """The selected characters a scan would verify in this frame (approximate scores): among the
-    frame's VERIFY_TOP strongest characters of the whole index, at CANDIDATE_SCORE or above, with
+def _verifiable(det: Rescanner, ev: FrameEvidence) -> dict[str, float]:
+    """The characters a scan would verify in this frame (approximate scores): the frame's
+    VERIFY_TOP strongest characters of the whole index, at CANDIDATE_SCORE or above, with
     features to match (`detector.verify.verify_frame`'s rule); character -> score."""
     ranked = sorted(((c, h.score) for c, h in ev.hits.items()
                      if h.score >= CANDIDATE_SCORE and det.store.local_features(c)), key=lambda cs: (-cs[1], cs[0]))
-    return {c: s for c, s in ranked[:VERIFY_TOP] if c in chars}
+    return dict(ranked[:VERIFY_TOP])
 
 
 def _candidates(verifiable: dict[int, dict[str, float]]) -> dict[int, frozenset[str]]:
@@ -214,19 +222,21 @@ def _hashed_regions(matrix: Matrix, chars: frozenset[str]) -> list[int]:
 
 
 def _exact(det: Rescanner, frame: Frame, vectors: np.ndarray, boxes: list[Box], matrix: Matrix,
-           chars: frozenset[str], wanted: frozenset[str]) -> FrameEvidence:
+           wanted: frozenset[str]) -> FrameEvidence:
     """Step 3 for one decoded candidate frame, for the characters it is a candidate for
     (`wanted`): their best regions PDQ-hashed (the near-copy channel), the evidence of the stored
-    vectors with those hashes, and those characters verified geometrically as a scan does."""
+    vectors with those hashes, and those characters and the others a scan verifies in this frame
+    verified geometrically as a scan does (every character's hits are kept: step 4)."""
     hashes = None
     ids = _hashed_regions(matrix, wanted) if det.nearcopy else []
     if ids:
         h, q = region_hashes(frame.image, [boxes[i] for i in ids])
         hashes = (np.zeros((len(boxes), PDQ_BYTES), np.uint8), np.zeros(len(boxes), np.int32))
         hashes[0][ids], hashes[1][ids] = h, q
-    ev = _restrict(frame_evidence(det.store, frame.time, vectors, boxes, hashes, matrix=matrix), chars)
+    ev = frame_evidence(det.store, frame.time, vectors, boxes, hashes, matrix=matrix)
     checked = verify_frame(det.store, frame.image, _restrict(ev, wanted))
-    return replace(ev, hits={**ev.hits, **checked.hits})
+    others = verify_frame(det.store, frame.image, _restrict(ev, set(_verifiable(det, ev)) - wanted))
+    return replace(ev, hits={**ev.hits, **others.hits, **checked.hits})
 
 
 def _decoded(det: Rescanner, entry: StoreEntry, rec: VideoRecord, wanted: set[int]) -> Iterator[Frame]:
@@ -336,14 +346,15 @@ def rescan_entry(det: Rescanner, store: ScanStore, entry: StoreEntry, selection:
     verifiable: dict[int, dict[str, float]] = {}
     for (f, vecs, boxes), part in zip(frames, parts, strict=True):
         ev = frame_evidence(det.store, float(rec.times[f]), vecs, boxes, matrix=part)
-        own[f], verifiable[f] = _restrict(ev, chars), _verifiable(det, ev, chars)
+        own[f] = ev
+        verifiable[f] = {c: s for c, s in _verifiable(det, ev).items() if c in chars}
         approx[f] = (vecs, boxes, part)
     wanted = _candidates(verifiable)
     reason = _pixels_reason(det, entry) if wanted else None
     exact = 0
     if wanted and reason is None:
         try:
-            decoded = {fr.index: _exact(det, fr, *approx[fr.index], chars, wanted[fr.index])
+            decoded = {fr.index: _exact(det, fr, *approx[fr.index], wanted[fr.index])
                        for fr in _decoded(det, entry, rec, set(wanted))}
             if len(decoded) < len(wanted):
                 raise ScanStoreError(f"the video ends before sampled frame {max(set(wanted) - set(decoded))}")
@@ -354,7 +365,8 @@ def rescan_entry(det: Rescanner, store: ScanStore, entry: StoreEntry, selection:
     evidence = []
     for f in range(rec.frames):
         src = int(rec.sources[f]) if rec.kinds[f] == KIND_REUSE else f
-        evidence.append(replace(own[src], time=float(rec.times[f])).scaled(float(rec.scales[f])))
+        ev = _restrict(exclusive(own[src]), chars)  # step 4
+        evidence.append(replace(ev, time=float(rec.times[f])).scaled(float(rec.scales[f])))
     result = aggregate(det.store, entry.path, evidence, kind=entry.kind, duration=entry.duration,
                        warnings=det.warnings)
     info = {"store": str(store.path), "scanned_at": entry.scanned_at, "scanned_generation": entry.generation,
