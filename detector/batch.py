@@ -136,10 +136,14 @@ def unique(paths: Iterable[Path]) -> Iterator[Path]:
             yield p
 
 
-def completed(out: str | Path, retry_errors: bool = False) -> dict[tuple[str, str], str]:
+def completed(out: str | Path, retry_errors: bool = False, *, rescan: bool = False) -> dict[tuple[str, str], str]:
     """(path, sha256) -> verdict of the last complete result line of each input in `out`, after
     cutting off a partial last line; with `retry_errors`, inputs whose last line is an error of a
     kind in RETRY_KINDS are left out (to be scanned again).
+
+    Only the lines of one kind count: scan lines, or with `rescan` the lines `mamori rescan`
+    wrote (they carry `rescan`), so a rescan resumed into the file that holds the scan's lines
+    still rescans every video, and a scan resumed there is not fooled by rescan lines.
 
     A missing file means nothing is done yet. Lines that are not mamori results (no `path`) are
     ignored, not trusted. Paths are as Python names the files (`detector.results.path_of`).
@@ -160,7 +164,7 @@ def completed(out: str | Path, retry_errors: bool = False) -> dict[tuple[str, st
             rec = json.loads(line)
         except ValueError:
             continue
-        if isinstance(rec, dict) and "path" in rec and rec.get("sha256"):
+        if isinstance(rec, dict) and "path" in rec and rec.get("sha256") and bool(rec.get("rescan")) == rescan:
             key = path_of(rec), str(rec["sha256"])
             done[key] = str(rec.get("verdict"))
             if retry_errors and error_kind_of(rec) in RETRY_KINDS:

@@ -75,7 +75,7 @@ def cmd_rescan(a: argparse.Namespace) -> int:
     t0 = time.monotonic()
     with contextlib.ExitStack() as stack:
         stack.enter_context(store.reading())
-        skip = set(completed(a.out)) if a.resume else set()
+        skip = set(completed(a.out, rescan=True)) if a.resume else set()
         listed = store.entries()
         entries = [e for e in listed if (e.path, e.sha256) not in skip]
         if a.out:
@@ -134,7 +134,9 @@ def add_parser(sub: Subparsers, common: argparse.ArgumentParser) -> None:
                        help="characters with references added after this index generation (see `mamori store info`)")
     which.add_argument("--all", action="store_true", help="every character of the index")
     r.add_argument("--out", help="write JSON lines here (default: stdout)")
-    r.add_argument("--resume", action="store_true", help="append to --out, skipping videos it already has a line for")
+    r.add_argument("--resume", action="store_true",
+                   help="append to --out, skipping videos it already has a rescan line for (scan lines in the same "
+                   "file do not count)")
     r.add_argument("--no-verify", action="store_true",
                    help="never decode the videos: approximate evidence only, no geometric verification")
     r.add_argument("--workers", type=_positive_int, default=None,

@@ -127,3 +127,18 @@ def test_scan_killed_while_storing_leaves_a_working_store(without_akane: Path, t
     assert after["videos"] == 5 and after["garbage_bytes"] == 0 and after["bytes"] < info["bytes"]
     final = run_cli("rescan", store, "--index", without_akane, "--all", "-q")
     assert [json.loads(x)["verdict"] for x in final.stdout.splitlines()].count("flag") >= 2
+
+
+def test_rescan_resumed_into_the_scan_results_rescans_every_video(without_akane: Path, clips: dict[str, Path],
+                                                                  tmp_path: Path) -> None:
+    """`rescan --resume --out F` where F holds the scan's own lines: scan lines are not rescan
+    lines, so every stored video is rescanned once, and a second resume adds nothing."""
+    store, out = tmp_path / "scans.store", tmp_path / "results.jsonl"
+    run_cli("scan", clips["negative"], "--index", without_akane, "--store", store, "--out", out, "-q", check=True)
+    args = ("rescan", store, "--index", without_akane, "--all", "--out", out, "--resume")
+    first = run_cli(*args)
+    assert first.returncode == 0 and "rescanned 1 stored video(s)" in first.stderr, first.stderr
+    assert [bool(r.get("rescan")) for r in _lines(out)] == [False, True]
+    second = run_cli(*args)
+    assert second.returncode == 0 and "rescanned 0 stored video(s)" in second.stderr, second.stderr
+    assert len(_lines(out)) == 2

@@ -89,6 +89,10 @@ def test_partial_last_line_is_cut_and_lists_are_read(tmp_path: Path) -> None:
     assert completed(out) == {("a.mp4", "ab" * 32): "flag"}
     assert out.read_text() == json.dumps(good) + "\n"
     assert completed(tmp_path / "missing.jsonl") == {}
+    again = {**good, "verdict": "pass", "rescan": {"store": "s.store"}}
+    out.write_text(json.dumps(good) + "\n" + json.dumps(again) + "\n")  # a scan line, then a rescan line
+    assert completed(out) == {("a.mp4", "ab" * 32): "flag"}
+    assert completed(out, rescan=True) == {("a.mp4", "ab" * 32): "pass"}
     lst = tmp_path / "l.txt"
     lst.write_text("# c\nx.mp4\n\n  y.png  \nx.mp4\n")
     assert list(unique(read_list(lst))) == [Path("x.mp4"), Path("y.png")]
