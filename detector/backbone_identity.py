@@ -18,7 +18,8 @@ from typing import cast
 
 import torch
 
-from detector.backbones import Backbone, effnet_backbone, register
+from detector.backbone_base import Backbone, register
+from detector.backbone_effnet import effnet_backbone
 from detector.errors import BackboneError, BackboneUnavailableError
 from index.images import file_sha256
 

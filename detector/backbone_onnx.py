@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from detector.backbones import Backbone, Preprocess, register
+from detector.backbone_base import Backbone, Preprocess, register
 from detector.errors import BackboneError, BackboneUnavailableError, ConfigError
 from detector.inference import PRECISIONS, dtype_name, resolve_device
 from index.images import file_sha256

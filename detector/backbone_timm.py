@@ -27,8 +27,9 @@ from typing import Any
 
 import torch
 
-from detector.backbones import Backbone, Preprocess, _hub_offline_if_unreachable, register
+from detector.backbone_base import Backbone, Preprocess, register
 from detector.errors import BackboneError, BackboneUnavailableError, ConfigError
+from detector.hub import hub_offline_if_unreachable
 from index.images import file_sha256
 
 __all__ = ["state_dict_sha256"]
@@ -80,7 +81,7 @@ def _from_hub(name: str, model_name: str) -> tuple[torch.nn.Module, str]:
         raise ConfigError(f"{name!r}: timm has no pretrained weights for {model_name!r} "
                           f"(see timm.list_pretrained()); give a local file: timm:{model_name}:/path/to/weights.safetensors")
     try:
-        with _hub_offline_if_unreachable():
+        with hub_offline_if_unreachable():
             model = timm.create_model(model_name, pretrained=True, num_classes=0)
     except Exception as exc:  # huggingface_hub / urllib raise many types; all mean "not here"
         raise BackboneUnavailableError(

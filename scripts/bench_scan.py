@@ -263,16 +263,16 @@ def measure_naive(index: str, precision: str, clips: list[str], fps: float) -> d
     import torch
     from PIL import Image
 
-    from detector import backbones, inference
+    from detector import backbone_base, backbone_effnet, inference
     from detector.backbones import load_backbone
     from detector.regions import frame_regions
     from index import IndexStore
 
     # the model as timm / open_clip build it, the allocator as Python leaves it (run_child sets
     # MAMORI_SYSTEM_ALLOCATOR for this child, so `import detector` leaves malloc alone)
-    backbones.fold_batchnorm = lambda model, size: model  # type: ignore[assignment]
+    backbone_effnet.fold_batchnorm = lambda model, size: model  # type: ignore[assignment]
     inference.keep_freed_memory = lambda: False  # type: ignore[assignment]
-    backbones.keep_freed_memory = inference.keep_freed_memory  # type: ignore[assignment]
+    backbone_base.keep_freed_memory = inference.keep_freed_memory  # type: ignore[assignment]
     store = IndexStore.open(index)
     bb = load_backbone(store.backbone["name"], precision=precision)
     s = bb.preprocess.size

@@ -10,8 +10,15 @@ import threading
 import traceback
 from collections.abc import Sequence
 
-from detector.cli import demo_cmd, evaluate_cmd, index_cmd, report_cmd, rescan_cmd, review_cmd, scan_cmd, serve_cmd
 from detector.cli.common import ExitCode, common_parent
+from detector.cli.demo_cmd import add_parser as add_demo
+from detector.cli.evaluate_cmd import add_parser as add_evaluate
+from detector.cli.index_cmd import add_parser as add_index
+from detector.cli.report_cmd import add_parser as add_report
+from detector.cli.rescan_cmd import add_parser as add_rescan
+from detector.cli.review_cmd import add_parser as add_review
+from detector.cli.scan_cmd import add_parser as add_scan
+from detector.cli.serve_cmd import add_parser as add_serve
 
 __all__ = ["build_parser", "main"]
 
@@ -21,8 +28,10 @@ def build_parser() -> argparse.ArgumentParser:
     common = common_parent()
     p = argparse.ArgumentParser(prog="mamori", description="Find protected characters in generated images and video.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for command in (index_cmd, scan_cmd, rescan_cmd, evaluate_cmd, serve_cmd, report_cmd, review_cmd, demo_cmd):
-        command.add_parser(sub, common)
+    # each command module's `add_parser`, imported by name: `detector.cli` (the package) imports
+    # this module, so this module imports the command modules themselves, not the package
+    for add_parser in (add_index, add_scan, add_rescan, add_evaluate, add_serve, add_report, add_review, add_demo):
+        add_parser(sub, common)
     return p
 
 

@@ -207,7 +207,8 @@ def cmd_index_thresholds(a: argparse.Namespace) -> int:
 def cmd_index_policy(a: argparse.Namespace) -> int:
     """Store a validated POLICY.toml, clear the policy, or print the current one (as TOML)."""
     from index import IndexStore
-    from index.policy import clear_policy, load_policy, policy_toml, set_policy
+    from index.policy import load_policy, policy_toml
+    from index.store import clear_policy, set_policy
 
     if a.clear:
         clear_policy(a.index)

@@ -15,9 +15,13 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 
-from detector.service import routes_admin, routes_allow, routes_health, routes_review, routes_score
 from detector.service.config import ServiceConfig
 from detector.service.errors import ERROR_TABLE, InvalidParameter, error_response
+from detector.service.routes_admin import router as admin_router
+from detector.service.routes_allow import router as allow_router
+from detector.service.routes_health import router as health_router
+from detector.service.routes_review import router as review_router
+from detector.service.routes_score import router as score_router
 from detector.service.state import ServiceState
 
 __all__ = ["create_app"]
@@ -45,8 +49,8 @@ def create_app(cfg: ServiceConfig) -> FastAPI:
     for exc_type in {rule.exc for rule in ERROR_TABLE}:
         app.add_exception_handler(exc_type, _render)
     app.add_exception_handler(RequestValidationError, _bad_parameter)
-    for module in (routes_health, routes_score, routes_admin, routes_review, routes_allow):
-        app.include_router(module.router)
+    for router in (health_router, score_router, admin_router, review_router, allow_router):
+        app.include_router(router)
     return app
 
 

@@ -21,6 +21,10 @@ An admin may end it earlier (`POST /v1/admin/references/{ref}/enable`, which als
 matches from the window). Which references flood, and the window's top references, are shown to
 `admin` tokens only (`GET /v1/index`'s `flood` part); the unauthenticated metrics carry counts,
 never a reference id.
+
+Two modules: this one is the watch itself (`FloodWatch`, held by `state.ServiceState`, so it
+imports nothing of the service's state); what a scored request makes it do to the index
+(`after_score`, `expire_due`: quarantine, end a quarantine) is `flood_actions`, above `state`.
 """
 
 from __future__ import annotations
@@ -31,7 +35,6 @@ import re
 import time
 from collections import Counter as Tally
 from collections.abc import Iterator, Mapping
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter
@@ -42,10 +45,9 @@ from detector.flood import FloodCounter, FloodReference
 
 if TYPE_CHECKING:
     from detector.service.config import ServiceConfig
-    from detector.service.state import ServiceState
     from index import IndexStore
 
-__all__ = ["FLOOD_ACTIONS", "TOP_K", "FloodWatch", "after_score", "expire_due", "flood_reason"]
+__all__ = ["FLOOD_ACTIONS", "TOP_K", "FloodWatch", "flood_reason"]
 
 log = logging.getLogger("mamori.service")
 
@@ -141,59 +143,3 @@ class FloodWatch(Collector):
                                 "reference matched (which one: GET /v1/index, admin)", value=top[0].share if top else 0.0)
         yield GaugeMetricFamily("mamori_flood_auto_quarantined", "automatic flood quarantines in force",
                                 value=len(self.expiry))
-
-
-async def after_score(state: ServiceState, result: Mapping[str, Any]) -> None:
-    """Count a scored request; log the references that start to flood, and with `--flood-action
-    quarantine` quarantine those under the cap (before the reply, so the next request no longer
-    matches them), each until its expiry."""
-    watch = state.flood
-    for f in watch.observe(result):
-        act = watch.may_quarantine(f.reference_id)
-        capped = watch.action == "quarantine" and not act
-        log.warning("flood: reference %s (%s, %s) matched %d of the last %d scored requests (%.1f%%)%s",
-                    f.reference_id, f.character, f.source_path, f.count, f.total, 100 * f.share,
-                    f"; quarantining it for {watch.ttl:g} s" if act else
-                    f"; not quarantined: automatically quarantined {watch.cap} time(s) already" if capped else "")
-        if act:
-            await _quarantine(state, f)
-
-
-async def _quarantine(state: ServiceState, f: FloodReference) -> None:
-    from detector.service.routes_admin import _change
-    from index.quarantine import quarantine_references
-
-    watch = state.flood
-    reason, until = flood_reason(f, time.time(), watch.ttl)
-    watch.auto[f.reference_id] += 1  # counted when tried: a failing index does not lift the cap
-    try:
-        done, _ = await _change(state, partial(quarantine_references, state.cfg.index, [f.reference_id], reason))
-    except Exception:  # the request was scored; the alert is logged, the index unchanged
-        log.exception("flood: could not quarantine reference %s", f.reference_id)
-        return
-    if done:
-        watch.expiry[f.reference_id] = (until, reason)
-        watch.quarantined.inc()
-
-
-async def expire_due(state: ServiceState) -> None:
-    """End the automatic quarantines whose time is up (called before each scored request and
-    `GET /v1/index`); one whose reason an admin changed meanwhile is left as it is."""
-    from detector.service.routes_admin import _change
-    from index import ReferenceNotFoundError
-    from index.quarantine import enable_reference
-
-    watch = state.flood
-    for ref, reason in watch.due(time.time()):
-        try:
-            (_, was), _ = await _change(state, partial(enable_reference, state.cfg.index, ref, only_reason=reason))
-        except ReferenceNotFoundError:  # removed meanwhile: nothing to end
-            continue
-        except Exception:  # the reference stays quarantined; logged, tried again at the next request
-            log.exception("flood: could not end the quarantine of reference %s", ref)
-            watch.expiry[ref] = (time.time() + 60, reason)
-            continue
-        if was:
-            log.warning("flood: the automatic quarantine of reference %s expired; it is matched again", ref)
-            watch.enabled(ref)
-            watch.expired.inc()

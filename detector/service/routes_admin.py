@@ -2,22 +2,21 @@
 enable a reference, reload.
 
 Each change runs under the state's admin lock in a worker thread, writes a new index generation
-(`index.build`), then switches readers to it (`ServiceState.reload`); the reply names it.
+(`index.build`), then switches readers to it (`state.change`, shared with the review, allow-list
+and flood routes); the reply names it.
 """
 
 from __future__ import annotations
 
-import asyncio
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
 
 from detector.embedding import RegionEmbedder
 from detector.service.errors import MissingField, ReferenceNotAdded
-from detector.service.state import ServiceState, get_state, require
+from detector.service.state import change, get_state, require
 from detector.service.uploads import Upload
 from index import ReferenceEntry
 from index.build import RemovedReferences, add_upload, remove_references
@@ -25,19 +24,6 @@ from index.build import RemovedReferences, add_upload, remove_references
 __all__ = ["router"]
 
 router = APIRouter(dependencies=[Depends(require("admin"))])
-T = TypeVar("T")
-
-
-async def _change(state: ServiceState, fn: Callable[[], T]) -> tuple[T, Any]:
-    """Run `fn` under the admin lock, then switch to the new generation: (fn's result, generation)."""
-
-    def locked() -> tuple[T, Any]:
-        with state.admin_lock:
-            out = fn()
-            det = state.reload()
-            return out, det.store.manifest.get("generation")
-
-    return await asyncio.get_running_loop().run_in_executor(None, locked)
 
 
 def _reference_entry(upload: Upload) -> ReferenceEntry:
@@ -60,7 +46,7 @@ async def add_reference(request: Request) -> dict[str, Any]:
         assert state.backbone is not None
         embedder = RegionEmbedder(state.backbone)
         # kept in INDEX/uploads/ (the index records where each reference came from)
-        report, gen = await _change(state, lambda: add_upload(state.cfg.index, upload.path, entry, embedder))
+        report, gen = await change(state, lambda: add_upload(state.cfg.index, upload.path, entry, embedder))
     if report.skipped and not report.added and not report.duplicates:
         raise ReferenceNotAdded(f"reference not added: {report.skipped[0][1]}")
     dup = report.duplicates[0][1] if report.duplicates else None
@@ -78,14 +64,14 @@ def _removed(gone: RemovedReferences, gen: Any) -> dict[str, Any]:
 async def remove_reference(request: Request, ref: str) -> dict[str, Any]:
     state = get_state(request)
     state.current()
-    return _removed(*await _change(state, lambda: remove_references(state.cfg.index, reference=ref)))
+    return _removed(*await change(state, lambda: remove_references(state.cfg.index, reference=ref)))
 
 
 @router.delete("/v1/admin/characters/{name:path}")
 async def remove_character(request: Request, name: str) -> dict[str, Any]:
     state = get_state(request)
     state.current()
-    return _removed(*await _change(state, lambda: remove_references(state.cfg.index, character=name)))
+    return _removed(*await change(state, lambda: remove_references(state.cfg.index, character=name)))
 
 
 @router.post("/v1/admin/references/{ref:path}/enable")
@@ -95,7 +81,7 @@ async def enable_reference(request: Request, ref: str) -> dict[str, Any]:
 
     state = get_state(request)
     state.current()
-    (done, was), gen = await _change(state, lambda: enable(state.cfg.index, ref))
+    (done, was), gen = await change(state, lambda: enable(state.cfg.index, ref))
     state.flood.enabled(done.id)
     return {"enabled": done.id, "character": done.character, "was_quarantined": was or None, "generation": gen}
 
@@ -109,7 +95,7 @@ async def quarantine_reference(request: Request, ref: str,
     state = get_state(request)
     det = state.current()
     found = find_reference(det.store.data, ref, "the served index")
-    done, gen = await _change(state, lambda: quarantine_references(state.cfg.index, [found.id], reason))
+    done, gen = await change(state, lambda: quarantine_references(state.cfg.index, [found.id], reason))
     return {"quarantined": found.id, "character": found.character, "changed": bool(done), "generation": gen}
 
 
@@ -117,5 +103,5 @@ async def quarantine_reference(request: Request, ref: str,
 async def reload(request: Request) -> dict[str, Any]:
     state = get_state(request)
     state.current()
-    _, gen = await _change(state, lambda: None)
+    _, gen = await change(state, lambda: None)
     return {"generation": gen}

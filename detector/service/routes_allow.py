@@ -15,8 +15,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 
 from detector.review import revoke_entries
-from detector.service.routes_admin import _change
-from detector.service.state import get_state, require
+from detector.service.state import change, get_state, require
 from index.allowlist import allow_entries
 
 __all__ = ["REVOKED_BY_HTTP", "router"]
@@ -35,5 +34,5 @@ async def list_allow(request: Request) -> dict[str, Any]:
 async def revoke(request: Request, entry: str) -> dict[str, Any]:
     state = get_state(request)
     state.current()
-    (done, before), gen = await _change(state, lambda: revoke_entries(state.cfg.index, [entry], REVOKED_BY_HTTP))
+    (done, before), gen = await change(state, lambda: revoke_entries(state.cfg.index, [entry], REVOKED_BY_HTTP))
     return {"revoked": done, "unchanged": before, "generation": gen}

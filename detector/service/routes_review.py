@@ -38,8 +38,7 @@ from detector.frames import MediaReader
 from detector.review import Applied, apply_decisions
 from detector.service.decision_input import checked_results, confined
 from detector.service.errors import Busy, InvalidParameter, RequestTimeout, UnsupportedMediaType
-from detector.service.routes_admin import _change
-from detector.service.state import ServiceState, get_state, require
+from detector.service.state import ServiceState, change, get_state, require
 from index.store import IndexStore, index_lock, write_index
 
 if TYPE_CHECKING:
@@ -134,6 +133,6 @@ async def apply(request: Request, add_confirmed_refs: bool = Query(True, alias="
                                       confirmed=index if add_confirmed_refs else None)
         return add_confirmed(index, applied, fresh.embedder)
 
-    applied, gen = await _change(state, run)
+    applied, gen = await change(state, run)
     counts = {k: sum(a.status == k for a in applied) for k in ("applied", "recorded", "skipped")}
     return {"decisions": [_reply(a, s) for a, s in zip(applied, sent, strict=True)], **counts, "generation": gen}

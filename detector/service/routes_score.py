@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 
 from detector.service.errors import Busy, LimitExceeded
-from detector.service.flood import after_score, expire_due
+from detector.service.flood_actions import after_score, expire_due
 from detector.service.state import get_state, require, scopes_of
 
 __all__ = ["router"]

@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any, TypeVar
 
 from fastapi import Request
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -26,9 +27,10 @@ from detector.service.flood import FloodWatch
 from detector.service.uploads import RAW_TYPES, Upload, receive_upload
 from index import IndexStore
 
-__all__ = ["Metrics", "ServiceState", "get_state", "require", "scopes_of"]
+__all__ = ["Metrics", "ServiceState", "change", "get_state", "require", "scopes_of"]
 
 log = logging.getLogger("mamori.service")
+T = TypeVar("T")
 
 
 class Metrics:
@@ -103,6 +105,20 @@ class ServiceState:
         self.pool.shutdown(wait=True, cancel_futures=True)
         if self.batcher is not None:
             self.batcher.close()
+
+
+async def change(state: ServiceState, fn: Callable[[], T]) -> tuple[T, Any]:
+    """Run the index change `fn` under the admin lock in a worker thread, then switch readers to
+    the new generation: (fn's result, generation). The one way every route (admin, review,
+    allow-list) and the flood action change the index."""
+
+    def locked() -> tuple[T, Any]:
+        with state.admin_lock:
+            out = fn()
+            det = state.reload()
+            return out, det.store.manifest.get("generation")
+
+    return await asyncio.get_running_loop().run_in_executor(None, locked)
 
 
 def get_state(request: Request) -> ServiceState:

@@ -39,7 +39,7 @@ def test_loads_offline_unit_norm_and_deterministic(monkeypatch: pytest.MonkeyPat
 
 
 def test_trained_weights_differ_from_the_imagenet_start() -> None:
-    from detector.backbones import effnet_imagenet
+    from detector.backbone_effnet import effnet_imagenet
 
     trained = load_identity(IDENTITY_WEIGHTS).trunk.state_dict()
     start = effnet_imagenet()[0].state_dict()
