@@ -59,8 +59,8 @@ def test_a_float32_or_rounded_time_names_its_frame_and_no_other(ntsc: tuple[Path
 
 
 def test_a_segment_holds_exactly_its_frames(ntsc: tuple[Path, list[float]]) -> None:
-    _, times = ntsc
-    sampled = [f.time for f in MediaReader(ntsc[0], fps=2.0)]  # the scan's sampled frames
+    path, _ = ntsc
+    sampled = [f.time for f in MediaReader(path, fps=2.0)]  # the scan's sampled frames
     stored = np.array(sampled, np.float32)
     a, b = 3, len(sampled) - 4
     inside = [i for i, t in enumerate(sampled) if frame_distance(t, float(stored[a]), float(stored[b])) == 0.0]
