@@ -28,8 +28,8 @@ from typing import TYPE_CHECKING
 
 from PIL import Image
 
-from detector.decisions import Decision
-from detector.frames import MediaReader
+from detector.decisions import Applied, Decision
+from detector.frames import MediaReader, frame_distance
 from detector.results import Segment
 from index.build import Embedder, add_references
 from index.manifest import ReferenceEntry
@@ -38,7 +38,6 @@ from index.uploads import CONFIRMED, delete_unused_uploads
 
 if TYPE_CHECKING:
     from detector.api import Detector
-    from detector.review import Applied
 
 __all__ = ["REVIEW_SOURCE", "add_confirmed", "confirmed_entries"]
 
@@ -55,7 +54,7 @@ def _crops(det: Detector, d: Decision, segments: Sequence[Segment]) -> list[tupl
         if frame.time > last:
             break
         for i, s in enumerate(segments):
-            dist = abs(frame.time - s.peak_time)
+            dist = frame_distance(frame.time, s.peak_time)
             if i in best and best[i][0] <= dist:
                 continue
             x0, y0, x1, y1 = (round(v / frame.scale) for v in s.box)

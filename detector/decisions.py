@@ -20,10 +20,15 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from detector.errors import ConfigError
 
-__all__ = ["DECISIONS", "Decision", "DecisionFileError", "decisions_from", "read_decisions"]
+if TYPE_CHECKING:
+    from index.manifest import ReferenceEntry
+    from index.records import Reference
+
+__all__ = ["DECISIONS", "Applied", "Decision", "DecisionFileError", "decisions_from", "read_decisions"]
 
 DECISIONS = ("infringing", "not_infringing")
 _REQUIRED = ("path", "sha256", "character", "decision")
@@ -65,6 +70,22 @@ class Decision:
         if self.decision != "not_infringing":
             key.append(self.decision)
         return "d-" + hashlib.sha256(json.dumps(key).encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What became of one decision (`detector.review`): `status` applied, recorded (infringing, not added) or skipped.
+
+    `entries`: an infringing decision's confirmed regions, to add as references (`detector.confirmed`);
+    `removed`: the references a not_infringing decision reversed, whose files to delete after the commit."""
+
+    decision: Decision
+    status: str
+    message: str
+    regions: int = 0
+    frames: int = 0
+    entries: tuple[ReferenceEntry, ...] = ()
+    removed: tuple[Reference, ...] = ()
 
 
 def _shown(value: object) -> str:

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Literal
 
 import av
+import numpy as np
 from PIL import Image
 
 from detector.errors import ConfigError, MediaLimitError, UnreadableMediaError
@@ -38,10 +39,13 @@ __all__ = [
     "DEFAULT_FPS",
     "DEFAULT_MAX_FRAMES",
     "MEDIA_SUFFIXES",
+    "TIME_TOLERANCE",
     "VIDEO_SUFFIXES",
     "Frame",
     "MediaReader",
     "frame_at",
+    "frame_distance",
+    "frame_image",
 ]
 
 DEFAULT_FPS = 2.0
@@ -58,6 +62,9 @@ VIDEO_SUFFIXES = frozenset({
 #: Frame rate assumed when a stream with unusable timestamps declares none.
 FALLBACK_RATE = 25.0
 MEDIA_SUFFIXES = VIDEO_SUFFIXES | IMAGE_SUFFIXES
+#: Seconds by which a time from elsewhere may miss its frame's decoded time (`frame_distance`):
+#: a result line rounds times to 0.1 ms; two frames are 16.7 ms apart at 60000/1001 fps, 4.2 ms at 240.
+TIME_TOLERANCE = 1e-3
 
 
 @dataclass(frozen=True)
@@ -133,19 +140,15 @@ class MediaReader:
 
     def __iter__(self) -> Iterator[Frame]:
         if self.kind == "image":
-            try:
-                img = open_image(self.path, max_pixels=self.max_pixels)
-            except ImageTooLargeError as exc:
-                raise MediaLimitError(str(exc)) from exc
-            except ReferenceImageError as exc:
-                raise UnreadableMediaError(str(exc)) from exc
+            img = _open_full(self.path, self.max_pixels)
             self.duration = 0.0
             small = _shrink(img)
             yield Frame(0, 0.0, small, img.width / small.width)
             return
         yield from self._video_frames()
 
-    def _open(self) -> av.container.InputContainer:
+    def open_container(self) -> av.container.InputContainer:
+        """The video's opened container (the caller closes it); UnreadableMediaError without a video stream."""
         try:
             container = av.open(str(self.path), mode="r", metadata_errors="ignore")
         except (av.FFmpegError, UnicodeDecodeError, ValueError) as exc:
@@ -182,7 +185,7 @@ class MediaReader:
         return float(stream.start_time * tb) if stream.start_time is not None and tb else 0.0
 
     def _video_frames(self) -> Iterator[Frame]:
-        container = self._open()
+        container = self.open_container()
         try:
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
@@ -206,7 +209,7 @@ class MediaReader:
                             f"stopped at max_frames={self.max_frames} (t={t:.2f}s); later frames were not checked"
                         )
                         break
-                    img = _frame_image(frame)
+                    img = frame_image(frame)
                     yield Frame(n, t, img, frame.width / img.width)
                     n += 1
                     clock.due = (math.floor(t / step + 1e-6) + 1) * step
@@ -302,9 +305,33 @@ def _declared_rate(stream: av.video.stream.VideoStream) -> float:
     return FALLBACK_RATE
 
 
+def frame_distance(time: float, start: float, end: float | None = None) -> float:
+    """Seconds from a frame at `time` to the time `start`, or to the span [start, end] (`end`
+    math.inf: at or after `start`); 0.0 when the frame is the one at `start` or lies in the span.
+
+    The one rule for finding the frame at a time from elsewhere (a result line, the scan store, a
+    reviewer's mark): each finite end is widened by TIME_TOLERANCE, or by two float32 steps at that
+    time where more (the scan store keeps float32 times: late in an NTSC-rate video one is later
+    than its frame's; past 2^13 s a step is 1 ms). Callers ask for "the frame at t" (0.0), "the
+    frames of a segment" (0.0 with `end`), "the first frame from t on" (`end` math.inf) or "the
+    frame nearest t" (the smallest distance; the earlier frame on a tie).
+
+    >>> frame_distance(45.045, float(np.float32(45.045))), round(frame_distance(45.0784, 45.045), 4)
+    (0.0, 0.0324)
+    """
+    end = start if end is None else end
+    return max(0.0, start - _tolerance(start) - time, time - end - _tolerance(end))
+
+
+def _tolerance(t: float) -> float:
+    if not math.isfinite(t):
+        return 0.0
+    return max(TIME_TOLERANCE, 2 * float(np.spacing(np.float32(abs(t)))))
+
+
 def frame_at(path: str | Path, time: float, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """The frame of a video (or the image itself) shown at `time` seconds, at full size, in the
-    coordinates of a result's boxes (the review report's thumbnails). Seeks to the keyframe
+    """A video's first frame from `time` on (`frame_distance`), or the image itself, at full size,
+    in the coordinates of a result's boxes (the review report's thumbnails). Seeks to the keyframe
     before `time` and decodes forward; past the end, the last frame.
 
     Raises:
@@ -313,13 +340,10 @@ def frame_at(path: str | Path, time: float, *, max_pixels: int = DEFAULT_MAX_PIX
     reader = MediaReader(path, max_pixels=max_pixels)
     if reader.kind == "image":
         return _open_full(path, max_pixels)
-    container = reader._open()
+    container = reader.open_container()
     try:
         stream = container.streams.video[0]
-        if stream.codec_context.width * stream.codec_context.height > max_pixels:
-            raise MediaLimitError(f"{path}: video frames exceed the limit of {max_pixels:,} pixels")
-        tb = stream.time_base
-        start = float(stream.start_time * tb) if stream.start_time is not None and tb else 0.0
+        start, tb = reader._stream_info(stream, container), stream.time_base  # (the pixel limit)
         if time > 0 and tb:
             try:
                 container.seek(int((time + start) / tb), stream=stream, backward=True, any_frame=False)
@@ -329,7 +353,7 @@ def frame_at(path: str | Path, time: float, *, max_pixels: int = DEFAULT_MAX_PIX
         try:
             for frame in container.decode(stream):
                 last = frame
-                if frame.time is not None and float(frame.time) - start >= time - 1e-3:
+                if frame.time is not None and frame_distance(float(frame.time) - start, time, math.inf) == 0.0:
                     break
         except (av.FFmpegError, ValueError, MemoryError) as exc:
             if last is None:
@@ -350,7 +374,8 @@ def _open_full(path: str | Path, max_pixels: int) -> Image.Image:
         raise UnreadableMediaError(str(exc)) from exc
 
 
-def _frame_image(frame: av.VideoFrame) -> Image.Image:
+def frame_image(frame: av.VideoFrame) -> Image.Image:
+    """A decoded frame as the scan samples it: RGB, its longer side shrunk to MAX_SIDE."""
     w, h = frame.width, frame.height
     scale = min(1.0, MAX_SIDE / max(w, h))
     if scale < 1.0:

@@ -49,6 +49,7 @@ frames were its character's 3rd and 4th by approximate score).
 from __future__ import annotations
 
 import itertools
+import math
 import threading
 from collections.abc import Iterator, Sequence
 from collections.abc import Set as AbstractSet
@@ -60,7 +61,7 @@ import numpy as np
 
 from detector.errors import MediaError
 from detector.evidence import FrameEvidence, Matrix, frame_evidence, region_matrix, split_matrix
-from detector.frames import Frame, MediaReader, _frame_image
+from detector.frames import Frame, MediaReader, frame_distance, frame_image
 from detector.regions import GRID, Box, frame_regions
 from detector.results import Result
 from detector.scoring import aggregate, exclusive
@@ -247,7 +248,7 @@ def _decoded(det: Rescanner, entry: StoreEntry, rec: VideoRecord, wanted: set[in
     again, sequentially."""
     reader = MediaReader(entry.path, fps=entry.fps, max_frames=entry.max_frames, max_pixels=det.max_pixels)
     if reader.kind != "image":
-        container = reader._open()
+        container = reader.open_container()
         try:
             if _seekable(container):
                 yield from _seeked(container, rec, wanted)
@@ -280,11 +281,11 @@ def _seeked(container: av.container.InputContainer, rec: VideoRecord, wanted: se
         frame = None
         for frame in frames:  # (times clamped at 0, as the scan's clock does: `detector.frames`)
             at = max(0.0, float(frame.time) - start) if frame.time is not None else at
-            if np.float32(at) >= rec.times[k]:  # (the store keeps float32 times: compare as stored)
+            if frame_distance(at, t, math.inf) == 0.0:  # (the stored time is float32)
                 break
         if frame is None:
             raise ScanStoreError(f"the video ends before sampled frame {k} ({t:.3f}s)")
-        img = _frame_image(frame)
+        img = frame_image(frame)
         out = Frame(k, at, img, frame.width / img.width)
         _check_frame(out, rec)
         yield out
@@ -308,10 +309,10 @@ def _seekable(container: av.container.InputContainer) -> bool:
 
 
 def _check_frame(fr: Frame, rec: VideoRecord) -> None:
-    """The decoded frame is the one the scan sampled: same time (as float32 keeps it) and size
-    (the stored regions' boxes follow from the size)."""
+    """The decoded frame is the one the scan sampled: same time (`frame_distance`: the store keeps
+    float32 times) and size (the stored regions' boxes follow from the size)."""
     k, stored = fr.index, float(rec.times[fr.index])
-    if abs(fr.time - stored) > max(1e-3, 2 * float(np.spacing(rec.times[k]))):
+    if frame_distance(fr.time, stored) > 0.0:
         raise ScanStoreError(f"sampled frame {k} decoded at {fr.time:.3f}s, stored at {stored:.3f}s")
     if fr.image.size != (int(rec.sizes[k, 0]), int(rec.sizes[k, 1])):
         raise ScanStoreError(f"sampled frame {k} decoded at {fr.image.width}x{fr.image.height}, stored at "

@@ -40,8 +40,9 @@ Decisions apply in the order given, so within one file the last line on an input
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -50,39 +51,24 @@ import numpy as np
 from detector.api import Detector
 from detector.batch import input_sha
 from detector.confirmed import REVIEW_SOURCE, confirmed_entries
-from detector.decisions import Decision
+from detector.decisions import Applied, Decision
 from detector.errors import MediaError
 from detector.evidence import frame_evidence, review_level
-from detector.frames import Frame, MediaReader
+from detector.frames import Frame, MediaReader, frame_distance
 from detector.regions import Box
 from detector.results import Segment, path_of
+from detector.scoring import iou
 from detector.verify import verify_frame
 from index.allowlist import AllowEntryNotFoundError, AllowMatcher, active_entries, allow_regions, revoke_allowed
 from index.build import drop_references
-from index.manifest import ReferenceEntry
+from index.clock import now
 from index.nearcopy import region_hashes
-from index.store import IndexStore, Reference, _now, index_lock, write_index
+from index.store import IndexStore, Reference, index_lock, write_index
 
 __all__ = ["MAX_REGIONS_PER_FRAME", "Applied", "apply_decisions", "read_results", "revoke_entries"]
 
 #: at most this many regions allowed per frame of a segment (a 16:9 frame has 47)
 MAX_REGIONS_PER_FRAME = 64
-
-
-@dataclass(frozen=True)
-class Applied:
-    """What became of one decision: `status` applied, recorded (infringing, not added) or skipped.
-
-    `entries`: an infringing decision's confirmed regions, to add as references (`detector.confirmed`);
-    `removed`: the references a not_infringing decision reversed, whose files to delete after the commit."""
-
-    decision: Decision
-    status: str
-    message: str
-    regions: int = 0
-    frames: int = 0
-    entries: tuple[ReferenceEntry, ...] = ()
-    removed: tuple[Reference, ...] = ()
 
 
 def read_results(path: str | Path) -> list[dict[str, Any]]:
@@ -111,17 +97,14 @@ def _segments_from(records: list[dict[str, Any]], d: Decision) -> list[Segment] 
     return [Segment(**{**s, "box": tuple(s["box"])}) for s in char["segments"]]
 
 
+def _at_peak(s: Segment, frame: Frame, step: float) -> bool:
+    """Whether a sampled frame is the one nearest the segment's peak (within half a step of it)."""
+    return frame_distance(frame.time, s.peak_time) < step / 2
+
+
 def _wanted(segments: list[Segment], frame: Frame, step: float) -> list[Segment]:
     """The segments a sampled frame belongs to (inside it, or the one nearest its peak)."""
-    return [s for s in segments
-            if s.start - 1e-3 <= frame.time <= s.end + 1e-3 or abs(frame.time - s.peak_time) < step / 2]
-
-
-def _iou(a: Box, b: Box) -> float:
-    w = max(0, min(a[2], b[2]) - max(a[0], b[0]))
-    h = max(0, min(a[3], b[3]) - max(a[1], b[1]))
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h
-    return w * h / union if union > 0 else 0.0
+    return [s for s in segments if frame_distance(frame.time, s.start, s.end) == 0.0 or _at_peak(s, frame, step)]
 
 
 def _frame_regions(det: Detector, d: Decision, frame: Frame, seeds: list[Box], allowed: np.ndarray,
@@ -135,7 +118,7 @@ def _frame_regions(det: Detector, d: Decision, frame: Frame, seeds: list[Box], a
         x0, y0, x1, y1 = (round(v / frame.scale) for v in box)
         return x0, y0, x1, y1
 
-    chosen = {max(range(len(boxes)), key=lambda i: _iou(boxes[i], shrunk(box))) for box in seeds}
+    chosen = {max(range(len(boxes)), key=lambda i: iou(boxes[i], shrunk(box))) for box in seeds}
     for _ in range(MAX_REGIONS_PER_FRAME):
         update(np.concatenate([allowed, vectors[sorted(chosen)]]))
         ev = frame_evidence(det.store, frame.time, vectors, boxes, hashes)
@@ -153,7 +136,7 @@ def _allow(det: Detector, d: Decision, segments: list[Segment]) -> Applied:
     """Steps 3-4: embed and allow the decision's regions in `det.store.data` (not yet written)."""
     data = det.store.data
     info = {"character": d.character, "path": d.path, "sha256": d.sha256, "reviewer": d.reviewer,
-            "note": d.note, "added_at": _now()}
+            "note": d.note, "added_at": now()}
 
     def update(vectors: np.ndarray) -> None:
         allow_regions(data, d.id, info, vectors)
@@ -169,7 +152,7 @@ def _allow(det: Detector, d: Decision, segments: list[Segment]) -> Applied:
         wanted = _wanted(segments, frame, 1.0 / det.fps)
         if not wanted:
             continue
-        seeds = [s.box for s in wanted if abs(frame.time - s.peak_time) < 0.5 / det.fps]
+        seeds = [s.box for s in wanted if _at_peak(s, frame, 1.0 / det.fps)]
         allowed = np.concatenate([allowed, _frame_regions(det, d, frame, seeds, allowed, update)])
         frames += 1
     update(allowed)
@@ -192,11 +175,11 @@ def _marked(det: Detector, d: Decision, time: float) -> list[Segment] | str:
     near: Frame | None = None
     step = 1.0 / det.fps
     for frame in MediaReader(d.path, fps=det.fps, max_frames=det.max_frames, max_pixels=det.max_pixels):
-        if near is None or abs(frame.time - time) < abs(near.time - time):
+        if near is None or frame_distance(frame.time, time) < frame_distance(near.time, time):
             near = frame
         if frame.time > time + step:
             break
-    if near is None or time > near.time + step:
+    if near is None or frame_distance(time, -math.inf, near.time + step) > 0.0:  # a step past the last frame
         last = "no frame" if near is None else f"the last sampled frame is at {near.time:.3f} s"
         return f"the mark's time {time:.3f} s is past the end of {d.path} ({last})"
     width, height = round(near.image.width * near.scale), round(near.image.height * near.scale)
@@ -211,7 +194,7 @@ def _revoke(det: Detector, d: Decision) -> str:
     """An infringing decision's reversal: revoke the allow-list entries of its input and character;
     what its message adds ("" when there were none)."""
     data = det.store.data
-    ids = revoke_allowed(data, set(active_entries(data.allow, d.sha256, d.character)), by=d.id, at=_now())
+    ids = revoke_allowed(data, set(active_entries(data.allow, d.sha256, d.character)), by=d.id, at=now())
     if not ids:
         return ""
     det.store.allow = AllowMatcher(data.allow, data.centre)
@@ -325,7 +308,7 @@ def revoke_entries(index: str | Path, ids: Sequence[str], by: str) -> tuple[list
         if unknown := [k for k in ids if k not in info]:
             raise AllowEntryNotFoundError(f"{index}: no allow-list entry {', '.join(map(repr, unknown))}; "
                                           "see `mamori index allow list`")
-        done = revoke_allowed(store.data, set(ids), by=by, at=_now())
+        done = revoke_allowed(store.data, set(ids), by=by, at=now())
         if done:
             write_index(index, store.data)
     return done, sorted(set(ids) - set(done))

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from index.calibrate import SCORE_FLAG, SCORE_REVIEW, background_scores, calibrate, generic_references, rule
+from index.clock import now
 from index.embedder import Embedder
 from index.errors import (
     IncompatibleIndexError,
@@ -38,12 +39,12 @@ from index.local import LocalFeatures, reference_features, self_check
 from index.manifest import ReferenceEntry
 from index.nearcopy import pdq_dihedral
 from index.precision import embed_probe, embedder_precision
-from index.store import CharacterInfo, IndexData, IndexStore, Reference, _now, index_lock, project, write_index
+from index.store import CharacterInfo, IndexData, IndexStore, Reference, index_lock, project, write_index
 from index.text import NewPrompts, PromptEntry, embed_prompts, update_text
 from index.uploads import delete_unused_uploads, keep_upload
 
 __all__ = ["BuildReport", "Embedder", "RemovedReferences", "add_references", "add_upload", "build_index",
-           "drop_references", "remove_references", "set_thresholds"]
+           "calibrated_characters", "drop_references", "remove_references", "set_thresholds"]
 
 BATCH = 16
 Progress = Callable[[str, int, int], None]
@@ -123,7 +124,7 @@ def _embed_entries(
             ref = Reference(
                 id=sha[:16], sha256=sha, character=e.character, franchise=e.franchise,
                 rights_holder=e.rights_holder, license=e.license, source_path=str(e.path),
-                width=img.width, height=img.height, added_at=_now(), extra=dict(e.extra),
+                width=img.width, height=img.height, added_at=now(), extra=dict(e.extra),
             )
             seen[sha] = ref
             imgs.append(img)
@@ -190,7 +191,7 @@ def _quarantine(data: IndexData, new: set[str], keep: bool) -> list[Reference]:
     return out
 
 
-def _characters(data: IndexData, texts: NewPrompts | None = None,
+def calibrated_characters(data: IndexData, texts: NewPrompts | None = None,
                 skipped: list[tuple[str, str]] | None = None) -> dict[str, CharacterInfo]:
     """Recompute every character's calibration from the stored background embeddings.
 
@@ -260,7 +261,7 @@ def build_index(
         )
         _add_hashes(data, hashes)
         report.quarantined = _quarantine(data, {r.id for r in refs}, keep_generic)
-        data.characters = _characters(data, texts, report.skipped)
+        data.characters = calibrated_characters(data, texts, report.skipped)
         write_index(out, data)
     report.added = refs
     report.characters = len(data.characters)
@@ -289,7 +290,7 @@ def add_references(
             _add_hashes(data, hashes)
             report.quarantined = _quarantine(data, {r.id for r in refs}, keep_generic)
         if refs or texts:
-            data.characters = _characters(data, texts, report.skipped)
+            data.characters = calibrated_characters(data, texts, report.skipped)
             write_index(path, data)
     report.added = refs
     report.characters = len(data.characters)
@@ -327,7 +328,7 @@ def drop_references(data: IndexData, ids: Container[str]) -> None:
     data.pdq_refs, data.pdq_views = [data.pdq_refs[i] for i in keep_h], [data.pdq_views[i] for i in keep_h]
     data.local = {k: v for k, v in data.local.items() if k not in ids}
     data.local_check = {k: v for k, v in data.local_check.items() if k not in ids}
-    data.characters = _characters(data)
+    data.characters = calibrated_characters(data)
 
 
 def remove_references(

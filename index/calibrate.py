@@ -47,6 +47,7 @@ __all__ = [
     "SCORE_FLAG",
     "SCORE_REVIEW",
     "Calibration",
+    "CalibrationStats",
     "background_scores",
     "calibrate",
     "calibrated_score",
@@ -81,8 +82,9 @@ DEFAULTS: dict[str, tuple[float, float]] = {
 
 
 @dataclass(frozen=True)
-class Calibration:
-    """One character's background statistics and the (shared) threshold on the normalised scale."""
+class CalibrationStats:
+    """A character's background statistics and the (shared) flag threshold on the normalised
+    scale: what a `Calibration` computes and each `index.records.CharacterInfo` stores."""
 
     mu: float
     sigma: float
@@ -90,6 +92,11 @@ class Calibration:
     n_background: int
     source: str  # "background" or "default"
     flag_sim: float
+
+
+@dataclass(frozen=True)
+class Calibration(CalibrationStats):
+    """One character's calibration as computed here; its review threshold follows from SCORE_REVIEW."""
 
     @property
     def review_sim(self) -> float:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from index.build import _characters
+from index.build import calibrated_characters
 from index.errors import IndexStoreError, ReferenceNotFoundError
 from index.store import IndexData, IndexStore, Reference, index_lock, write_index
 
@@ -33,7 +33,7 @@ def find_reference(data: IndexData, reference: str, where: str | Path) -> Refere
 
 
 def _commit(path: str | Path, data: IndexData) -> None:
-    data.characters = _characters(data)
+    data.characters = calibrated_characters(data)
     write_index(path, data)
 
 

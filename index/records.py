@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from index.calibrate import Calibration
+from index.calibrate import Calibration, CalibrationStats
 from index.local import LocalFeatures
 from index.nearcopy import PDQ_BYTES
 
@@ -36,18 +36,18 @@ class Reference:
 
 
 @dataclass(frozen=True)
-class CharacterInfo:
-    """A character's rights metadata and its calibration (see `index.calibrate`)."""
-
+class _Rights:
     name: str
     franchise: str
     rights_holder: str
-    mu: float
-    sigma: float
-    bg_max: float
-    n_background: int
-    source: str  # "background" or "default"
-    flag_sim: float
+
+
+@dataclass(frozen=True)
+class CharacterInfo(CalibrationStats, _Rights):
+    """A character's rights metadata and its calibration (see `index.calibrate`), in this order (the
+    `characters` table's columns): name, franchise, rights_holder, the `CalibrationStats` fields,
+    review_sim (as stored when the index was written: `Calibration.review_sim` then)."""
+
     review_sim: float
 
 

@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Self
 
+from index.clock import now
 from index.errors import ScanStoreError
 from index.generation import fsync_path
 from index.scancodec import StoreCodec, VideoRecord, checksum
@@ -102,10 +103,6 @@ class Compaction:
     damaged: tuple[tuple[str, str, str], ...] = ()
 
 
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
 class ScanStore:
     """An opened scan store (read side; `writer()` appends, `compact()` rewrites).
 
@@ -159,7 +156,7 @@ class ScanStore:
             pass
         header = {"format": "mamori-scan-store", "format_version": FORMAT_VERSION, "backbone": backbone,
                   "scales": list(scales), "grid": dict(grid or LEGACY_GRID), "code_bytes": codec.code_bytes,
-                  "created": _now()}
+                  "created": now()}
         _write_atomic(path / "store.json", json.dumps(header, indent=1, sort_keys=True).encode())
         return cls(path, header, codec)
 
@@ -318,7 +315,7 @@ class StoreWriter:
             shard, offset = self._shard.append(blob)
             self._shard.sync()
             row = (os.fsencode(path), sha256, shard, offset, len(blob), checksum(blob), record.frames,
-                   len(record.codes), duration, kind, fps, max_frames, generation, _now())
+                   len(record.codes), duration, kind, fps, max_frames, generation, now())
             with _connect(self.store.path) as db:
                 db.execute(f"INSERT OR REPLACE INTO videos ({', '.join(_COLUMNS)}) VALUES "
                            f"({', '.join('?' * len(_COLUMNS))})", row)

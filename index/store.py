@@ -43,6 +43,7 @@ import numpy as np
 
 from index.allowlist import AllowMatcher, allow_summary, prune_allowlist
 from index.calibrate import SCORE_FLAG, SCORE_REVIEW
+from index.clock import now
 from index.errors import CorruptIndexError, IndexLockedError, IndexNotFoundError
 from index.generation import FORMAT_VERSION, format_version, fsync_path, read_generation, write_generation
 from index.local import VERIFIABLE, LocalFeatures
@@ -65,10 +66,6 @@ __all__ = [
     "snapshot",
     "write_index",
 ]
-
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
 
 @contextlib.contextmanager
 def index_lock(path: str | Path) -> Iterator[None]:
@@ -117,8 +114,8 @@ def write_index(path: str | Path, data: IndexData) -> None:
             "background_images": len(np.unique(data.background_groups)),
         },
         "thresholds": data.thresholds,
-        "created": data.created or _now(),
-        "updated": _now(),
+        "created": data.created or now(),
+        "updated": now(),
     }
     if data.precision:
         manifest["precision"] = data.precision

@@ -25,17 +25,19 @@ import tempfile
 import time
 from pathlib import Path
 
+from index.local import QUIET_BLAS_ENV
+
 ROOT = Path(__file__).resolve().parents[1]
 DEV = ROOT.parent / "shared" / "eval" / "dev"
 MAMORI = [sys.executable, "-m", "detector.cli"]
-SETTINGS = {"default": None, "MAMORI_QUIET_BLAS=0": "0", "MAMORI_QUIET_BLAS=1": "1"}
+SETTINGS = {"default": None, f"{QUIET_BLAS_ENV}=0": "0", f"{QUIET_BLAS_ENV}=1": "1"}
 
 
 def build(args: argparse.Namespace, out: Path, quiet: str | None) -> tuple[float, float]:
     """One `index build`: (wall, CPU) seconds."""
-    env = {k: v for k, v in os.environ.items() if k != "MAMORI_QUIET_BLAS"}
+    env = {k: v for k, v in os.environ.items() if k != QUIET_BLAS_ENV}
     if quiet is not None:
-        env["MAMORI_QUIET_BLAS"] = quiet
+        env[QUIET_BLAS_ENV] = quiet
     shutil.rmtree(out, ignore_errors=True)
     t0, r0 = time.monotonic(), resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.run([*MAMORI, "index", "build", "--manifest", str(args.manifest), "--background",

@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 from bench_scan import make_clip
 
-from detector.frames import MediaReader, _frame_image
+from detector.frames import MediaReader, frame_image
 from detector.synth import composite, draw_character, draw_scene
 
 
@@ -51,7 +51,7 @@ def _every_frame(path: Path, fps: float, lowres: int = 0) -> tuple[list[np.ndarr
         for frame in container.decode(stream):
             decoded += 1
             if frame.time >= next_t - 1e-6:
-                out.append(np.asarray(_frame_image(frame)))
+                out.append(np.asarray(frame_image(frame)))
                 next_t = (math.floor(frame.time * fps + 1e-6) + 1) / fps
     return out, decoded
 

@@ -41,7 +41,10 @@ __all__ = [
     "detector_options",
     "iter_inputs",
     "open_out",
+    "positive_float",
+    "positive_int",
     "progress_printer",
+    "unit_float",
     "write_line",
 ]
 
@@ -61,24 +64,24 @@ class ExitCode(enum.IntEnum):
 
 
 # argparse names a type in its error for a value the type rejects with ValueError ("argument --fps:
-# invalid _positive_float value: 'x'"): these names are part of the command line's output.
+# invalid positive_float value: 'x'"): these names are part of the command line's output.
 
 
-def _positive_float(s: str) -> float:
+def positive_float(s: str) -> float:
     v = float(s)
     if not v > 0:
         raise argparse.ArgumentTypeError(f"must be > 0, not {s}")
     return v
 
 
-def _positive_int(s: str) -> int:
+def positive_int(s: str) -> int:
     v = int(s)
     if v < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, not {s}")
     return v
 
 
-def _unit_float(s: str) -> float:
+def unit_float(s: str) -> float:
     v = float(s)
     if not 0 <= v <= 1:
         raise argparse.ArgumentTypeError(f"must be between 0 and 1, not {s}")
@@ -89,9 +92,9 @@ def add_flood_options(sp: argparse.ArgumentParser, of: str) -> None:
     """--flood-share and --flood-min (`detector.flood`); `of` names what is counted."""
     from detector.flood import FLOOD_MIN, FLOOD_SHARE
 
-    sp.add_argument("--flood-share", type=_unit_float, default=FLOOD_SHARE, metavar="SHARE",
+    sp.add_argument("--flood-share", type=unit_float, default=FLOOD_SHARE, metavar="SHARE",
                     help=f"flood alert: a reference that matches more than this share of {of} (default %(default)s)")
-    sp.add_argument("--flood-min", type=_positive_int, default=FLOOD_MIN, metavar="N",
+    sp.add_argument("--flood-min", type=positive_int, default=FLOOD_MIN, metavar="N",
                     help=f"...once at least N {of} are counted (default %(default)s)")
 
 
@@ -119,11 +122,11 @@ def add_media_options(sp: argparse.ArgumentParser) -> None:
     """--index, sampling and matching options of the commands that score media, and the model options."""
     sp.add_argument("--index", required=True, help="index folder")
     sp.add_argument(
-        "--fps", type=_positive_float, default=DEFAULT_FPS, help="frames sampled per second (default %(default)s)"
+        "--fps", type=positive_float, default=DEFAULT_FPS, help="frames sampled per second (default %(default)s)"
     )
     sp.add_argument(
         "--max-frames",
-        type=_positive_int,
+        type=positive_int,
         default=DEFAULT_MAX_FRAMES,
         help="most frames sampled per video (default %(default)s); later frames are not checked",
     )

@@ -11,12 +11,12 @@ from typing import TYPE_CHECKING, Any
 
 from detector.cli.common import (
     ExitCode,
-    _unit_float,
     add_media_options,
     detector_options,
     iter_inputs,
     open_out,
     progress_printer,
+    unit_float,
     write_line,
 )
 
@@ -116,7 +116,7 @@ def add_parser(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     ev.add_argument("--out", help="also write the scan's JSON lines here")
     ev.add_argument(
         "--target-fpr",
-        type=_unit_float,
+        type=unit_float,
         default=0.05,
         help="false-positive rate to suggest a flag threshold for (default %(default)s)",
     )

@@ -9,7 +9,7 @@ import sys
 from typing import TYPE_CHECKING, Any, TextIO
 
 from detector.cli.allow_cmd import add_allow
-from detector.cli.common import DEFAULT_BACKBONE, ExitCode, _unit_float, add_model_options, progress_printer
+from detector.cli.common import DEFAULT_BACKBONE, ExitCode, add_model_options, progress_printer, unit_float
 from detector.cli.review_cmd import print_allowlist
 
 if TYPE_CHECKING:
@@ -297,8 +297,8 @@ def _add_manage(ix: Subparsers, common: argparse.ArgumentParser) -> None:
         "false-positive rate on your own labelled videos.",
     )
     th.add_argument("index")
-    th.add_argument("--flag", type=_unit_float, help="flag when score >= this")
-    th.add_argument("--review", type=_unit_float, help="send to review when score >= this (and below --flag)")
+    th.add_argument("--flag", type=unit_float, help="flag when score >= this")
+    th.add_argument("--review", type=unit_float, help="send to review when score >= this (and below --flag)")
     th.set_defaults(func=cmd_index_thresholds)
 
     po = ix.add_parser(

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from detector.cli.common import ExitCode, _positive_int, write_line
+from detector.cli.common import ExitCode, positive_int, write_line
 from detector.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -139,7 +139,7 @@ def add_parser(sub: Subparsers, common: argparse.ArgumentParser) -> None:
                    "file do not count)")
     r.add_argument("--no-verify", action="store_true",
                    help="never decode the videos: approximate evidence only, no geometric verification")
-    r.add_argument("--workers", type=_positive_int, default=None,
+    r.add_argument("--workers", type=positive_int, default=None,
                    help="videos (threads) or Ray actors side by side (default: locally one per core, at most "
                    f"{DEFAULT_MAX_WORKERS}: a rescan runs no model, its SIFT and decoding run beside each other; "
                    "with --engine ray, 1)")

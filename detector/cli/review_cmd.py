@@ -10,9 +10,9 @@ from detector.cli.common import (
     DEFAULT_FPS,
     DEFAULT_MAX_FRAMES,
     ExitCode,
-    _positive_float,
-    _positive_int,
     add_model_options,
+    positive_float,
+    positive_int,
 )
 
 if TYPE_CHECKING:
@@ -93,9 +93,9 @@ def add_parser(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     ap.add_argument("--results", help="the scan's JSONL results (else each file is scored again)")
     ap.add_argument("--no-add-confirmed", dest="add_confirmed", action="store_false",
                     help="only record infringing decisions; do not add their regions as references")
-    ap.add_argument("--fps", type=_positive_float, default=DEFAULT_FPS,
+    ap.add_argument("--fps", type=positive_float, default=DEFAULT_FPS,
                     help="frames sampled per second, as in the scan (default %(default)s)")
-    ap.add_argument("--max-frames", type=_positive_int, default=DEFAULT_MAX_FRAMES,
+    ap.add_argument("--max-frames", type=positive_int, default=DEFAULT_MAX_FRAMES,
                     help="most frames sampled per video, as in the scan (default %(default)s)")
     add_model_options(ap)
     ap.set_defaults(func=cmd_review_apply)

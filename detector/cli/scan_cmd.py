@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING, Any
 
 from detector.cli.common import (
     ExitCode,
-    _positive_int,
     add_flood_options,
     add_media_options,
     detector_options,
     iter_inputs,
+    positive_int,
     progress_printer,
     write_line,
 )
@@ -261,7 +261,7 @@ def _add_scan(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     )
     s.add_argument(
         "--workers",
-        type=_positive_int,
+        type=positive_int,
         default=1,
         help="inputs scored side by side (threads sharing one model; Ray actors with --engine ray)",
     )

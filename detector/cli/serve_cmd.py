@@ -12,10 +12,10 @@ from detector.cli.common import (
     DEFAULT_FPS,
     DEFAULT_MAX_FRAMES,
     ExitCode,
-    _positive_float,
-    _positive_int,
     add_flood_options,
     add_model_options,
+    positive_float,
+    positive_int,
 )
 from detector.errors import ConfigError
 
@@ -115,34 +115,34 @@ def _media_root(path: str | None) -> Path | None:
 
 def _add_limit_options(sv: argparse.ArgumentParser) -> None:
     lim = LIMIT_DEFAULTS
-    sv.add_argument("--max-upload-mb", type=_positive_float, default=lim["max_upload_mb"], help="(default %(default)s)")
+    sv.add_argument("--max-upload-mb", type=positive_float, default=lim["max_upload_mb"], help="(default %(default)s)")
     sv.add_argument(
         "--max-duration",
-        type=_positive_float,
+        type=positive_float,
         default=lim["max_duration"],
         help="longest video in seconds (default %(default)s)",
     )
     sv.add_argument(
         "--max-frames-total",
-        type=_positive_int,
+        type=positive_int,
         default=lim["max_frames_total"],
         help="most frames in a video stream (default %(default)s)",
     )
     sv.add_argument(
         "--max-frames",
-        type=_positive_int,
+        type=positive_int,
         default=lim["max_frames"],
         help="most sampled frames per request (default %(default)s)",
     )
     sv.add_argument(
         "--max-pixels",
-        type=_positive_int,
+        type=positive_int,
         default=lim["max_pixels"],
         help="largest image or video frame in pixels (default %(default)s)",
     )
     sv.add_argument(
         "--request-timeout",
-        type=_positive_float,
+        type=positive_float,
         default=lim["request_timeout"],
         help="seconds for upload + scoring (default %(default)s)",
     )
@@ -152,7 +152,7 @@ def _add_flood_options(sv: argparse.ArgumentParser) -> None:
     """The flood watch, and the bounds of its opt-in quarantine (`detector.service.flood`); --media-root."""
     sv.add_argument(
         "--flood-window",
-        type=_positive_int,
+        type=positive_int,
         default=1000,
         metavar="N",
         help="flood watch: count matches per reference over the last N scored requests (default %(default)s)",
@@ -168,7 +168,7 @@ def _add_flood_options(sv: argparse.ArgumentParser) -> None:
     )
     sv.add_argument(
         "--flood-quarantine-max",
-        type=_positive_int,
+        type=positive_int,
         default=1,
         metavar="N",
         help="with --flood-action quarantine: times score traffic may quarantine one reference in a run "
@@ -176,7 +176,7 @@ def _add_flood_options(sv: argparse.ArgumentParser) -> None:
     )
     sv.add_argument(
         "--flood-quarantine-ttl",
-        type=_positive_float,
+        type=positive_float,
         default=3600.0,
         metavar="SECONDS",
         help="with --flood-action quarantine: an automatic quarantine ends after this (default %(default)s)",
@@ -204,9 +204,9 @@ def add_parser(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     sv.add_argument("--tokens", help="file of `TOKEN SCOPE[,SCOPE]` lines; scopes: score, admin")
     _add_limit_options(sv)
     sv.add_argument(
-        "--fps", type=_positive_float, default=DEFAULT_FPS, help="default sampling rate (default %(default)s)"
+        "--fps", type=positive_float, default=DEFAULT_FPS, help="default sampling rate (default %(default)s)"
     )
-    sv.add_argument("--workers", type=_positive_int, default=2, help="scoring threads (default %(default)s)")
+    sv.add_argument("--workers", type=positive_int, default=2, help="scoring threads (default %(default)s)")
     sv.add_argument(
         "--queue", type=int, default=8, help="requests waiting beyond the workers before 503 (default %(default)s)"
     )

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from detector.errors import ConfigError, MediaLimitError, UnreadableMediaError
-from detector.frames import VIDEO_SUFFIXES, MediaReader, _frame_image
+from detector.frames import VIDEO_SUFFIXES, MediaReader, frame_image
 from detector.hostile import remux, retime_flv
 from detector.regions import count_windows, frame_regions, pad_square, reference_views, square_windows
 from detector.synth import draw_scene, write_video
@@ -59,7 +59,7 @@ def test_unsampled_frames_are_not_decoded_and_sampled_frames_unchanged(tmp_path:
     with av.open(str(path)) as container:
         for frame in container.decode(video=0):  # every frame decoded, the same sampling rule
             if frame.time >= next_t - 1e-6:
-                want.append((frame.time, _frame_image(frame).tobytes()))
+                want.append((frame.time, frame_image(frame).tobytes()))
                 next_t = (math.floor(frame.time * 2.0 + 1e-6) + 1) / 2.0
     assert len(got) == 6 and got == want
     assert reader.decoded < 0.8 * 72 if codec == "libx264" else reader.decoded == 72

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from index.local import QUIET_BLAS_ENV
+
 _CODE = """
 import json, sys
 import cv2, numpy  # loaded first, so the counts list the same libraries with and without a command
@@ -25,7 +27,7 @@ print(json.dumps([code, [i["num_threads"] for i in threadpool_info()
 
 def _threads_after(*args: object, env: dict[str, str] | None = None) -> tuple[int, list[int]]:
     """The exit status of `mamori ARGS` run in a fresh process, and its numpy OpenBLAS thread counts after."""
-    base = {k: v for k, v in os.environ.items() if k != "MAMORI_QUIET_BLAS"}
+    base = {k: v for k, v in os.environ.items() if k != QUIET_BLAS_ENV}
     proc = subprocess.run([sys.executable, "-c", _CODE, *map(str, args)], capture_output=True, text=True, timeout=600,
                           env={**base, "HF_HUB_OFFLINE": "1", **(env or {})}, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -45,5 +47,5 @@ def test_index_build_keeps_blas_threads_and_scan_quiets_them(refs_dir: Path, bac
     code, counts = _threads_after("scan", clips["positive"], "--index", index_dir, "-q")
     assert code == 1 and counts and all(n == 1 for n in counts)  # verification ran: one thread
     code, counts = _threads_after("scan", clips["positive"], "--index", index_dir, "-q",
-                                  env={"MAMORI_QUIET_BLAS": "0"})
+                                  env={QUIET_BLAS_ENV: "0"})
     assert code == 1 and counts == default  # opted out
