@@ -16,13 +16,13 @@ from typing import Any
 from PIL import Image
 
 from detector.backbones import Backbone, load_backbone
-from detector.batch import FileChangedError, hash_file, stamp
+from detector.batch import FileChangedError
 from detector.embedding import RegionEmbedder
 from detector.errors import MediaError, MediaLimitError, UnreadableMediaError
 from detector.evidence import FrameEvidence, frame_evidence
 from detector.frames import DEFAULT_FPS, DEFAULT_MAX_FRAMES, Frame, MediaReader
-from detector.pipeline import EvidenceReuse, PreparedFrame, RegionCache, prefetch, prepare_frames
-from detector.recording import FrameRecorder, add_to_store
+from detector.pipeline import EvidenceReuse, FrameObserver, PreparedFrame, RegionCache, prefetch, prepare_frames
+from detector.recording import StoreRecorder
 from detector.results import Result
 from detector.scoring import aggregate
 from detector.shortlist import RegionSearch
@@ -107,25 +107,25 @@ class Detector:
         return cls(store, load_backbone(name, precision=precision, device=device), **options)
 
     def _evidence(self, frames: Iterator[Frame], deadline: float | None = None,
-                  recorder: FrameRecorder | None = None) -> list[FrameEvidence]:
+                  observer: FrameObserver | None = None) -> list[FrameEvidence]:
         """Per sampled frame, its evidence (`detector.pipeline`: decoding and cropping run in a
         background thread while this one runs the model and the search). Past `deadline`
-        (`time.monotonic()`), stops with MediaLimitError(limit="request_timeout"). `recorder`
-        (`scan --store`) gets every frame's region vectors."""
+        (`time.monotonic()`), stops with MediaLimitError(limit="request_timeout"). `observer`
+        sees every frame (`detector.pipeline.FrameObserver`: every region's vectors)."""
         evidence: list[FrameEvidence] = []
         reuse = EvidenceReuse()  # repeats and known flat frames reuse evidence (pipeline step 2)
         regions = RegionCache(self.embed_pixels, self.backbone.dim)  # keeps unchanged regions' vectors
-        # a scan store needs every region (`scan --store`): recording turns the shortlist off
+        # an observer sees every region's vector (`FrameObserver`): one turns the shortlist off
         search = (RegionSearch(self.store, self.backbone, self.embed_pixels)
-                  if self.shortlist and recorder is None else None)
+                  if self.shortlist and observer is None else None)
         prepared = prefetch(lambda: prepare_frames(frames, self.embedder, nearcopy=self.nearcopy,
                                                    skip=self.skip_repeats, all_regions=search is not None))
 
         def compute(p: PreparedFrame) -> FrameEvidence:
             if search is None:
                 vectors, boxes, hashes = regions.vectors_for(p), p.boxes, p.hashes
-                if recorder is not None:
-                    recorder.embedded(p, vectors)
+                if observer is not None:
+                    observer.embedded(p, vectors)
             else:
                 vectors, boxes, hashes = search.regions(p)
             ev = frame_evidence(self.store, p.frame.time, vectors, boxes, hashes)
@@ -138,8 +138,8 @@ class Detector:
                 prepared.close()
                 raise MediaLimitError(f"scoring did not finish within request_timeout ({p.frame.index} frames done)",
                                       limit="request_timeout")
-            if recorder is not None and p.pixels is None:
-                recorder.reused(p)
+            if observer is not None and p.pixels is None:
+                observer.reused(p)
             evidence.append(reuse.evidence_for(p, compute))
         return evidence
 
@@ -162,38 +162,36 @@ class Detector:
 
     def score_video(self, path: str | Path, *, fps: float | None = None, max_frames: int | None = None,
                     deadline: float | None = None, name: str | None = None, store: StoreWriter | None = None,
-                    recorder: FrameRecorder | None = None) -> Result:
+                    observer: FrameObserver | None = None) -> Result:
         """Score a video, animated GIF or still image file, sampling at `fps`.
 
         Args:
             deadline: `time.monotonic()` value after which scoring stops with MediaLimitError.
             name: the `path` reported in the result (default: `path`).
-            store: also keep the video's region embeddings in this scan store (`detector.recording`;
-                the file is hashed for the store's catalogue and stamped before and after scoring, as
-                `scan` does: FileChangedError, and nothing stored, if it changed meanwhile), for
-                `mamori rescan`.
-            recorder: collects the region embeddings for the caller instead (batch scans).
+            store: also keep the video's region embeddings in this scan store, for `mamori rescan`
+                (the observer `detector.recording.StoreRecorder`, built here: the file is hashed
+                for the store's catalogue and stamped before and after scoring, as `scan` does:
+                FileChangedError, and nothing stored, if it changed meanwhile).
+            observer: sees every frame and the result (`detector.pipeline.FrameObserver`; batch
+                scans collect the region embeddings with a `detector.recording.FrameRecorder`).
+                Not with `store`, which brings its own.
 
         Raises:
             UnreadableMediaError, MediaLimitError: the file cannot be used (or, with `store`, it
                 changed while it was scored: FileChangedError).
         """
         fps, max_frames = fps or self.fps, max_frames or self.max_frames
-        before = None
-        if store is not None:  # the bytes stored are the bytes scored: stamped before and after, as `scan` does
-            sha256, before = hash_file(path)
+        if store is not None:
+            if observer is not None:
+                raise TypeError("score_video: pass store or observer, not both")
+            observer = StoreRecorder(store, self.store, path, fps, max_frames)
         reader = MediaReader(path, fps=fps, max_frames=max_frames, max_pixels=self.max_pixels,
                              max_duration=self.max_duration, max_stream_frames=self.max_frames_total, deadline=deadline)
-        if store is not None and recorder is None:
-            recorder = FrameRecorder(store.store.codec)
-        evidence = self._evidence(iter(reader), deadline, recorder)
+        evidence = self._evidence(iter(reader), deadline, observer)
         result = aggregate(self.store, name or str(path), evidence, kind=reader.kind, duration=reader.duration,
                            warnings=[*self.warnings, *reader.warnings])
-        if store is not None and recorder is not None:
-            if stamp(path) != before:
-                raise FileChangedError(f"{path}: changed while it was scored; nothing was stored (score it again)")
-            row = {**result.to_dict(), "sha256": sha256}
-            add_to_store(store, self.store, str(path), row, recorder.record(), fps, max_frames)
+        if observer is not None:
+            observer.finished(result)
         return result
 
     def score_file(self, path: str | Path, **kw: Any) -> Result:

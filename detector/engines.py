@@ -13,9 +13,10 @@ order; the caller (`mamori scan`) writes and fsyncs each line, so `--resume` wor
   cluster they must be on storage every node sees at the same path. An actor whose process dies
   is replaced by a new one (or leaves the pool if none can start) and its input is retried once,
   on the next free actor; if that one dies too, the input's result is an `error` of kind
-  `worker`, which `scan --resume --retry-errors` scans again. The pool runs any `RayJob` (what
-  the actor's `score` gets, and the error lines of a job that failed): `VideoJob` here, a scan
-  store's shard in `detector.rescan_engines`.
+  `worker`, which `scan --resume --retry-errors` scans again. The pool (`ray_map`) is generic:
+  it takes jobs and an actor class, and each `RayJob` says what its actor gets, which result lines
+  come back and which lines a failed job gives (`VideoJob` here; other jobs live with their
+  engines, e.g. `detector.rescan_engines`).
 """
 
 from __future__ import annotations
@@ -49,10 +50,14 @@ Job = tuple[Path, str | None]
 
 
 class RayJob(Protocol):
-    """A unit of work for the Ray pool (`ray_map`)."""
+    """A unit of work for the Ray pool (`ray_map`): the pool sends `task()` to a worker's `score`
+    and turns what comes back into result lines with `lines`, or `failed`; it knows no more of it."""
 
     def task(self) -> Any:
         """What the actor's `score` method is called with."""
+
+    def lines(self, value: Any) -> list[dict[str, Any]]:
+        """The result lines of what the actor's `score` returned for this job."""
 
     def failed(self, exc: BaseException, died: bool) -> list[dict[str, Any]]:
         """The result lines of a job whose worker died twice (`died`) or whose task raised."""
@@ -74,7 +79,7 @@ def _score_stamped(det: Any, path: Path) -> tuple[Result, bytes | None] | None:
             from detector.recording import FrameRecorder
 
             recorder = FrameRecorder(det.recording)
-            result = det.score_file(path, recorder=recorder)
+            result = det.score_file(path, observer=recorder)
         else:
             result = det.score_file(path)
     except Exception as exc:  # noqa: BLE001
@@ -270,6 +275,10 @@ class VideoJob:
     def task(self) -> str:
         return str(self.path)
 
+    def lines(self, value: dict[str, Any]) -> list[dict[str, Any]]:
+        """The input's result dict (`score_one`)."""
+        return [value]
+
     def failed(self, exc: BaseException, died: bool) -> list[dict[str, Any]]:
         """The `error` result of an input whose worker died on it twice (or whose task failed in Ray)."""
         cause = exc if died else (getattr(exc, "cause", None) or exc)
@@ -304,10 +313,8 @@ def _ray_results(pool: _RayPool, jobs: Iterable[RayJob]) -> Iterator[dict[str, A
         if done is None:
             continue
         job, attempt, value, died = done
-        if isinstance(value, dict):
-            yield value
-        elif isinstance(value, list):  # a rescan worker's results for one shard
-            yield from value
+        if not isinstance(value, BaseException):
+            yield from job.lines(value)
         elif died and attempt == 1:
             retry.append((job, 2))
         else:

@@ -35,7 +35,7 @@ import queue
 import threading
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import numpy as np
 import torch
@@ -45,13 +45,20 @@ from detector.embedding import RegionEmbedder
 from detector.evidence import FrameEvidence
 from detector.frames import Frame
 from detector.regions import Box
+from detector.results import Result
 from index.nearcopy import region_hashes
 
-__all__ = ["BLANK_KEYS", "BLANK_RANGE", "BLANK_STEP", "REPEAT_MAX", "REPEAT_MEAN", "EvidenceReuse", "PreparedFrame",
-           "RegionCache", "prefetch", "prepare_frames", "region_signatures", "signature"]
+__all__ = ["BLANK_KEYS", "BLANK_RANGE", "BLANK_STEP", "REPEAT_MAX", "REPEAT_MEAN", "EvidenceReuse", "FrameObserver",
+           "PreparedFrame", "RegionCache", "prefetch", "prepare_frames", "region_signatures", "signature"]
 
+#: The skip tests' thresholds (grey levels of the thumbnails; module docstring). None measured as
+#: values: chosen by hand (commit 57006d0, issue 6) to sit within video compression noise;
+#: tests/detector/test_pipeline.py checks that results equal a scan without skips, and on dev
+#: (effnet-lite0-imagenet) the verdicts and metrics were unchanged (docs/measurements.md). Pixel
+#: levels, not backbone-dependent.
 BLANK_RANGE = 6
 BLANK_STEP = 4
+#: a memory bound (flat colours remembered per input), not tuned
 BLANK_KEYS = 32
 REPEAT_MEAN = 1.0
 REPEAT_MAX = 12
@@ -83,6 +90,25 @@ class PreparedFrame:
     fresh: np.ndarray | None = None
     remember: bool = False
     sigs: np.ndarray | None = None
+
+
+class FrameObserver(Protocol):
+    """Sees every sampled frame of one input as `Detector` scores it, once per frame, in order,
+    then the input's result (`detector.recording.FrameRecorder` keeps the region vectors for a
+    scan store). Scoring does not depend on what an observer does with them.
+
+    Why every region: an observer is handed the vectors of every region of a frame with pixels, so
+    a detector given one embeds every region (its shortlist is off, `detector.shortlist`).
+    """
+
+    def embedded(self, p: PreparedFrame, vectors: np.ndarray) -> None:
+        """A frame with pixels: `vectors` are all its regions' (R, D) vectors."""
+
+    def reused(self, p: PreparedFrame) -> None:
+        """A repeat or a known flat frame (no pixels): it reuses an earlier frame's evidence."""
+
+    def finished(self, result: Result) -> None:
+        """The input's `Result`, once scoring ended without raising."""
 
 
 def signature(img: Image.Image) -> np.ndarray:

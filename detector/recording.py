@@ -6,8 +6,11 @@ frame), a flat frame embedded in full, and for a repeated or known flat frame on
 evidence it reused. The codes are computed as frames go (a minute of 2 fps video is a few hundred
 kilobytes of codes; raw vectors are never held for the whole video).
 
-`open_store` opens a store for an index or creates one (training its codec on the index's
-background regions and reference vectors: `index.scancodec`); `add_to_store` appends one scanned video.
+A recorder is a `detector.pipeline.FrameObserver`: scoring hands it each frame and knows nothing
+of stores. `StoreRecorder` (what `Detector.score_video(store=...)` builds) also writes the video
+into a scan store once it is scored. `open_store` opens a store for an index or creates one
+(training its codec on the index's background regions and reference vectors: `index.scancodec`);
+`add_to_store` appends one scanned video.
 """
 
 from __future__ import annotations
@@ -17,18 +20,21 @@ from typing import Any
 
 import numpy as np
 
+from detector.batch import FileChangedError, hash_file, stamp
 from detector.pipeline import PreparedFrame
 from detector.regions import GRID
+from detector.results import Result
 from index.errors import ScanStoreError
 from index.scancodec import KIND_NEW, KIND_OWN, KIND_REUSE, StoreCodec, VideoRecord
 from index.scanstore import ScanStore, StoreWriter
 from index.store import IndexStore
 
-__all__ = ["FrameRecorder", "add_to_store", "open_store", "training_vectors"]
+__all__ = ["FrameRecorder", "StoreRecorder", "add_to_store", "open_store", "training_vectors"]
 
 
 class FrameRecorder:
-    """Collects one video's `VideoRecord` as `Detector._evidence` goes through its frames."""
+    """Collects one video's `VideoRecord` as `Detector._evidence` goes through its frames (a
+    `detector.pipeline.FrameObserver`; the caller takes `record()`, as batch scans do)."""
 
     def __init__(self, codec: StoreCodec):
         self.codec = codec
@@ -60,6 +66,9 @@ class FrameRecorder:
             raise ScanStoreError(f"recording: {p.kind} frame at {p.frame.time:.2f}s reuses no recorded frame")
         self._add(p, KIND_REUSE, source, np.zeros(0, np.int64), np.zeros((0, self.codec.dim), np.float32))
 
+    def finished(self, result: Result) -> None:
+        """Nothing to do: the caller takes `record()`."""
+
     def _add(self, p: PreparedFrame, kind: int, source: int, ids: np.ndarray, vectors: np.ndarray) -> None:
         fr = p.frame
         self._frames.append((fr.time, fr.image.width, fr.image.height, fr.scale, kind, source))
@@ -81,7 +90,26 @@ class FrameRecorder:
         )
 
 
-#: at most this many training vectors for a store codec (half background, half references when both are many)
+class StoreRecorder(FrameRecorder):
+    """`Detector.score_video(store=...)`: records one input and, once it is scored, appends it to
+    the scan store `writer` (as `index` scored it). The bytes stored are the bytes scored: the
+    file is hashed (and stamped) when the recorder is made, before scoring, and stamped again when
+    the result comes; FileChangedError, and nothing stored, if it changed meanwhile."""
+
+    def __init__(self, writer: StoreWriter, index: IndexStore, path: str | Path, fps: float, max_frames: int):
+        super().__init__(writer.store.codec)
+        self.writer, self.index, self.path, self.fps, self.max_frames = writer, index, path, fps, max_frames
+        self.sha256, self.before = hash_file(path)
+
+    def finished(self, result: Result) -> None:
+        if stamp(self.path) != self.before:
+            raise FileChangedError(f"{self.path}: changed while it was scored; nothing was stored (score it again)")
+        row = {**result.to_dict(), "sha256": self.sha256}
+        add_to_store(self.writer, self.index, str(self.path), row, self.record(), self.fps, self.max_frames)
+
+
+#: at most this many training vectors for a store codec (half background, half references when both
+#: are many). Not tuned: 256 x 256, what FAISS's k-means samples for 256 centroids anyway (commit b02eb15)
 MAX_TRAINING = 65536
 
 

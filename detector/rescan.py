@@ -64,7 +64,7 @@ from detector.evidence import FrameEvidence, Matrix, frame_evidence, region_matr
 from detector.frames import Frame, MediaReader, frame_distance, frame_image
 from detector.regions import GRID, Box, frame_regions
 from detector.results import Result
-from detector.scoring import aggregate, exclusive
+from detector.scoring import SUPPORT_FRAMES, aggregate, exclusive
 from detector.verify import VERIFY_MIN_SCORE, VERIFY_TOP, verify_frame
 from index.errors import ScanStoreError
 from index.images import DEFAULT_MAX_PIXELS
@@ -78,15 +78,22 @@ __all__ = ["CANDIDATE_SCORE", "EXACT_FRAMES", "Rescanner", "Selection", "check_s
 
 #: approximate frame score of a selected character that makes the frame a candidate (step 3)
 CANDIDATE_SCORE = VERIFY_MIN_SCORE
-#: candidate frames per selected character: its best ones by approximate score (module docstring)
-EXACT_FRAMES = 4
+#: candidate frames per selected character: its best ones by approximate score (module docstring:
+#: twice the frames a video's score averages; 4 today). Checked on dev with effnet-lite0-imagenet
+#: (`scripts/bench_rescan.py`, 10 of 30 characters new: 12 of 12 fresh-scan flags found), not tuned
+EXACT_FRAMES = 2 * SUPPORT_FRAMES
 #: regions of a candidate frame PDQ-hashed per candidate character: its best ones by approximate
-#: similarity (a scan hashes every region; a near-copy of a reference is among a character's best)
+#: similarity (a scan hashes every region; a near-copy of a reference is among a character's best).
+#: Not tuned: the count of regions the first design re-embedded per candidate (commit 94369b6),
+#: kept when hashing replaced re-embedding (commit 412f3f1); `scripts/bench_rescan.py` on dev with
+#: effnet-lite0-imagenet found the same 12 of 12 flags with it (docs/rescan.md)
 HASH_TOP = 3
 #: frames whose regions are searched together (a (regions x characters) matrix per search: bounded
-#: for long videos and large indexes)
+#: for long videos and large indexes). Not measured: chosen by hand (commit b02eb15) to bound memory
 SEARCH_FRAMES = 64
-#: seconds between two wanted frames below which decoding goes on instead of seeking
+#: seconds between two wanted frames below which decoding goes on instead of seeking. Not measured:
+#: chosen by hand (commit 94369b6, issue 18; no measurement recorded): a seek lands on the keyframe
+#: before the wanted frame and decodes from there, so a short gap gains nothing by seeking
 SEEK_GAP = 2.0
 
 

@@ -58,6 +58,10 @@ class ShardJob:
     def task(self) -> tuple[StoreEntry, ...]:
         return self.entries
 
+    def lines(self, value: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The shard's videos' result dicts (`_RescanWorker.score`)."""
+        return value
+
     def failed(self, exc: BaseException, died: bool) -> list[dict[str, Any]]:
         """An `error` line per video of the shard (kind `worker` when its worker died twice)."""
         cause = exc if died else (getattr(exc, "cause", None) or exc)

@@ -67,7 +67,8 @@ from index.store import IndexStore, Reference, index_lock, write_index
 
 __all__ = ["MAX_REGIONS_PER_FRAME", "Applied", "apply_decisions", "read_results", "revoke_entries"]
 
-#: at most this many regions allowed per frame of a segment (a 16:9 frame has 47)
+#: at most this many regions allowed per frame of a segment (a 16:9 frame has 47). Not tuned: a
+#: bound against a runaway decision (commit ca2baf7)
 MAX_REGIONS_PER_FRAME = 64
 
 
@@ -140,7 +141,7 @@ def _allow(det: Detector, d: Decision, segments: list[Segment]) -> Applied:
 
     def update(vectors: np.ndarray) -> None:
         allow_regions(data, d.id, info, vectors)
-        det.store.allow = AllowMatcher(data.allow, data.centre)
+        det.store.allow = AllowMatcher.for_index(data)
 
     allowed = np.zeros((0, int(data.backbone["dim"])), np.float32)
     frames = 0
@@ -197,7 +198,7 @@ def _revoke(det: Detector, d: Decision) -> str:
     ids = revoke_allowed(data, set(active_entries(data.allow, d.sha256, d.character)), by=d.id, at=now())
     if not ids:
         return ""
-    det.store.allow = AllowMatcher(data.allow, data.centre)
+    det.store.allow = AllowMatcher.for_index(data)
     return f"; revoked allow-list entr{'y' if len(ids) == 1 else 'ies'} {', '.join(ids)} (the later decision wins)"
 
 

@@ -65,20 +65,31 @@ __all__ = ["GAP_FRAMES", "LOW_INLIERS", "MIN_INLIERS", "REGION_IOU", "SUPPORT_FR
            "UNVERIFIED_PENALTY", "VERIFY_FRAMES", "VERIFY_TOP", "CharacterHit", "FrameEvidence", "aggregate", "character_score", "exclusive",
            "frame_evidence", "iou", "timeline", "verdict_for", "verified_score", "verify_frame"]
 
-#: Unsupported sampled frames allowed inside one segment.
+#: Unsupported sampled frames allowed inside one segment. Not measured: chosen by hand (commit
+#: 82bb8fd, issue 3): one missed sample (a blink, a cut frame) does not split a segment
 GAP_FRAMES = 1
-#: Frames whose evidence is averaged for a character's video score.
+#: Frames whose evidence is averaged for a character's video score. Chosen by hand (commit 82bb8fd,
+#: "temporal support"); ablated in-sample on dev + redrawn with effnet-lite0-imagenet
+#: (`scripts/ablate_rules.py`: 1 frame within noise of 2 on both sets; docs/measurements.md), kept
 SUPPORT_FRAMES = 2
-#: Frames whose inlier counts are averaged for a character's verification support V (step 2)
+#: Frames whose inlier counts are averaged for a character's verification support V (step 2).
+#: Chosen by cross-validation split by character on dev + redrawn, effnet-lite0-imagenet
+#: (`scripts/cv_scoring.py`, grid 2 / 1; issue 27, docs/measurements.md)
 VERIFY_FRAMES = 1
 #: Normalised similarity of a frame with no evidence for a character (below any real match).
+#: Not tuned: a floor below any cosine-based n (`detector.text.N_FLOOR` is the same)
 MISSING_N = -1.0
-#: at most this many points in a result's `timeline`
+#: at most this many points in a result's `timeline`. Not tuned: a display bound
 TIMELINE_POINTS = 120
-#: logit units taken from a character that was checked and never verified
+#: logit units taken from a character that was checked and never verified. Not measured as a
+#: value: chosen by hand (commit e8e521e, issue 3); the rule on/off was ablated in-sample on dev +
+#: redrawn with effnet-lite0-imagenet (`scripts/ablate_rules.py`: without it dev FPR 0.31, redrawn
+#: 0.55; docs/measurements.md). On the calibrated scale, so not backbone-dependent (`index.tuning`)
 UNVERIFIED_PENALTY = 1.5
 #: a frame's hit is dropped when its region overlaps a stronger character's region at this IoU or
-#: more (step 1c); chosen by cross-validation split by character (`scripts/cv_scoring.py`)
+#: more (step 1c); chosen by cross-validation split by character on dev + redrawn,
+#: effnet-lite0-imagenet (`scripts/cv_scoring.py`, grid 0.7 / 0.5 / 0.3; issue 27,
+#: docs/measurements.md). Geometry, not backbone-dependent
 REGION_IOU = 0.3
 
 

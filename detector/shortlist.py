@@ -10,15 +10,15 @@ in most windows. `RegionSearch.regions` decides, per frame, which regions are em
          the whole frame, its shorter side resized to FEATURE_SIDE, is pooled over each window's
          area (R-MAC style) into an approximate window embedding, scored against the index like
          real evidence (`peak_scores`: the best calibrated score over characters); a window
-         whose approximate score reaches MAP_MIN_SCORE is shortlisted
+         whose approximate score reaches `map_min_score` is shortlisted
        - open_clip vision transformers of the usual structure (clip-vit-b32 and most openclip:
          ViTs; `TokenMap.of` checks): the same with pooled patch tokens of one forward pass of
-         the frame (`detector.tokenmap.TokenMap`, MaskCLIP-style dense tokens), threshold
-         `detector.tokenmap.TOKEN_MIN_SCORE` (not measured: no CLIP weights on the development
+         the frame (`detector.tokenmap.TokenMap`, MaskCLIP-style dense tokens), the same
+         threshold `map_min_score` (for CLIP not measured: no CLIP weights on the development
          machine; see that module)
        - any other backbone (timm: ViTs, onnx:, open_clip models that fail that check): the
          coarse regions' exact evidence; a small window is shortlisted when at least half of it
-         lies inside a coarse region whose score (image or text channel) reaches COARSE_MIN_SCORE
+         lies inside a coarse region whose score (image or text channel) reaches `coarse_min_score`
        - a window whose PDQ hash matches a reference hash (the near-copy channel) is always shortlisted
     3. the shortlisted windows are embedded exactly (a window unchanged since its last embedded
        version keeps that vector: the model thread's copy of `detector.pipeline` step 3), and
@@ -36,10 +36,13 @@ sampled at 0.5 fps: 180 dev + 120 redrawn frames, 441 *matching regions*: a char
 region in a frame at the review threshold or above under the full search, after verification):
 for each fold, the highest threshold that keeps >= 99% of the *other* fold's matching regions,
 judged on the fold; the constant is the same choice made over all characters.
-    MAP_MIN_SCORE     fold choices 0.115 / 0.045, pooled 0.095. Out of fold: 436 of 441 matching
+Both are on the scale of the backbone's approximation, so they are the index's backbone's
+(`index.tuning.tuning_for`: effnet-lite0-imagenet's values below, and the same for every other
+backbone until measured on it):
+    map_min_score     fold choices 0.115 / 0.045, pooled 0.095. Out of fold: 436 of 441 matching
                       regions kept (dev 213/215, redrawn 223/226: 0.989); at 0.095, 15.8 (dev) and
                       24.4 (redrawn) regions embedded per frame of 47, coarse ones included.
-    COARSE_MIN_SCORE  fold choices 0.02 / 0.015, pooled 0.015. Out of fold 437/441 (0.991), but
+    coarse_min_score  fold choices 0.02 / 0.015, pooled 0.015. Out of fold 437/441 (0.991), but
                       it keeps 40.7 (dev) / 45.6 (redrawn) regions per frame: a large window's exact
                       evidence says little about which of its small windows holds a character, so
                       without a feature or token map the shortlist saves little (timm: ViTs, onnx:).
@@ -58,7 +61,6 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from detector import tokenmap
 from detector.backbones import Backbone, image_tensor
 from detector.evidence import region_matrix
 from detector.pipeline import PreparedFrame, changed
@@ -67,20 +69,20 @@ from detector.text import text_hits
 from detector.tokenmap import TokenMap, window_weights
 from index.calibrate import calibrated_score
 from index.store import IndexStore
+from index.tuning import tuning_for
 
-__all__ = ["COARSE_MIN_SCORE", "FEATURE_MAX_SIDE", "FEATURE_SIDE", "MAP_MIN_SCORE", "FeatureMap", "KeptRegions", "RegionSearch", "coarse_regions",
+__all__ = ["FEATURE_MAX_SIDE", "FEATURE_SIDE", "FeatureMap", "KeptRegions", "RegionSearch", "coarse_regions",
            "peak_scores", "window_inside"]
 
-#: shorter side (pixels) of the frame's feature-map pass
+#: shorter side (pixels) of the frame's feature-map pass. Measured with effnet-lite0-imagenet on
+#: dev frames (issue 20, commit a1dde06; module docstring): approximation cosine 0.72-0.80 at 288,
+#: 224 / 360 / 448 no better (0.68-0.80), and one pass at 288 costs a few crops
 FEATURE_SIDE = 288
 #: ... and its longer side at most this (an extreme aspect ratio, a 1x4000 strip, must not make a
 #: feature map of millions of pixels: found by the fuzzer, 21 GB); frames up to 4:1 are unaffected
 FEATURE_MAX_SIDE = 4 * FEATURE_SIDE
-#: a small window is shortlisted when its approximate (feature-map) score reaches this
-MAP_MIN_SCORE = 0.095
-#: without a feature map: small windows inside a coarse region whose exact score reaches this
-COARSE_MIN_SCORE = 0.015
-#: share of a small window's area that must lie inside a coarse region with evidence
+#: share of a small window's area that must lie inside a coarse region with evidence. Not
+#: measured: chosen by hand (issue 20, commit a1dde06: "at least half of it")
 INSIDE = 0.5
 
 Hashes = tuple[np.ndarray, np.ndarray]
@@ -204,8 +206,9 @@ class RegionSearch:
     def __init__(self, store: IndexStore, backbone: Backbone, embed: Callable[[torch.Tensor], np.ndarray]):
         self.store = store
         self.fmap: FeatureMap | TokenMap | None = FeatureMap.of(backbone) or TokenMap.of(backbone)
-        self.map_min_score = MAP_MIN_SCORE if isinstance(self.fmap, FeatureMap) else tokenmap.TOKEN_MIN_SCORE
-        self.coarse_min_score = COARSE_MIN_SCORE
+        tuning = tuning_for(str(store.backbone["name"]))  # the index's backbone's thresholds
+        self.map_min_score = tuning.map_min_score
+        self.coarse_min_score = tuning.coarse_min_score
         self.kept = KeptRegions(embed, backbone.dim)
         #: regions embedded (fresh or kept) and regions in all, over the frames seen: the shortlist's cost
         self.embedded = 0

@@ -21,8 +21,12 @@ pass at 288 px on a 16:9 frame is 144 patch tokens: 188 ms fp32 on this CPU, 3.7
 quality of the shortlist it gives cannot be measured on this offline machine (no CLIP weights:
 random weights' tokens mean nothing). Pooled patch tokens are known to be much weaker than crop
 embeddings (CLIPSelf, RegionCLIP), which is why they only shortlist and the exact crop
-embeddings decide; TOKEN_MIN_SCORE is therefore set far below the review level. Choose it for
-your weights with `scripts/shortlist_recall.py --cv 2` on labelled clips (README, docs/speed.md).
+embeddings decide; their threshold (`map_min_score` of the index's backbone, `index.tuning`:
+not measured for CLIP, set to the EfficientNet feature map's cross-validated choice, whose
+approximations were as rough, cosine 0.72-0.80 to the exact crop embeddings, as pooled CLIP tokens
+are reported to be) is therefore far below the review level. Choose it for your weights with
+`scripts/shortlist_recall.py --cv 2` on labelled clips (README, docs/speed.md) and set it in that
+backbone's row of `index.tuning.TUNING`.
 """
 
 from __future__ import annotations
@@ -40,17 +44,14 @@ from PIL import Image
 from detector.backbones import Backbone, image_tensor
 from detector.regions import Box
 
-__all__ = ["TOKEN_MIN_SCORE", "TOKEN_SIDE", "TokenMap", "window_weights"]
+__all__ = ["TOKEN_SIDE", "TokenMap", "window_weights"]
 
-#: shorter side (pixels) of the frame's token pass (rounded down to whole patches)
+#: shorter side (pixels) of the frame's token pass (rounded down to whole patches). Not measured
+#: for quality (no CLIP weights): the feature map's FEATURE_SIDE (`detector.shortlist`), whose cost
+#: was measured here: 144 tokens, 188 ms fp32, 3.7 crops' worth (module docstring)
 TOKEN_SIDE = 288
 #: ... and its longer side at most this (an extreme aspect ratio must not make thousands of tokens)
 TOKEN_MAX_SIDE = 4 * TOKEN_SIDE
-#: a small window is shortlisted when its approximate (pooled token) score reaches this. NOT
-#: chosen by measurement (no CLIP weights here): set to the EfficientNet feature map's
-#: cross-validated choice (`detector.shortlist.MAP_MIN_SCORE`), whose approximations were as rough
-#: (cosine 0.72-0.80 to the exact crop embeddings) as pooled CLIP tokens are reported to be
-TOKEN_MIN_SCORE = 0.095
 
 
 def window_weights(boxes: Sequence[Box], width: int, height: int, gw: int, gh: int) -> torch.Tensor:

@@ -2,8 +2,9 @@
 
 `mamori review apply` (`detector.review`) embeds the matched regions of each `not_infringing`
 decision and stores them here; at query time (`detector.evidence.frame_evidence`) a region whose
-projected embedding is within ALLOW_SIM of an allowed region of character c is no evidence for c
-(other characters, and the frame's other regions, still count).
+projected embedding is within `allow_sim` (the index's backbone's, `index.tuning`) of an allowed
+region of character c is no evidence for c (other characters, and the frame's other regions, still
+count).
 
 As stored (index format version 6, `index.generation`): tables in a generation's `meta.sqlite`,
 written only when the allow-list holds an entry, active or revoked (an index without one keeps its
@@ -24,7 +25,7 @@ index (it sees the active entries only).
 Why raw vectors: they are projected with the index's current centre when loaded (`project`), like
 the reference vectors, so a re-calibrated background keeps them comparable.
 
-Why ALLOW_SIM = 0.92: measured with effnet-lite0 on the e2e fixtures (tests/e2e/test_review.py:
+Why `allow_sim` 0.92 (effnet-lite0-imagenet; other backbones the same until measured): measured with effnet-lite0 on the e2e fixtures (tests/e2e/test_review.py:
 akane pasted into a drawn scene, 35 regions of 4 frames allowed): the same file re-scanned, 1.0;
 re-encoded as H.264 CRF 23, the allowed regions' best matches 0.96-0.99; different content at
 most 0.874 (the same character in another pose and scene, every region of every frame) and 0.554
@@ -44,12 +45,11 @@ import numpy as np
 
 from index.errors import ReferenceNotFoundError
 from index.records import AllowList, IndexData, project
+from index.tuning import tuning_for
 
-__all__ = ["ALLOW_SIM", "AllowEntryNotFoundError", "AllowMatcher", "active_entries", "allow_entries", "allow_regions",
+__all__ = ["AllowEntryNotFoundError", "AllowMatcher", "active_entries", "allow_entries", "allow_regions",
            "allow_summary", "prune_allowlist", "read_allow_tables", "revoke_allowed", "write_allow_tables"]
 
-#: cosine (projected space) at or above which a region is a near-duplicate of an allowed region
-ALLOW_SIM = 0.92
 _INFO = ("character", "path", "sha256", "reviewer", "note", "added_at")
 _HISTORY = ("revoked_at", "revoked_by", "reverses")
 _SCHEMA = """
@@ -183,21 +183,28 @@ def allow_summary(allow: AllowList) -> dict[str, Any]:
 class AllowMatcher:
     """The query side: which regions of a frame are near-duplicates of allowed regions, per character."""
 
-    def __init__(self, allow: AllowList, centre: np.ndarray):
+    def __init__(self, allow: AllowList, centre: np.ndarray, sim: float):
         self.allow = allow
         self._centre = centre
+        #: cosine at or above which a region is a near-duplicate of an allowed one
+        self.sim = sim
         self._vectors = project(allow.vectors, centre) if len(allow) else np.zeros((0, len(centre)), np.float32)
+
+    @classmethod
+    def for_index(cls, data: IndexData) -> AllowMatcher:
+        """The matcher of `data`'s allow-list, at its backbone's `allow_sim` (`index.tuning`)."""
+        return cls(data.allow, data.centre, tuning_for(str(data.backbone["name"])).allow_sim)
 
     def __len__(self) -> int:
         return len(self.allow)
 
     def match(self, vectors: np.ndarray) -> dict[tuple[int, str], str]:
         """{(region, character): decision id} for each region of the (R, D) raw embeddings within
-        ALLOW_SIM of a region allowed for that character (the most similar allowed region's decision)."""
+        `sim` of a region allowed for that character (the most similar allowed region's decision)."""
         if not len(self.allow) or not len(vectors):
             return {}
         sims = project(vectors, self._centre) @ self._vectors.T
-        rows, cols = np.nonzero(sims >= ALLOW_SIM)
+        rows, cols = np.nonzero(sims >= self.sim)
         out: dict[tuple[int, str], str] = {}
         for r, a in sorted(zip(rows.tolist(), cols.tolist(), strict=True), key=lambda ra: -sims[ra]):
             out.setdefault((r, self.allow.characters[a]), self.allow.decisions[a])

@@ -254,9 +254,9 @@ def build_index(
         )
         centre = bg.mean(axis=0) if len(bg) else np.zeros(dim, np.float32)
         data = IndexData(
-            backbone=dict(embedder.identity), references={r.id: r for r in refs},
-            vectors=project(np.concatenate(vecs), centre), vector_refs=vec_refs, vector_views=views,
-            characters={}, background=bg, background_groups=groups, thresholds=rule(), centre=centre, local=local,
+            backbone=dict(embedder.identity), references={r.id: r for r in refs}, characters={}, local=local,
+            vectors=project(np.concatenate(vecs), centre), vector_refs=vec_refs, vector_views=views, centre=centre,
+            background=bg, background_groups=groups, thresholds=rule(str(embedder.identity["name"])),
             local_check=checks, precision=embedder_precision(embedder), probe=embed_probe(embedder),
         )
         _add_hashes(data, hashes)

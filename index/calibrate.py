@@ -17,18 +17,22 @@ The rule (documented in docs/how-it-works.md, Calibration; stored in `index.json
    positives at the calibrated threshold.
 3. Calibration: each background image is scored exactly as a video frame is (its own regions
    left out of b(q)). The flag threshold T is the highest frame-level n any background image
-   reaches for any character, plus MARGIN: no background image is flagged. One threshold for all
+   reaches for any character, plus `margin`: no background image is flagged. One threshold for all
    characters: per-character maxima over a few dozen background images are noisy, and measured
    on the dev set they lowered character accuracy and AP. Per-character statistics (mean, std,
    max over the background images) are kept and shown by `mamori index info`.
 4. Calibrated score of a normalised similarity n:  score = 1 / (1 + exp(-SLOPE * (n - T) / sigma)),
-   sigma = std of all background frame-level n (>= SIGMA_FLOOR). 0.5 exactly at the threshold,
+   sigma = std of all background frame-level n (>= `sigma_floor`). 0.5 exactly at the threshold,
    monotone, the same units for every character: one global ranking of videos is meaningful.
 5. Verdict thresholds on the calibrated score are global: flag >= SCORE_FLAG, review >=
    SCORE_REVIEW (changed per index with `mamori index thresholds`, suggested by `mamori evaluate`).
 
 With fewer than MIN_BACKGROUND background images, T and sigma are the backbone's documented
-defaults from `DEFAULTS` and `source` says "default".
+defaults (`default_threshold`) and `source` says "default".
+
+`margin`, `sigma_floor` and the defaults are on the normalised-similarity scale, so they belong to
+the index's backbone: `index.tuning.tuning_for(backbone)`. The constants below are global (weights,
+counts, the calibrated scale); what chose each: docs/constants.md.
 """
 
 from __future__ import annotations
@@ -40,9 +44,10 @@ from typing import Any
 
 import numpy as np
 
+from index.tuning import tuning_for
+
 __all__ = [
     "BG_K",
-    "DEFAULTS",
     "MIN_BACKGROUND",
     "SCORE_FLAG",
     "SCORE_REVIEW",
@@ -56,12 +61,18 @@ __all__ = [
     "rule",
 ]
 
+#: background regions averaged in b(q). Not measured: chosen by hand (commit 82bb8fd, issue 3, no
+#: measurement recorded)
 BG_K = 10
+#: weight of b(q). Not measured alone: both terms together were measured on dev with
+#: effnet-lite0-imagenet (video AP 0.93 raw, 0.96 with them; module docstring step 2)
 BG_WEIGHT = 1.0
+#: weight of o_c(q): chosen by hand, measured on dev with effnet-lite0-imagenet as above (AP 0.93 -> 0.96)
 OTHER_WEIGHT = 0.5
-MARGIN = 0.02
+#: logistic slope of the calibrated score per sigma. Not measured: chosen by hand (core commit
+#: 81051fd, no measurement recorded); 1 sigma above T scores 0.82, 1 sigma below 0.18
 SLOPE = 1.5
-SIGMA_FLOOR = 0.02
+#: flag at or above this calibrated score: 0.5 is T itself by construction (step 4), not tuned
 SCORE_FLAG = 0.5
 #: Chosen by cross-validation split by character on the dev and redrawn sets
 #: (`scripts/cv_review.py`, target: at most 15% of negatives at review): fold choices 0.26 / 0.31,
@@ -69,16 +80,9 @@ SCORE_FLAG = 0.5
 #: positives it no longer shows a reviewer all had the wrong character on top (0 lost that a
 #: reviewer could have confirmed). Indexes built before keep their stored value (`index thresholds`).
 SCORE_REVIEW = 0.3
+#: fewer background images than this: the backbone's default (T, sigma). Not measured: chosen by
+#: hand (core commit 81051fd, no measurement recorded)
 MIN_BACKGROUND = 10
-
-#: (T, sigma) on the normalised scale, per backbone, used without a background set.
-#: effnet-lite0-imagenet: `scripts/measure_defaults.py` (drawn scenes vs drawn characters, max
-#: over scenes plus MARGIN); CLIP values are a guess (no weights offline): prefer --background.
-DEFAULTS: dict[str, tuple[float, float]] = {
-    "effnet-lite0-imagenet": (0.25, 0.05),
-    "clip-vit-b32": (0.25, 0.07),
-    "openclip": (0.25, 0.07),
-}
 
 
 @dataclass(frozen=True)
@@ -105,9 +109,8 @@ class Calibration(CalibrationStats):
 
 
 def default_for(backbone: str) -> tuple[float, float]:
-    """The backbone's default (T, sigma); `openclip:*` names share one entry."""
-    key = backbone if backbone in DEFAULTS else backbone.split(":", 1)[0]
-    return DEFAULTS.get(key, DEFAULTS["openclip"])
+    """The backbone's default (T, sigma) (`index.tuning`); `openclip:*` names share one entry."""
+    return tuning_for(backbone).default_threshold
 
 
 def normalise(per_char: np.ndarray, bg_term: np.ndarray) -> np.ndarray:
@@ -181,8 +184,9 @@ def calibrate(chars: Sequence[str], scores: np.ndarray, backbone: str) -> dict[s
     """Apply rule step 3 to `background_scores` output: per-character stats, one shared threshold."""
     n_img = scores.shape[0]
     if n_img >= MIN_BACKGROUND:
-        flag = float(scores.max()) + MARGIN
-        sigma = max(float(scores.std()), SIGMA_FLOOR)
+        tuning = tuning_for(backbone)
+        flag = float(scores.max()) + tuning.margin
+        sigma = max(float(scores.std()), tuning.sigma_floor)
         return {
             c: Calibration(float(scores[:, j].mean()), sigma, float(scores[:, j].max()), n_img, "background", flag)
             for j, c in enumerate(chars)
@@ -228,8 +232,9 @@ def generic_references(ref_vectors: np.ndarray, ref_rows: Mapping[str, Sequence[
     return out
 
 
-def rule() -> dict[str, Any]:
-    """The constants of the rule, as stored in `index.json` under `thresholds`."""
+def rule(backbone: str) -> dict[str, Any]:
+    """The constants of the rule for an index of `backbone`, as stored in `index.json` under `thresholds`."""
+    tuning = tuning_for(backbone)
     return {
         "rule": "n = s - bg_weight*mean_topk_bg(q) - other_weight*best_other_character(q); "
         "flag_sim = max over background images of n + margin (shared); "
@@ -237,9 +242,9 @@ def rule() -> dict[str, Any]:
         "bg_k": BG_K,
         "bg_weight": BG_WEIGHT,
         "other_weight": OTHER_WEIGHT,
-        "margin": MARGIN,
+        "margin": tuning.margin,
         "slope": SLOPE,
-        "sigma_floor": SIGMA_FLOOR,
+        "sigma_floor": tuning.sigma_floor,
         "score_flag": SCORE_FLAG,
         "score_review": SCORE_REVIEW,
         "min_background": MIN_BACKGROUND,

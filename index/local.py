@@ -47,13 +47,21 @@ from PIL import Image, ImageOps
 __all__ = ["MAX_FEATURES", "QUIET_BLAS_ENV", "RATIO", "SIDE", "VERIFIABLE", "LocalFeatures", "count_inliers", "describe",
            "quiet_blas", "reference_features", "self_check", "two_nearest"]
 
+#: SIFT settings, none measured as values: chosen by hand with geometric verification (commit
+#: e8e521e, issue 3; the whole stage was measured on dev, docs/measurements.md). Pixels and counts,
+#: not backbone-dependent. Side (pixels) a region or reference is resized to before SIFT
 SIDE = 320
+#: strongest keypoints kept per reference view (~70 KB a view on disk)
 MAX_FEATURES = 500
+#: Lowe's ratio test, his paper's usual 0.8
 RATIO = 0.8
+#: RANSAC reprojection tolerance (pixels at SIDE)
 RANSAC_PX = 6.0
+#: the similarity transform's scale must stay within 1/MAX_SCALE .. MAX_SCALE
 MAX_SCALE = 6.0
 _MIN_MATCHES = 4
 #: self-check inliers that make a reference verifiable (step 3): 4x the scorer's MIN_INLIERS
+#: (`detector.verify`; by hand, commit e8e521e)
 VERIFIABLE = 60
 _SAME_PLACE = 2.0  # pixels (SIDE scale): keypoints closer than this are one place
 

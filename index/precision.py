@@ -11,7 +11,7 @@ Why this measure and this margin: verdicts compare a query's similarity to the r
 calibrated thresholds, so what matters is how far that similarity moves. The drift is the largest
 change, over the probe's views and the index's reference vectors, of the cosine after the
 index's projection (`index.store.project`): max |(p' - p) . r|. Calibration puts the flag
-threshold `margin` (`index.calibrate.MARGIN`, 0.02, stored in `thresholds`) above the best score
+threshold `margin` (`index.tuning`, 0.02, stored in `thresholds`) above the best score
 of any background image; a drift above the margin can by itself lift ordinary imagery over the
 threshold, one within it cannot. Past the margin mamori warns (a log line, and a `warnings` entry
 in every result) rather than refusing: bf16 on a GPU is the usual way to serve, and a user may
@@ -28,8 +28,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
-from index.calibrate import MARGIN
 from index.store import IndexData, IndexStore, project
+from index.tuning import tuning_for
 
 if TYPE_CHECKING:
     from index.embedder import Embedder
@@ -106,7 +106,7 @@ def measure_drift(data: IndexData, fresh: np.ndarray, running: str) -> Precision
     refs = np.asarray(data.vectors, np.float32)
     drift = float(np.abs(d @ refs.T).max()) if len(refs) else float(np.linalg.norm(d, axis=1).max())
     cosine = float(np.sum(data.probe * fresh, axis=1).min())
-    margin = float(data.thresholds.get("margin", MARGIN))
+    margin = float(data.thresholds.get("margin", tuning_for(str(data.backbone["name"])).margin))
     return PrecisionCheck(data.precision, running, drift, cosine, margin)
 
 

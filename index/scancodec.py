@@ -43,7 +43,9 @@ __all__ = ["CODE_BYTES", "KIND_NEW", "KIND_OWN", "KIND_REUSE", "StoreCodec", "Vi
 #: trained without the held-out characters, projected cosine of a reference vector to its own
 #: round trip: held-out characters 0.82 at 64 bytes, 0.91 at 128 (background regions 0.92 / 0.96);
 #: a store at 128 bytes is still under 0.5 MB per video-minute at 2 fps where most regions stay
-#: unchanged (dev 0.36 MB); a panning camera, every region new, 0.71 MB at 16:9 (docs/rescan.md)
+#: unchanged (dev 0.36 MB); a panning camera, every region new, 0.71 MB at 16:9 (docs/rescan.md,
+#: "Choosing the codec"; sizes: `scripts/bench_rescan.py`, `scripts/bench_store_size.py`). A size,
+#: recorded by each store, so not in `index.tuning`; its fidelity was measured on effnet-lite0 only
 CODE_BYTES = 128
 KIND_NEW, KIND_OWN, KIND_REUSE = 0, 1, 2
 #: fewest training vectors per centroid below which k-means is fed repeated jittered copies

@@ -49,7 +49,7 @@ from index.scancodec import StoreCodec, VideoRecord, checksum
 __all__ = ["FORMAT_VERSION", "SHARD_BYTES", "Compaction", "ScanStore", "StoreEntry", "StoreWriter"]
 
 FORMAT_VERSION = 1
-#: a writer starts a new shard past this size
+#: a writer starts a new shard past this size. Not measured: chosen by hand (commit fd6f52c)
 SHARD_BYTES = 256 << 20
 #: the region grid of stores whose header does not record one (all written before it was recorded
 #: used it: `detector.regions` OVERLAP and MAX_STEPS have not changed since scan stores exist)

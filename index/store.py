@@ -225,7 +225,7 @@ class IndexStore:
         #: the text channel's query side (`index.text`); None when the index holds no prompts
         self.text = TextMatcher(data, data.text) if data.text is not None else None
         #: reviewers' allowed regions (`index.allowlist`), matched in `detector.evidence`
-        self.allow = AllowMatcher(data.allow, data.centre)
+        self.allow = AllowMatcher.for_index(data)
         self._background = faiss.IndexFlatIP(faiss_index.d)
         if len(data.background):
             self._background.add(np.ascontiguousarray(project(data.background, data.centre)))

@@ -21,8 +21,9 @@ never imports `detector`: an `Embedder` with `embed_texts` is handed in). The ru
    The other-character term compares like with like (text-to-image) and applies unchanged.
 3. Calibration: the image channel's step 3, unchanged but separate: each background image is
    scored as a frame (best n over its regions); the text threshold is the highest n any background
-   image reaches for any character's prompts + MARGIN, shared by the characters; sigma = std of
-   those n (at least SIGMA_FLOOR). With fewer than MIN_BACKGROUND background images: TEXT_DEFAULT.
+   image reaches for any character's prompts + `margin`, shared by the characters; sigma = std of
+   those n (at least `sigma_floor`). With fewer than MIN_BACKGROUND background images: the
+   backbone's `text_default` (`index.tuning`: all three on its embedding scale).
 4. Score: `calibrated_score(n, threshold, sigma)`: 0.5 at the text threshold, the units of the
    image channel's calibrated score, so the channels compete per character and frame (the higher
    score wins; `detector.text` puts a winning text hit on the image channel's scale).
@@ -46,14 +47,10 @@ from index.errors import IndexStoreError, ManifestError
 from index.manifest import ReferenceEntry
 from index.prompts import PromptEntry, collect_prompts
 from index.records import IndexData, Reference, TextPrompts, project
+from index.tuning import tuning_for
 
-__all__ = ["TEXT_DEFAULT", "NewPrompts", "PromptEntry", "TextMatch", "TextMatcher", "calibrate_text", "embed_prompts",
+__all__ = ["NewPrompts", "PromptEntry", "TextMatch", "TextMatcher", "calibrate_text", "embed_prompts",
            "prompt_reference", "text_normalised", "text_summary", "update_text"]
-
-#: (threshold, sigma) of the text channel without a background set: a guess from CLIP's usual
-#: text-to-image cosines (a match about 0.3, unrelated pairs 0.1-0.2), never measured (no CLIP
-#: weights could be downloaded where this was written): use a background set
-TEXT_DEFAULT = (0.25, 0.05)
 
 #: prompts as given and their (P, D) text embeddings, ready for `update_text`
 NewPrompts = tuple[list[PromptEntry], np.ndarray]
@@ -111,7 +108,7 @@ def calibrate_text(text: TextPrompts, background: np.ndarray, groups: np.ndarray
     chars, owner = _owners(text.characters)
     images, inverse = np.unique(groups, return_inverse=True)
     if len(images) < MIN_BACKGROUND:
-        t0, s0 = TEXT_DEFAULT
+        t0, s0 = tuning_for(backbone).text_default
         return {c: Calibration(t0, s0, t0, len(images), "default", t0) for c in chars}
     n = text_normalised(background @ np.asarray(text.vectors, np.float32).T, owner, len(chars))
     per_image = np.full((len(images), len(chars)), -np.inf, np.float32)

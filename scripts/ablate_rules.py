@@ -61,7 +61,7 @@ def evidence(set_dir: Path, index: Path, limit: int | None = None) -> tuple[Any,
 def variant(name: str, store: Any) -> Iterator[None]:
     """Patch the rule `name` turns off, and restore it."""
     from detector import scoring
-    from index.calibrate import MARGIN
+    from index.tuning import tuning_for
 
     saved = (scoring.UNVERIFIED_PENALTY, scoring.SUPPORT_FRAMES, dict(store.data.characters))
     if name == "no-penalty":
@@ -70,7 +70,8 @@ def variant(name: str, store: Any) -> Iterator[None]:
         scoring.SUPPORT_FRAMES = 1
     elif name == "per-char-threshold":
         # a character without background statistics (defaults) keeps the shared threshold
-        store.data.characters = {c: i if i.bg_max is None else dataclasses.replace(i, flag_sim=i.bg_max + MARGIN)
+        margin = tuning_for(str(store.backbone["name"])).margin
+        store.data.characters = {c: i if i.bg_max is None else dataclasses.replace(i, flag_sim=i.bg_max + margin)
                                  for c, i in store.data.characters.items()}
     try:
         yield

@@ -17,8 +17,9 @@ import numpy as np
 from detector.backbones import load_backbone
 from detector.embedding import RegionEmbedder
 from detector.synth import draw_character, draw_scene
-from index.calibrate import MARGIN, normalise
+from index.calibrate import normalise
 from index.images import to_rgb
+from index.tuning import tuning_for
 
 
 def main() -> None:
@@ -38,7 +39,7 @@ def main() -> None:
         sims = (v @ ref_vecs.T).reshape(len(v), a.characters, views).max(axis=2)  # (R, C)
         per_image.append(normalise(sims, np.zeros(len(v), np.float32)).max(axis=0))
     allv = np.concatenate(per_image)
-    print(f"{a.backbone}: T = max + margin = {allv.max() + MARGIN:.3f}, sigma={allv.std():.3f} "
+    print(f"{a.backbone}: T = max + margin = {allv.max() + tuning_for(a.backbone).margin:.3f}, sigma={allv.std():.3f} "
           f"(mean {allv.mean():.3f}) over {a.scenes} scenes x {a.characters} characters")
 
 

@@ -9,10 +9,10 @@ the same frames:
 
     map      the rule of a backbone with a feature map (EfficientNet, `shortlist.FeatureMap`) or a
              token map (open_clip ViTs, `tokenmap.TokenMap`): approximate scores of the small
-             windows >= MAP_MIN_SCORE (TOKEN_MIN_SCORE for a ViT: the same value today; with real
-             CLIP weights, `--cv` says what to set it to)
+             windows >= the backbone's `map_min_score` (`index.tuning`: the same value for every
+             backbone today; with real CLIP weights, `--cv` says what to set its row to)
     coarse   the rule of backbones with neither (timm: ViTs, onnx:), run here on the same
-             backbone's exact embeddings: small windows inside a coarse region scoring >= COARSE_MIN_SCORE
+             backbone's exact embeddings: small windows inside a coarse region scoring >= `coarse_min_score`
 
 Prints, per set and rule: matching regions, the share kept (recall), the share of matches whose
 character still has evidence at review in the kept regions, and crops embedded per frame (of 47).
@@ -230,8 +230,8 @@ def main() -> None:
     ap.add_argument("--target", type=float, default=0.99, help="training recall the CV threshold must reach")
     ap.add_argument("--fps", type=float, default=2.0, help="frames sampled per second (default %(default)s)")
     a = ap.parse_args()
-    from detector.shortlist import COARSE_MIN_SCORE, MAP_MIN_SCORE
-    from detector.tokenmap import TOKEN_MIN_SCORE
+    from index.store import IndexStore
+    from index.tuning import tuning_for
 
     sets = _load_cache(a.cache) if a.cache and a.cache.exists() else {}
     todo = {Path(d).name: (Path(d) / "videos", Path(i)) for d, _, i in (spec.partition("=") for spec in a.sets)}
@@ -242,9 +242,11 @@ def main() -> None:
             sets[name] = collect(videos, index, a.fps)
             if a.cache:  # after each set: a long run can be resumed
                 _save_cache(a.cache, sets)
-    # the map rule at the feature map's threshold, and at the token map's (a ViT index) when it differs
-    rules = [("map", MAP_MIN_SCORE), *([("map", TOKEN_MIN_SCORE)] if TOKEN_MIN_SCORE != MAP_MIN_SCORE else []),
-             ("coarse", COARSE_MIN_SCORE)]
+    # each rule at the thresholds of the indexes' backbones (`index.tuning`)
+    tunings = {tuning_for(str(IndexStore.open(index).backbone["name"])) for _, index in todo.values()}
+    tunings = tunings or {tuning_for("effnet-lite0-imagenet")}  # sets from --cache only
+    rules = sorted({("map", t.map_min_score) for t in tunings} | {("coarse", t.coarse_min_score) for t in tunings},
+                   key=lambda r: (r[0] != "map", r[1]))
     for rule, t in rules:
         for name, frames in sets.items():
             print(f"{rule:6s} >= {t:g}  {name:10s} {len(frames)} frames: {_fmt(judge(frames, rule, t))}")

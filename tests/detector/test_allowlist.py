@@ -10,7 +10,7 @@ import pytest
 
 from detector.decisions import DecisionFileError, read_decisions
 from detector.evidence import frame_evidence, suppressions
-from index.allowlist import ALLOW_SIM, allow_entries, allow_regions, prune_allowlist, revoke_allowed
+from index.allowlist import allow_entries, allow_regions, prune_allowlist, revoke_allowed
 from index.store import CharacterInfo, IndexData, IndexStore, Reference, write_index
 
 E = np.eye(4, dtype=np.float32)
@@ -51,8 +51,9 @@ def test_near_duplicates_only_and_round_trip(tmp_path: Path) -> None:
     _allow(data, "d-1", "a", E[:1])
     write_index(tmp_path / "idx", data)
     store = IndexStore.open(tmp_path / "idx")
-    close = np.cos(np.arccos(ALLOW_SIM) * 0.9) * E[0] + np.sin(np.arccos(ALLOW_SIM) * 0.9) * E[2]
-    far = np.cos(np.arccos(ALLOW_SIM) * 1.1) * E[0] + np.sin(np.arccos(ALLOW_SIM) * 1.1) * E[2]
+    sim = store.allow.sim  # the index's backbone's `allow_sim` (index.tuning)
+    close = np.cos(np.arccos(sim) * 0.9) * E[0] + np.sin(np.arccos(sim) * 0.9) * E[2]
+    far = np.cos(np.arccos(sim) * 1.1) * E[0] + np.sin(np.arccos(sim) * 1.1) * E[2]
     assert store.allow.match(np.stack([close, far])) == {(0, "a"): "d-1"}
     summary = store.summary()["allowlist"]
     assert summary["counts"] == {"a": {"decisions": 1, "regions": 1}}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from detector.pipeline import PreparedFrame, region_signatures
 from detector.regions import frame_regions
 from detector.shortlist import FeatureMap, KeptRegions, RegionSearch, coarse_regions, window_inside
 from detector.synth import composite, draw_scene
+from index.tuning import tuning_for
 
 
 def test_coarse_regions_are_the_whole_frame_and_the_largest_windows() -> None:
@@ -126,8 +128,8 @@ def test_a_shortlist_that_keeps_everything_gives_the_full_search(
         index_dir: Path, clips: dict[str, Path], feature_map: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     if not feature_map:
         monkeypatch.setattr(FeatureMap, "of", classmethod(lambda cls, backbone: None))
-    monkeypatch.setattr("detector.shortlist.MAP_MIN_SCORE", -1.0)
-    monkeypatch.setattr("detector.shortlist.COARSE_MIN_SCORE", -1.0)
+    keep_all = dataclasses.replace(tuning_for("effnet-lite0-imagenet"), map_min_score=-1.0, coarse_min_score=-1.0)
+    monkeypatch.setattr("detector.shortlist.tuning_for", lambda backbone: keep_all)
     full = Detector.open(index_dir, precision="fp32", shortlist=False)
     det = Detector.open(index_dir, precision="fp32")
     sent = _counting(det)

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from detector import recording
 from detector.api import Detector
 from detector.batch import FileChangedError, hash_file
 from detector.recording import open_store
@@ -40,3 +41,42 @@ def test_a_video_that_changes_while_scored_is_not_stored(index_dir: Path, clips:
     entries = ScanStore.open(tmp_path / "s.store").entries()
     assert [(e.path, e.sha256) for e in entries] == [(str(video), entries[0].sha256)]
     assert entries[0].sha256 != hash_file(video)[0]  # only the bytes scored before the change
+
+
+class CountingObserver:
+    """A `detector.pipeline.FrameObserver` that counts what it is handed."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+        self.results: list[Any] = []
+
+    def embedded(self, p: Any, vectors: Any) -> None:
+        assert len(vectors) == len(p.boxes)  # every region's vector, fresh or kept
+        self.times.append(p.frame.time)
+
+    def reused(self, p: Any) -> None:
+        assert p.pixels is None
+        self.times.append(p.frame.time)
+
+    def finished(self, result: Any) -> None:
+        self.results.append(result)
+
+
+def test_the_observer_sees_each_frame_once_and_no_store_records_nothing(
+        index_dir: Path, clips: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    det = Detector.open(index_dir)
+    observer = CountingObserver()
+    result = det.score_video(clips["positive"], observer=observer)
+    assert len(observer.times) == result.frames > 0
+    assert observer.times == sorted(set(observer.times))  # once per frame, in order
+    assert observer.results == [result]
+
+    def no_store(*args: Any, **kw: Any) -> None:
+        raise AssertionError("score_video without a store recorded something")
+
+    monkeypatch.setattr(recording, "add_to_store", no_store)
+    monkeypatch.setattr(recording.StoreRecorder, "__init__", no_store)
+    monkeypatch.setattr(recording.FrameRecorder, "__init__", no_store)
+    assert det.score_video(clips["positive"]).to_dict() == det.score_video(clips["positive"]).to_dict()
+    assert det.score_file(clips["negative"]).verdict != "error"
+    assert not list(tmp_path.iterdir())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ from detector.shortlist import RegionSearch
 from detector.synth import composite, draw_scene
 from detector.tokenmap import TokenMap, window_weights
 from index import build_index, read_folder
+from index.tuning import tuning_for
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +85,8 @@ def vit_index(tmp_path_factory: pytest.TempPathFactory, vit: Backbone, refs_dir:
 @pytest.mark.parametrize(("threshold", "embedded"), [(-1.0, 47), (2.0, 4)])
 def test_the_token_rule_decides_what_a_vit_embeds(vit_index: Path, threshold: float, embedded: int,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("detector.tokenmap.TOKEN_MIN_SCORE", threshold)
+    tuning = dataclasses.replace(tuning_for("clip-vit-b32"), map_min_score=threshold)
+    monkeypatch.setattr("detector.shortlist.tuning_for", lambda backbone: tuning)
     det = Detector.open(vit_index, precision="fp32")
     search = RegionSearch(det.store, det.backbone, det.embed_pixels)
     assert isinstance(search.fmap, TokenMap) and search.map_min_score == threshold

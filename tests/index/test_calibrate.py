@@ -7,7 +7,6 @@ import pytest
 
 from index.calibrate import (
     BG_WEIGHT,
-    MARGIN,
     OTHER_WEIGHT,
     SCORE_FLAG,
     SCORE_REVIEW,
@@ -18,6 +17,7 @@ from index.calibrate import (
     generic_references,
     normalise,
 )
+from index.tuning import tuning_for
 
 
 def _unit(rows: list[list[float]]) -> np.ndarray:
@@ -54,7 +54,7 @@ def test_calibrate_shared_threshold_and_score_scale() -> None:
     scores = rng.normal(0.1, 0.05, size=(20, 3)).astype(np.float32)
     cal = calibrate(["a", "b", "c"], scores, "effnet-lite0-imagenet")
     flags = {round(c.flag_sim, 6) for c in cal.values()}
-    assert flags == {round(float(scores.max()) + MARGIN, 6)}  # above every background image, all characters
+    assert flags == {round(float(scores.max()) + tuning_for("effnet-lite0-imagenet").margin, 6)}  # above every background image, all characters
     for j, c in enumerate("abc"):
         assert cal[c].source == "background" and cal[c].bg_max == pytest.approx(scores[:, j].max())
         assert calibrated_score(cal[c].flag_sim, cal[c].flag_sim, cal[c].sigma) == pytest.approx(SCORE_FLAG)

@@ -24,11 +24,12 @@ from index import (
     read_manifest,
     remove_references,
 )
-from index.calibrate import MARGIN, OTHER_WEIGHT, SIGMA_FLOOR
+from index.calibrate import OTHER_WEIGHT
 from index.generation import FORMAT_VERSION
 from index.prompts import PromptEntry, collect_prompts, read_prompts
 from index.records import project
-from index.text import TEXT_DEFAULT, text_normalised
+from index.text import text_normalised
+from index.tuning import tuning_for
 
 
 class TextFake:
@@ -105,10 +106,11 @@ def test_build_stores_and_calibrates_prompts(tmp_path: Path, refs: Path, backgro
     n = np.stack([red - OTHER_WEIGHT * blue, blue - OTHER_WEIGHT * red], axis=1)
     per_image = np.stack([n[data.background_groups == g].max(axis=0) for g in np.unique(data.background_groups)])
     cal = data.text.calibration
+    tuning = tuning_for(data.backbone["name"])
     assert set(cal) == {"red", "blue"} and {c.source for c in cal.values()} == {"background"}
-    assert cal["red"].flag_sim == pytest.approx(float(per_image.max()) + MARGIN, abs=1e-5)
+    assert cal["red"].flag_sim == pytest.approx(float(per_image.max()) + tuning.margin, abs=1e-5)
     assert cal["blue"].flag_sim == cal["red"].flag_sim  # one threshold for every character
-    assert cal["red"].sigma == pytest.approx(max(float(per_image.std()), SIGMA_FLOOR), abs=1e-5)
+    assert cal["red"].sigma == pytest.approx(max(float(per_image.std()), tuning.sigma_floor), abs=1e-5)
     assert cal["blue"].bg_max == pytest.approx(float(per_image[:, 1].max()), abs=1e-5)
 
     info = IndexStore.open(out).summary()
@@ -132,8 +134,9 @@ def test_text_normalised_table() -> None:
 
 def test_without_background_the_text_channel_uses_its_defaults(tmp_path: Path, refs: Path) -> None:
     build_index(read_folder(refs), tmp_path / "idx", TextFake(), prompts=PROMPTS[:1])
-    cal = IndexStore.open(tmp_path / "idx").data.text.calibration["red"]  # type: ignore[union-attr]
-    assert (cal.source, cal.flag_sim, cal.sigma) == ("default", *TEXT_DEFAULT)
+    data = IndexStore.open(tmp_path / "idx").data
+    cal = data.text.calibration["red"]  # type: ignore[union-attr]
+    assert (cal.source, cal.flag_sim, cal.sigma) == ("default", *tuning_for(data.backbone["name"]).text_default)
 
 
 def test_index_without_prompts_is_format_3_and_older_formats_are_refused(tmp_path: Path, refs: Path) -> None:
