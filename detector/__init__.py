@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from detector.allocator import keep_freed_memory
+from detector.embed.allocator import keep_freed_memory
 from index.lazy import lazy_exports
 
-keep_freed_memory()  # first, before torch and numpy start threads (see detector/allocator.py)
+keep_freed_memory()  # first, before torch and numpy start threads (see detector/embed/allocator.py)
 
 from detector.errors import (
     BackboneError,
@@ -27,11 +27,11 @@ from detector.errors import (
     MediaLimitError,
     UnreadableMediaError,
 )
-from detector.results import CharacterResult, Result, Segment
+from detector.match.results import CharacterResult, Result, Segment
 
 if TYPE_CHECKING:
     from detector.api import Detector
-    from detector.backbones import DEFAULT_BACKBONE, Backbone, Preprocess, list_backbones, load_backbone
+    from detector.embed.backbones import DEFAULT_BACKBONE, Backbone, Preprocess, list_backbones, load_backbone
 
 __all__ = [
     "DEFAULT_BACKBONE",
@@ -54,11 +54,11 @@ __all__ = [
 
 _LAZY = {
     "Detector": "detector.api",
-    "DEFAULT_BACKBONE": "detector.backbones",
-    "Backbone": "detector.backbones",
-    "Preprocess": "detector.backbones",
-    "list_backbones": "detector.backbones",
-    "load_backbone": "detector.backbones",
+    "DEFAULT_BACKBONE": "detector.embed.backbones",
+    "Backbone": "detector.embed.backbones",
+    "Preprocess": "detector.embed.backbones",
+    "list_backbones": "detector.embed.backbones",
+    "load_backbone": "detector.embed.backbones",
 }
 
 

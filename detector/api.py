@@ -15,18 +15,18 @@ from typing import Any
 
 from PIL import Image
 
-from detector.backbones import Backbone, load_backbone
-from detector.batch import FileChangedError
-from detector.embedding import RegionEmbedder
+from detector.embed.backbones import Backbone, load_backbone
+from detector.embed.embedding import RegionEmbedder
 from detector.errors import MediaError, MediaLimitError, UnreadableMediaError
-from detector.evidence import FrameEvidence, frame_evidence
-from detector.frames import DEFAULT_FPS, DEFAULT_MAX_FRAMES, Frame, MediaReader
+from detector.match.evidence import FrameEvidence, frame_evidence
+from detector.match.results import Result
+from detector.match.scoring import aggregate
+from detector.match.verify import verify_frame
+from detector.media.files import FileChangedError
+from detector.media.frames import DEFAULT_FPS, DEFAULT_MAX_FRAMES, Frame, MediaReader
 from detector.pipeline import EvidenceReuse, FrameObserver, PreparedFrame, RegionCache, prefetch, prepare_frames
 from detector.recording import StoreRecorder
-from detector.results import Result
-from detector.scoring import aggregate
 from detector.shortlist import RegionSearch
-from detector.verify import verify_frame
 from index.build import check_identity
 from index.errors import ImageTooLargeError, IncompatibleIndexError, ReferenceImageError
 from index.images import DEFAULT_MAX_PIXELS, open_image
@@ -66,9 +66,9 @@ class Detector:
         #: PDQ-hash every region for the near-copy channel (~0.5 ms per region); off when the
         #: index has no usable reference hash
         self.nearcopy = store.has_pdq
-        #: `scan --store`: the store's codec; batch scans then record each input (`detector.engines`)
+        #: `scan --store`: the store's codec; batch scans then record each input (`detector.runs.engines`)
         self.recording: StoreCodec | None = None
-        #: geometric verification of each frame's strongest candidates (`detector.verify.verify_frame`)
+        #: geometric verification of each frame's strongest candidates (`detector.match.verify.verify_frame`)
         self.verify = verify
         #: embed only the regions a cheap pass shortlists (`detector.shortlist`); False: every region
         self.shortlist = shortlist
@@ -86,7 +86,7 @@ class Detector:
         Args:
             index: the index folder.
             backbone: expected backbone name; an index built with another one is refused.
-            precision, device: how the backbone runs (`detector.inference`: auto, fp32, bf16).
+            precision, device: how the backbone runs (`detector.embed.inference`: auto, fp32, bf16).
             options: `fps`, `max_frames`, `max_pixels`, `skip_repeats`, `verify`, `shortlist`,
                 `max_duration`, `max_frames_total` for this detector (see `__init__`).
 

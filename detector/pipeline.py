@@ -24,7 +24,7 @@ the embedded version, not the previous frame, so slow changes cannot accumulate 
 signature cell is 1/32 of its side: for a 16:9 frame, 1/71 of the frame's height for the smallest
 windows, 1/32 of its width for the whole frame (the frame-level test's cells: 1/64 of each). Blank
 frames keep their (weak) evidence rather than none, because a video's score averages a character's
-best frames (`detector.scoring`): dropping them would change the score of a clip with a single
+best frames (`detector.match.scoring`): dropping them would change the score of a clip with a single
 strong frame.
 `tests/detector/test_pipeline.py` checks that results match a scan without skips.
 """
@@ -41,11 +41,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from detector.embedding import RegionEmbedder
-from detector.evidence import FrameEvidence
-from detector.frames import Frame
-from detector.regions import Box
-from detector.results import Result
+from detector.embed.embedding import RegionEmbedder
+from detector.match.evidence import FrameEvidence
+from detector.match.results import Result
+from detector.media.frames import Frame
+from detector.media.regions import Box
 from index.nearcopy import region_hashes
 
 __all__ = ["BLANK_KEYS", "BLANK_RANGE", "BLANK_STEP", "REPEAT_MAX", "REPEAT_MEAN", "EvidenceReuse", "FrameObserver",

@@ -20,10 +20,10 @@ from typing import Any
 
 import numpy as np
 
-from detector.batch import FileChangedError, hash_file, stamp
+from detector.match.results import Result
+from detector.media.files import FileChangedError, hash_file, stamp
+from detector.media.regions import GRID
 from detector.pipeline import PreparedFrame
-from detector.regions import GRID
-from detector.results import Result
 from index.errors import ScanStoreError
 from index.scancodec import KIND_NEW, KIND_OWN, KIND_REUSE, StoreCodec, VideoRecord
 from index.scanstore import ScanStore, StoreWriter

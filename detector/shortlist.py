@@ -1,6 +1,6 @@
 """Coarse-to-fine region search: embed only the windows that can hold a match (scoring step 0).
 
-A frame's 47 regions (`detector.regions`) cost 47 forward passes; most frames hold no character
+A frame's 47 regions (`detector.media.regions`) cost 47 forward passes; most frames hold no character
 in most windows. `RegionSearch.regions` decides, per frame, which regions are embedded exactly:
     1. *coarse* regions are always embedded: the whole frame and the windows of the largest scale
        (4 of 47 on a 16:9 frame)
@@ -13,7 +13,7 @@ in most windows. `RegionSearch.regions` decides, per frame, which regions are em
          whose approximate score reaches `map_min_score` is shortlisted
        - open_clip vision transformers of the usual structure (clip-vit-b32 and most openclip:
          ViTs; `TokenMap.of` checks): the same with pooled patch tokens of one forward pass of
-         the frame (`detector.tokenmap.TokenMap`, MaskCLIP-style dense tokens), the same
+         the frame (`detector.embed.tokenmap.TokenMap`, MaskCLIP-style dense tokens), the same
          threshold `map_min_score` (for CLIP not measured: no CLIP weights on the development
          machine; see that module)
        - any other backbone (timm: ViTs, onnx:, open_clip models that fail that check): the
@@ -61,12 +61,12 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from detector.backbones import Backbone, image_tensor
-from detector.evidence import region_matrix
+from detector.embed.backbones import Backbone, image_tensor
+from detector.embed.text import text_hits
+from detector.embed.tokenmap import TokenMap, window_weights
+from detector.match.evidence import region_matrix
+from detector.media.regions import Box
 from detector.pipeline import PreparedFrame, changed
-from detector.regions import Box
-from detector.text import text_hits
-from detector.tokenmap import TokenMap, window_weights
 from index.calibrate import calibrated_score
 from index.store import IndexStore
 from index.tuning import tuning_for

@@ -1,7 +1,7 @@
 """The allow-list: regions a reviewer decided are *not* an infringing depiction of a character.
 
-`mamori review apply` (`detector.review`) embeds the matched regions of each `not_infringing`
-decision and stores them here; at query time (`detector.evidence.frame_evidence`) a region whose
+`mamori review apply` (`detector.review.apply`) embeds the matched regions of each `not_infringing`
+decision and stores them here; at query time (`detector.match.evidence.frame_evidence`) a region whose
 projected embedding is within `allow_sim` (the index's backbone's, `index.tuning`) of an allowed
 region of character c is no evidence for c (other characters, and the frame's other regions, still
 count).
@@ -19,7 +19,7 @@ character, `mamori index allow revoke`, `DELETE /v1/admin/allow/{id}`) removes i
 suppresses nothing any more, and keeps its row with `revoked_at` and `revoked_by` (the decision id
 that reversed it, or the command). `reverses` (JSON, a list of {decision, added_at, references})
 names the `infringing` decisions whose confirmed references a `not_infringing` one removed
-(`detector.review`). The history is a table of its own so that an older mamori still reads the
+(`detector.review.apply`). The history is a table of its own so that an older mamori still reads the
 index (it sees the active entries only).
 
 Why raw vectors: they are projected with the index's current centre when loaded (`project`), like

@@ -1,5 +1,5 @@
 """`Embedder`: what building an index needs from a backbone (the backbone itself lives in
-`detector`; `detector.embedding.RegionEmbedder` implements it).
+`detector`; `detector.embed.embedding.RegionEmbedder` implements it).
 
 Its own module, below `index.build` and `index.precision`, which both take one: the build embeds
 references with it, the precision probe embeds its probe image with it (no import circle).
@@ -18,7 +18,7 @@ __all__ = ["Embedder"]
 
 
 class Embedder(Protocol):
-    """What index building needs from a backbone (implemented by `detector.embedding`).
+    """What index building needs from a backbone (implemented by `detector.embed.embedding`).
 
     An embedder may also have a `precision` attribute (fp32, bf16, fp16): a build records it
     (`index.precision`); without it the index's precision is unknown and never checked.

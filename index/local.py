@@ -22,7 +22,7 @@ Steps (OpenCV, `opencv-python-headless`):
        least VERIFIABLE inliers is detailed enough that a genuine appearance is expected to verify;
        flat, simple art (few corners) is not, and a failed check on it means nothing. Measured:
        the dev set's painted portraits and sprites keep 62-221, flat synthetic test figures 29-47.
-    4. At query time `detector.verify` checks the strongest embedding candidates of each frame,
+    4. At query time `detector.match.verify` checks the strongest embedding candidates of each frame,
        in the region the embedding matched (enlarged by its PAD on each side, so a box that cuts the
        character still holds it), and turns the best inlier count of a character into evidence.
 
@@ -61,7 +61,7 @@ RANSAC_PX = 6.0
 MAX_SCALE = 6.0
 _MIN_MATCHES = 4
 #: self-check inliers that make a reference verifiable (step 3): 4x the scorer's MIN_INLIERS
-#: (`detector.verify`; by hand, commit e8e521e)
+#: (`detector.match.verify`; by hand, commit e8e521e)
 VERIFIABLE = 60
 _SAME_PLACE = 2.0  # pixels (SIDE scale): keypoints closer than this are one place
 

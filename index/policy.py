@@ -3,7 +3,7 @@ character the verdict thresholds, a minimum time on screen and an action label.
 
 A POLICY.toml holds one or more `[[rule]]` tables, tried in order; the first rule whose match keys
 (`franchise`, `rights_holder`, `character`; exact, all that are given must match; a rule with none
-matches every character) match a character decides for it. `detector.policy` applies the rule
+matches every character) match a character decides for it. `detector.match.policy` applies the rule
 when a result is made.
 
     [[rule]]
@@ -53,7 +53,7 @@ class Rule:
     action: str | None = None
     flag: float | None = None
     review: float | None = None
-    #: seconds on screen below which a flag becomes a review (`detector.policy.on_screen`)
+    #: seconds on screen below which a flag becomes a review (`detector.match.policy.on_screen`)
     min_seconds: float | None = None
 
     def matches(self, character: str, franchise: str, rights_holder: str) -> bool:

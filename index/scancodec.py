@@ -5,7 +5,7 @@ A scan embeds every region of every sampled frame once (`detector.pipeline`); a 
 matched against videos already scanned without decoding them again (`mamori rescan`).
 
 `VideoRecord`: per sampled frame its time, size (the regions' boxes follow from it:
-`detector.regions.frame_regions` with the store's scales), source scale, and how its regions are
+`detector.media.regions.frame_regions` with the store's scales), source scale, and how its regions are
 stored, mirroring the scan's own skips so nothing is stored twice:
     kind 0 (new frame): its *fresh* regions are stored; the others are those of the previous
            kind-0 frame (a static camera re-embeds only the windows that changed)
@@ -13,7 +13,7 @@ stored, mirroring the scan's own skips so nothing is stored twice:
     kind 2 (a repeat, or a flat frame seen before): reuses frame `source`'s evidence
 plus, per frame, how many regions are stored, and per stored region its position among the
 frame's boxes and its code. PDQ hashes are not stored (33 more bytes per region): a rescan that
-can read the video computes them for its candidate regions (`detector.rescan`).
+can read the video computes them for its candidate regions (`detector.runs.rescan`).
 
 `StoreCodec`: product quantisation of the region vectors (FAISS `IndexPQ`, M sub-vectors of 8
 bits: M bytes per region), after subtracting a centre (the mean of the training vectors): raw

@@ -52,7 +52,7 @@ FORMAT_VERSION = 1
 #: a writer starts a new shard past this size. Not measured: chosen by hand (commit fd6f52c)
 SHARD_BYTES = 256 << 20
 #: the region grid of stores whose header does not record one (all written before it was recorded
-#: used it: `detector.regions` OVERLAP and MAX_STEPS have not changed since scan stores exist)
+#: used it: `detector.media.regions` OVERLAP and MAX_STEPS have not changed since scan stores exist)
 LEGACY_GRID = {"overlap": 0.5, "max_steps": 8}
 
 _SCHEMA = """
@@ -126,7 +126,7 @@ class ScanStore:
 
     @property
     def grid(self) -> dict[str, Any]:
-        """How each scale's windows were laid out ({"overlap", "max_steps"}: `detector.regions`)."""
+        """How each scale's windows were laid out ({"overlap", "max_steps"}: `detector.media.regions`)."""
         grid: dict[str, Any] = self.header.get("grid") or LEGACY_GRID
         return grid
 

@@ -224,7 +224,7 @@ class IndexStore:
                     self._verifiable.add(ref.character)
         #: the text channel's query side (`index.text`); None when the index holds no prompts
         self.text = TextMatcher(data, data.text) if data.text is not None else None
-        #: reviewers' allowed regions (`index.allowlist`), matched in `detector.evidence`
+        #: reviewers' allowed regions (`index.allowlist`), matched in `detector.match.evidence`
         self.allow = AllowMatcher.for_index(data)
         self._background = faiss.IndexFlatIP(faiss_index.d)
         if len(data.background):

@@ -1,7 +1,7 @@
 """The text channel (CLIP backbones): prompts embedded by the text tower, matched against the same
 region vectors as the reference art, calibrated on the background set on their own scale.
 
-Prompts as given and as stored are `index.prompts`; the text tower is `detector.text` (`index`
+Prompts as given and as stored are `index.prompts`; the text tower is `detector.embed.text` (`index`
 never imports `detector`: an `Embedder` with `embed_texts` is handed in). The rule, decided here
 (docs/text-prompts.md says it for users):
 
@@ -26,7 +26,7 @@ never imports `detector`: an `Embedder` with `embed_texts` is handed in). The ru
    backbone's `text_default` (`index.tuning`: all three on its embedding scale).
 4. Score: `calibrated_score(n, threshold, sigma)`: 0.5 at the text threshold, the units of the
    image channel's calibrated score, so the channels compete per character and frame (the higher
-   score wins; `detector.text` puts a winning text hit on the image channel's scale).
+   score wins; `detector.embed.text` puts a winning text hit on the image channel's scale).
 
 A character's prompts live as long as it has references (`update_text`): removing its last
 reference removes them. Prompts are numbered per character from 1 in the order they were added;

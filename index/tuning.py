@@ -43,7 +43,7 @@ class BackboneTuning:
     #: (T, sigma) of the text channel without a background set (`index.text`)
     text_default: tuple[float, float]
     #: a small window is shortlisted when its approximate score (a CNN's pooled feature map,
-    #: `detector.shortlist.FeatureMap`, or an open_clip ViT's pooled tokens, `detector.tokenmap`)
+    #: `detector.shortlist.FeatureMap`, or an open_clip ViT's pooled tokens, `detector.embed.tokenmap`)
     #: reaches this
     map_min_score: float
     #: without a feature or token map: small windows inside a coarse region whose exact score
@@ -66,7 +66,7 @@ EFFNET = BackboneTuning(
     # not measured: chosen by hand (core commit 81051fd): a floor so that a background set of
     # near-identical frames (sigma ~ 0) cannot make every small difference a certain flag
     sigma_floor=0.02,
-    # scripts/measure_defaults.py: drawn scenes vs drawn characters (detector.synth), max over the
+    # scripts/measure_defaults.py: drawn scenes vs drawn characters (detector.media.synth), max over the
     # scenes plus margin (docs/how-it-works.md, Calibration)
     default_threshold=(0.25, 0.05),
     # not measured: a guess from CLIP's usual text-to-image cosines (a match about 0.3, unrelated
@@ -91,7 +91,7 @@ UNMEASURED = replace(EFFNET, default_threshold=(0.25, 0.07),
 TUNING: dict[str, BackboneTuning] = {
     "effnet-lite0-imagenet": EFFNET,
     # CLIP default (T, sigma): a guess, no weights offline; shortlist threshold (token map): set to
-    # effnet's feature-map choice, whose approximations were as rough (`detector.tokenmap`)
+    # effnet's feature-map choice, whose approximations were as rough (`detector.embed.tokenmap`)
     "clip-vit-b32": UNMEASURED,
     "openclip": UNMEASURED,
     # the identity model (issue 28) was measured end to end on dev with these values (docs/identity.md),

@@ -6,7 +6,7 @@ reference uses it: a duplicate upload never touches it, and a removal deletes on
 the removed references that no remaining reference uses (`unused_uploads`). Art outside
 `INDEX/uploads/` (a build's reference folder) is the user's and is never deleted. Files in
 `INDEX/confirmed/` (regions of videos that reviewers confirmed as infringing, added as references
-by `mamori review apply`, `detector.confirmed`) are deleted the same way as uploads.
+by `mamori review apply`, `detector.review.confirmed`) are deleted the same way as uploads.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from index.store import Reference
 __all__ = ["CONFIRMED", "UPLOADS", "delete_unused_uploads", "keep_upload", "unused_uploads"]
 
 UPLOADS = "uploads"
-#: reference art cut from videos reviewers confirmed as infringing (`detector.confirmed`)
+#: reference art cut from videos reviewers confirmed as infringing (`detector.review.confirmed`)
 CONFIRMED = "confirmed"
 
 

@@ -2,8 +2,8 @@
 copies *and* on redraws?
 
 Each clip is decoded and embedded once; every sampled frame keeps its evidence before and after
-geometric verification (`detector.evidence.frame_evidence`, `detector.verify.verify_frame`), and the
-video result is then re-aggregated (`detector.scoring.aggregate`) under each variant:
+geometric verification (`detector.match.evidence.frame_evidence`, `detector.match.verify.verify_frame`), and the
+video result is then re-aggregated (`detector.match.scoring.aggregate`) under each variant:
 
     full                 today's rules
     no-verify            embedding (and near-copy) evidence only
@@ -36,9 +36,9 @@ VARIANTS = ("full", "no-verify", "no-penalty", "support-1", "per-char-threshold"
 def evidence(set_dir: Path, index: Path, limit: int | None = None) -> tuple[Any, dict[str, tuple[list[Any], list[Any], float | None]]]:
     """Per clip: (evidence before verification, after, duration), sampled at 2 fps."""
     from detector import Detector
-    from detector.evidence import frame_evidence
-    from detector.frames import MediaReader
-    from detector.verify import verify_frame
+    from detector.match.evidence import frame_evidence
+    from detector.match.verify import verify_frame
+    from detector.media.frames import MediaReader
     from index.nearcopy import region_hashes
 
     det = Detector.open(index)
@@ -60,7 +60,7 @@ def evidence(set_dir: Path, index: Path, limit: int | None = None) -> tuple[Any,
 @contextlib.contextmanager
 def variant(name: str, store: Any) -> Iterator[None]:
     """Patch the rule `name` turns off, and restore it."""
-    from detector import scoring
+    from detector.match import scoring
     from index.tuning import tuning_for
 
     saved = (scoring.UNVERIFIED_PENALTY, scoring.SUPPORT_FRAMES, dict(store.data.characters))
@@ -80,8 +80,8 @@ def variant(name: str, store: Any) -> Iterator[None]:
 
 
 def main() -> None:
-    from detector.evaluate import evaluate, read_labels
-    from detector.scoring import aggregate
+    from detector.match.scoring import aggregate
+    from detector.runs.evaluate import evaluate, read_labels
     from index.calibrate import SCORE_REVIEW
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

@@ -1,7 +1,7 @@
 """Batch throughput: videos/s for 1 worker, N worker threads, and Ray (local, N actors), side by
 side in one run on the same generated 10-second 720p clips.
 
-Each engine scores the same clips through `detector.engines` (what `mamori scan --workers N
+Each engine scores the same clips through `detector.runs.engines` (what `mamori scan --workers N
 [--engine ray]` runs). Reported per engine: the scan's wall time and videos/s, and its start-up
 (model load; for Ray also starting Ray and the actors) measured separately, so the steady rate
 and what a short batch pays are both visible.
@@ -40,7 +40,7 @@ class _ReadyTime(logging.Handler):
 
 def run_local(index: Path, clips: list[Path], workers: int, fps: float) -> dict[str, float]:
     from detector.api import Detector
-    from detector.engines import scan_threads
+    from detector.runs.engines import scan_threads
 
     t0 = time.monotonic()
     det = Detector.open(index, fps=fps, precision="auto")
@@ -52,7 +52,7 @@ def run_local(index: Path, clips: list[Path], workers: int, fps: float) -> dict[
 
 
 def run_ray(index: Path, clips: list[Path], workers: int, fps: float) -> dict[str, float]:
-    from detector.engines import scan_ray
+    from detector.runs.engines import scan_ray
 
     ready = _ReadyTime()
     log = logging.getLogger("mamori.engines")

@@ -31,8 +31,8 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 from bench_scan import make_clip
 
-from detector.frames import MediaReader, frame_image
-from detector.synth import composite, draw_character, draw_scene
+from detector.media.frames import MediaReader, frame_image
+from detector.media.synth import composite, draw_character, draw_scene
 
 
 def _cpu() -> float:

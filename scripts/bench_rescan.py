@@ -53,7 +53,7 @@ def run(*args: object) -> tuple[float, float]:
 
 def generated_set(work: Path) -> tuple[Path, Path, Path, dict[str, str | None]]:
     """(manifest, background folder, videos folder, label per clip stem) of drawn clips."""
-    from detector.synth import composite, draw_character, draw_scene, make_clip
+    from detector.media.synth import composite, draw_character, draw_scene, make_clip
 
     root = work / "generated"
     refs, bg, videos = root / "refs", root / "background", root / "videos"

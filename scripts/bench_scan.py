@@ -29,7 +29,7 @@ model's shortlist keeps on the same frames: the bench first scans each clip with
 effnet-lite0-imagenet (real weights, its index built the same way) and records the small windows
 its shortlist chooses on each sampled frame; the ViT scan replays them frame by frame (`--keep N`
 keeps N windows per frame, spread over it, instead). The ViT's own cheap pass
-(`detector.tokenmap`, pooled patch tokens) still runs on every frame and is paid for; only its
+(`detector.embed.tokenmap`, pooled patch tokens) still runs on every frame and is paid for; only its
 choice is replaced. Crops embedded per frame are
 printed for every mamori row (the feature-map pass of a CNN is not counted: one forward pass of the
 frame at 288 px on its shorter side, ~3 crops' worth of pixels for 16:9).
@@ -85,9 +85,9 @@ def backbone_name(name: str, work: Path) -> str:
 
 
 def make_index(backbone: str, work: Path) -> Path:
-    from detector.backbones import load_backbone
-    from detector.embedding import RegionEmbedder
-    from detector.synth import composite, draw_character, draw_scene
+    from detector.embed.backbones import load_backbone
+    from detector.embed.embedding import RegionEmbedder
+    from detector.media.synth import composite, draw_character, draw_scene
     from index import IndexStore, build_index
     from index.errors import IndexStoreError
     from index.manifest import ReferenceEntry
@@ -123,7 +123,7 @@ def make_clip(path: Path, seconds: float, seed: str, pan: bool = True) -> Path:
     """A drawn character crossing a drawn scene; the camera pans 4 px per frame unless `pan` is False."""
     if path.exists():
         return path
-    from detector.synth import composite, draw_character, draw_scene, write_video
+    from detector.media.synth import composite, draw_character, draw_scene, write_video
 
     n = round(seconds * CLIP_FPS)
     step = 4 if pan else 0  # pixels the camera travels per frame
@@ -174,8 +174,8 @@ class _RssSampler:
 def measure_ceiling(backbone: str, precision: str, frames: int) -> dict[str, float]:
     import torch
 
-    from detector.backbones import load_backbone
-    from detector.regions import count_windows
+    from detector.embed.backbones import load_backbone
+    from detector.media.regions import count_windows
 
     bb = load_backbone(backbone, precision=precision)
     s = bb.preprocess.size
@@ -263,9 +263,9 @@ def measure_naive(index: str, precision: str, clips: list[str], fps: float) -> d
     import torch
     from PIL import Image
 
-    from detector import backbone_base, backbone_effnet, inference
-    from detector.backbones import load_backbone
-    from detector.regions import frame_regions
+    from detector.embed import backbone_base, backbone_effnet, inference
+    from detector.embed.backbones import load_backbone
+    from detector.media.regions import frame_regions
     from index import IndexStore
 
     # the model as timm / open_clip build it, the allocator as Python leaves it (run_child sets
@@ -308,9 +308,9 @@ def measure_naive(index: str, precision: str, clips: list[str], fps: float) -> d
 
 
 def measure_fidelity(backbone: str, clips: list[str], fps: float) -> dict[str, float]:
-    from detector.backbones import load_backbone
-    from detector.embedding import RegionEmbedder
-    from detector.frames import MediaReader
+    from detector.embed.backbones import load_backbone
+    from detector.embed.embedding import RegionEmbedder
+    from detector.media.frames import MediaReader
 
     b32, b16 = load_backbone(backbone, precision="fp32"), load_backbone(backbone, precision="bf16")
     emb = RegionEmbedder(b32)
@@ -391,7 +391,7 @@ def speed_table(backbone: str, index: str, short: str, static: str, a: argparse.
             r = rows[k, prec]
             print(f"  {k:8s} {prec}: {r['frames']} frames in {r['seconds']:.1f}s", flush=True)
     fps_of = {k: r["frames"] / r["seconds"] for k, r in rows.items()}
-    from detector.regions import count_windows
+    from detector.media.regions import count_windows
 
     embedded = {k: r["crops"] / (r["frames"] * count_windows(*SIZE)) for k, r in rows.items() if "crops" in r}
     per_frame = {k: r["crops"] / r["frames"] for k, r in rows.items() if "crops" in r}

@@ -41,7 +41,7 @@ def mamori(*args: object) -> str:
 
 
 def _frames(width: int, height: int, speed: float) -> Iterator[Image.Image]:
-    from detector.synth import composite, draw_character, draw_scene
+    from detector.media.synth import composite, draw_character, draw_scene
 
     span = width + round(speed * width * SECONDS) + 1
     pano = draw_scene("pan", span, height)
@@ -57,9 +57,9 @@ def main() -> None:
     p.add_argument("--work", type=Path, default=None)
     p.add_argument("--backbone", default="effnet-lite0-imagenet")
     args = p.parse_args()
-    from detector.frames import MAX_SIDE
-    from detector.regions import count_windows
-    from detector.synth import draw_character, draw_scene, write_video
+    from detector.media.frames import MAX_SIDE
+    from detector.media.regions import count_windows
+    from detector.media.synth import draw_character, draw_scene, write_video
     from index.scancodec import CODE_BYTES
 
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-store-size-"))

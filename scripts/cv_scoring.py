@@ -1,8 +1,8 @@
 """Choose the scoring constants of issue 27 (points 4 and 5) by cross-validation split by character.
 
-The constants: `detector.scoring.REGION_IOU` (one region explains one character: a character's
+The constants: `detector.match.scoring.REGION_IOU` (one region explains one character: a character's
 frame hit is dropped where its region overlaps, at this IoU or more, the region of a stronger
-character) and `detector.verify.LOW_INLIERS` (below MIN_INLIERS the verification boost fades
+character) and `detector.match.verify.LOW_INLIERS` (below MIN_INLIERS the verification boost fades
 linearly to the unverified penalty at this many inliers, so the score is continuous in the
 inlier count).
 
@@ -43,7 +43,8 @@ FRAMES = (2, 1)
 
 
 def extract(set_dir: Path, index: Path, cache: Path) -> None:
-    from detector import Detector, api, verify
+    from detector import Detector, api
+    from detector.match import verify
 
     det = Detector.open(index)
     # frame scores as the old rule left them (no boost below MIN_INLIERS): `results` applies the
@@ -73,7 +74,7 @@ def extract(set_dir: Path, index: Path, cache: Path) -> None:
 
 @contextlib.contextmanager
 def setting(iou: float, low: float, frames: int) -> Iterator[None]:
-    from detector import scoring, verify
+    from detector.match import scoring, verify
 
     saved = scoring.REGION_IOU, verify.LOW_INLIERS, scoring.VERIFY_FRAMES
     scoring.REGION_IOU, verify.LOW_INLIERS, scoring.VERIFY_FRAMES = iou, low, frames
@@ -88,14 +89,14 @@ def ramped(ev: Any) -> Any:
     checked hits below MIN_INLIERS at their unverified score)."""
     from dataclasses import replace
 
-    from detector.verify import MIN_INLIERS, verified_score
+    from detector.match.verify import MIN_INLIERS, verified_score
 
     return replace(ev, hits={c: h if h.inliers is None or h.inliers >= MIN_INLIERS
                              else replace(h, score=verified_score(h.score, h.inliers)) for c, h in ev.hits.items()})
 
 
 def results(store: Any, clips: dict[str, Any], iou: float, low: float, frames: int) -> dict[str, dict[str, Any]]:
-    from detector.scoring import aggregate
+    from detector.match.scoring import aggregate
 
     with setting(iou, low, frames):
         return {vid: aggregate(store, vid, [ramped(e) for e in ev], kind=kind, duration=dur).to_dict()
@@ -103,7 +104,7 @@ def results(store: Any, clips: dict[str, Any], iou: float, low: float, frames: i
 
 
 def figures(res: dict[str, dict[str, Any]], labels: dict[str, Any], flag: float, review: float) -> dict[str, float]:
-    from detector.evaluate import average_precision
+    from detector.runs.evaluate import average_precision
 
     pos = [v for v in res if labels[v].positive]
     neg = [v for v in res if not labels[v].positive]
@@ -153,7 +154,7 @@ def changes(name: str, old: dict[str, Any], new: dict[str, Any], labels: dict[st
 
 
 def report(specs: list[str], folds: int) -> None:
-    from detector.evaluate import read_labels
+    from detector.runs.evaluate import read_labels
     from index.store import IndexStore
 
     grid = [(i, lo, fr) for fr in FRAMES for i in IOUS for lo in LOWS]

@@ -32,8 +32,8 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from detector.hostile import mutations, remux, retime_flv
-from detector.synth import draw_character, draw_scene, make_clip, write_video
+from detector.media.hostile import mutations, remux, retime_flv
+from detector.media.synth import draw_character, draw_scene, make_clip, write_video
 
 MAMORI = [str(Path(sys.executable).with_name("mamori"))]
 if not Path(MAMORI[0]).exists():

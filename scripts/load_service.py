@@ -29,9 +29,9 @@ sys.path.insert(0, str(ROOT))
 
 
 def _index(work: Path) -> Path:
-    from detector.backbones import load_backbone
-    from detector.embedding import RegionEmbedder
-    from detector.synth import draw_character
+    from detector.embed.backbones import load_backbone
+    from detector.embed.embedding import RegionEmbedder
+    from detector.media.synth import draw_character
     from index import build_index
     from index.manifest import ReferenceEntry
 
@@ -48,7 +48,7 @@ def _index(work: Path) -> Path:
 
 
 def _payload(work: Path, video: bool) -> tuple[bytes, str]:
-    from detector.synth import composite, draw_character, draw_scene, make_clip
+    from detector.media.synth import composite, draw_character, draw_scene, make_clip
 
     if video:
         path = work / "load.mp4"

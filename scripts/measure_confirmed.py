@@ -44,7 +44,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from detector.evaluate import average_precision  # the definition of ../shared/eval/evaluate.py
+from detector.runs.evaluate import average_precision  # the definition of ../shared/eval/evaluate.py
 
 _SCRIPT = Path(sys.executable).with_name("mamori")
 MAMORI = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "detector.cli"]
@@ -130,7 +130,7 @@ def drawn(path: Path, segment: list[float]) -> dict[str, Any]:
     extent; the whole frame when that finds nothing."""
     import numpy as np
 
-    from detector.frames import MediaReader
+    from detector.media.frames import MediaReader
 
     start, end = segment
     frames = {f.time: f for f in MediaReader(path, fps=4.0)}

@@ -1,6 +1,6 @@
 """Measure a backbone's default calibration (T, sigma), used when an index has no background set.
 
-It embeds drawn, unrelated scenes (detector.synth) exactly as video frames are embedded, and
+It embeds drawn, unrelated scenes (detector.media.synth) exactly as video frames are embedded, and
 drawn characters as references, without centring and without a background term (as an index
 without a background set scores), and prints the distribution of each scene's frame-level
 normalised similarity (`index.calibrate.normalise`) to each character: T = max + margin.
@@ -14,9 +14,9 @@ import argparse
 
 import numpy as np
 
-from detector.backbones import load_backbone
-from detector.embedding import RegionEmbedder
-from detector.synth import draw_character, draw_scene
+from detector.embed.backbones import load_backbone
+from detector.embed.embedding import RegionEmbedder
+from detector.media.synth import draw_character, draw_scene
 from index.calibrate import normalise
 from index.images import to_rgb
 from index.tuning import tuning_for

@@ -50,8 +50,8 @@ class Extractor:
     """effnet-lite0 with hooks on its stages: four descriptors per region from one forward pass."""
 
     def __init__(self) -> None:
-        from detector.backbones import load_backbone
-        from detector.embedding import RegionEmbedder
+        from detector.embed.backbones import load_backbone
+        from detector.embed.embedding import RegionEmbedder
 
         self.bb = load_backbone("effnet-lite0-imagenet", precision="fp32")
         self.embedder = RegionEmbedder(self.bb)
@@ -89,7 +89,7 @@ class Extractor:
 
     def images(self, images: list[Image.Image]) -> dict[str, np.ndarray]:
         """Whole images (already square views) -> descriptors."""
-        from detector.backbones import image_tensor
+        from detector.embed.backbones import image_tensor
 
         return self.heads(self.bb.resize([image_tensor(im) for im in images]))
 
@@ -177,8 +177,8 @@ def medium(img: Image.Image, backgrounds: list[Image.Image], r: random.Random) -
 
 
 def extract(set_dir: Path, out: Path, n_aug: int, limit: int | None) -> None:
-    from detector.frames import MediaReader
-    from detector.regions import pad_square, reference_views
+    from detector.media.frames import MediaReader
+    from detector.media.regions import pad_square, reference_views
     from index.images import IMAGE_SUFFIXES, open_image
 
     out.mkdir(parents=True, exist_ok=True)

@@ -26,7 +26,7 @@ least --target, then the held-out fold is judged with it.
 
 SET=INDEX: a labelled set and an index built from its references and background (what
 `evaluate.py SET --keep DIR` leaves in DIR/index). `--generated DIR`: also a set of clips made here
-(drawn characters in drawn scenes, `detector.synth`) with its own index, built in DIR once.
+(drawn characters in drawn scenes, `detector.media.synth`) with its own index, built in DIR once.
 """
 
 from __future__ import annotations
@@ -82,9 +82,9 @@ def _load_cache(path: Path) -> dict[str, list[FrameRecord]]:
 
 
 def record_frame(det: Any, fmap: Any, clip: str, image: Any) -> FrameRecord:
-    from detector.evidence import frame_evidence, region_matrix
+    from detector.match.evidence import frame_evidence, region_matrix
+    from detector.match.verify import verify_frame
     from detector.shortlist import coarse_regions, peak_scores
-    from detector.verify import verify_frame
     from index.calibrate import calibrated_score
     from index.nearcopy import region_hashes
 
@@ -114,9 +114,9 @@ def record_frame(det: Any, fmap: Any, clip: str, image: Any) -> FrameRecord:
 
 def collect(videos: Path, index: Path, fps: float) -> list[FrameRecord]:
     from detector import Detector
-    from detector.frames import MediaReader
+    from detector.embed.tokenmap import TokenMap
+    from detector.media.frames import MediaReader
     from detector.shortlist import FeatureMap
-    from detector.tokenmap import TokenMap
 
     det = Detector.open(index, precision="fp32")
     fmap = FeatureMap.of(det.backbone) or TokenMap.of(det.backbone)
@@ -187,9 +187,9 @@ def generated_set(root: Path) -> tuple[Path, Path]:
     drawn scenes (640x360, 4 s) in which an indexed character (12 clips: in an indexed pose or a new
     one, alternately) or an unindexed character (4) stands at 45-90% of the frame height. Returns
     (videos folder, index)."""
-    from detector.backbones import load_backbone
-    from detector.embedding import RegionEmbedder
-    from detector.synth import composite, draw_character, draw_scene, make_clip
+    from detector.embed.backbones import load_backbone
+    from detector.embed.embedding import RegionEmbedder
+    from detector.media.synth import composite, draw_character, draw_scene, make_clip
     from index import build_index
     from index.manifest import ReferenceEntry
 

@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 from load_service import _index, _payload, _serve
 
-from detector.hostile import remux
+from detector.media.hostile import remux
 
 
 def _png(img: Image.Image) -> bytes:
@@ -124,7 +124,7 @@ class Soak:
                 self.record(name, status)
 
     def admin_loop(self) -> None:
-        from detector.synth import draw_character
+        from detector.media.synth import draw_character
 
         art = self.work / "soak-ref.png"
         draw_character("soak-extra", 256).save(art)

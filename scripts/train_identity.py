@@ -54,8 +54,8 @@ import torch.nn.functional as F
 from PIL import Image, ImageEnhance, ImageFilter, ImageOps
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from detector.backbone_effnet import effnet_imagenet
-from detector.backbone_identity import IDENTITY_DIM, IdentityNet
+from detector.embed.backbone_effnet import effnet_imagenet
+from detector.embed.backbone_identity import IDENTITY_DIM, IdentityNet
 
 SIZE = 224
 FROZEN_STAGES = 6  # stem + blocks[0:6] frozen and cached

@@ -12,8 +12,8 @@ import torch
 from helpers import reference_art
 from PIL import Image
 
-from detector.backbones import Backbone
-from detector.synth import draw_scene
+from detector.embed.backbones import Backbone
+from detector.media.synth import draw_scene
 
 IMAGES = [Image.effect_noise((64, 64), s).convert("RGB") for s in (20, 60)] + [
     Image.new("RGB", (50, 70), "red"), draw_scene("tb-0", 120, 90), reference_art("tb", 1)]

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from helpers import PROTECTED, reference_art, run_cli
 
-from detector.synth import composite, draw_character, draw_scene, make_clip
+from detector.media.synth import composite, draw_character, draw_scene, make_clip
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,7 @@ import httpx
 import pytest
 from PIL import Image, ImageDraw, ImageOps
 
-from detector.synth import draw_character, draw_scene
+from detector.media.synth import draw_character, draw_scene
 
 PROTECTED = ["akane", "benkei", "chiyo"]
 _SCRIPT = Path(sys.executable).with_name("mamori")  # the installed console script, as a user runs it

@@ -47,7 +47,7 @@ def cmd_allow_list(a: argparse.Namespace) -> int:
 
 
 def cmd_allow_revoke(a: argparse.Namespace) -> int:
-    from detector.review import revoke_entries
+    from detector.review.apply import revoke_entries
 
     done, before = revoke_entries(a.index, a.ids, REVOKED_BY_CLI)
     for k in done:

@@ -48,10 +48,10 @@ __all__ = [
     "write_line",
 ]
 
-DEFAULT_BACKBONE = "clip-vit-b32"  # detector.backbones.DEFAULT_BACKBONE
-PRECISIONS = ("auto", "fp32", "bf16")  # detector.inference.PRECISIONS
-DEFAULT_FPS = 2.0  # detector.frames.DEFAULT_FPS
-DEFAULT_MAX_FRAMES = 600  # detector.frames.DEFAULT_MAX_FRAMES
+DEFAULT_BACKBONE = "clip-vit-b32"  # detector.embed.backbones.DEFAULT_BACKBONE
+PRECISIONS = ("auto", "fp32", "bf16")  # detector.embed.inference.PRECISIONS
+DEFAULT_FPS = 2.0  # detector.media.frames.DEFAULT_FPS
+DEFAULT_MAX_FRAMES = 600  # detector.media.frames.DEFAULT_MAX_FRAMES
 
 Progress = Callable[[str, int, int], None]
 
@@ -89,8 +89,8 @@ def unit_float(s: str) -> float:
 
 
 def add_flood_options(sp: argparse.ArgumentParser, of: str) -> None:
-    """--flood-share and --flood-min (`detector.flood`); `of` names what is counted."""
-    from detector.flood import FLOOD_MIN, FLOOD_SHARE
+    """--flood-share and --flood-min (`detector.runs.flood`); `of` names what is counted."""
+    from detector.runs.flood import FLOOD_MIN, FLOOD_SHARE
 
     sp.add_argument("--flood-share", type=unit_float, default=FLOOD_SHARE, metavar="SHARE",
                     help=f"flood alert: a reference that matches more than this share of {of} (default %(default)s)")
@@ -173,7 +173,7 @@ def progress_printer(quiet: bool) -> Progress:
 
 def iter_inputs(paths: Sequence[str]) -> Iterator[Path]:
     """Files as given (whatever their suffix), and media files found recursively in folders, sorted."""
-    from detector.frames import MEDIA_SUFFIXES
+    from detector.media.frames import MEDIA_SUFFIXES
 
     for p in map(Path, paths):
         if p.is_dir():

@@ -1,4 +1,4 @@
-"""`mamori demo`: sample art and videos, an index, a scan, all offline (`detector.demo`)."""
+"""`mamori demo`: sample art and videos, an index, a scan, all offline (`detector.runs.demo`)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ __all__ = ["add_parser"]
 
 
 def cmd_demo(a: argparse.Namespace) -> int:
-    from detector.demo import run_demo
+    from detector.runs.demo import run_demo
 
     return run_demo(Path(a.out), backbone=a.backbone)
 

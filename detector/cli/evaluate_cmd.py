@@ -28,7 +28,7 @@ __all__ = ["add_parser"]
 
 
 def _read_results(path: str) -> dict[str, dict[str, Any]]:
-    from detector.export import read_results
+    from detector.runs.export import read_results
 
     return {Path(rec["path"]).stem: rec for rec in read_results(path)}
 
@@ -38,7 +38,7 @@ def _scan_labelled(
 ) -> dict[str, dict[str, Any]] | None:
     """Scan the labelled videos under `a.paths` (their lines also to --out); None when there are none."""
     from detector.api import Detector
-    from detector.backbones import load_backbone
+    from detector.embed.backbones import load_backbone
 
     det = Detector(
         store, load_backbone(store.backbone["name"], precision=a.precision, device=a.device), **detector_options(a)
@@ -47,7 +47,7 @@ def _scan_labelled(
     if not inputs:
         print("evaluate: none of the labelled videos was found under the given paths", file=sys.stderr)
         return None
-    from detector.engines import scan_threads
+    from detector.runs.engines import scan_threads
 
     results = {}
     out = open_out(a.out) if a.out else None
@@ -65,7 +65,7 @@ def _scan_labelled(
 
 
 def cmd_evaluate(a: argparse.Namespace) -> int:
-    from detector.evaluate import evaluate, read_labels
+    from detector.runs.evaluate import evaluate, read_labels
     from index import IndexStore
 
     labels = read_labels(a.labels)

@@ -14,7 +14,7 @@ from detector.cli.review_cmd import print_allowlist
 
 if TYPE_CHECKING:
     from detector.cli.common import Subparsers
-    from detector.embedding import RegionEmbedder
+    from detector.embed.embedding import RegionEmbedder
     from index.build import BuildReport
     from index.manifest import ReferenceEntry
     from index.prompts import PromptEntry
@@ -28,9 +28,9 @@ PROMPTS_HELP = ("text prompts, CSV with columns character,prompt (one prompt a r
 def _embedder(backbone: str, a: argparse.Namespace, *, text: bool = False) -> RegionEmbedder:
     """The backbone as an embedder; with `text` (prompts to embed) its text tower too, and a
     backbone without one is refused here, before any image is embedded."""
-    from detector.backbones import load_backbone
-    from detector.embedding import RegionEmbedder
-    from detector.text import no_text_tower
+    from detector.embed.backbones import load_backbone
+    from detector.embed.embedding import RegionEmbedder
+    from detector.embed.text import no_text_tower
 
     embedder = RegionEmbedder(load_backbone(backbone, precision=a.precision, device=a.device, text=text))
     if text and embedder.backbone.text is None:

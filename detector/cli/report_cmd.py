@@ -16,7 +16,7 @@ __all__ = ["add_parser"]
 
 
 def cmd_report(a: argparse.Namespace) -> int:
-    from detector.export import read_results, write_csv
+    from detector.runs.export import read_results, write_csv
 
     if not (a.out or a.csv):
         raise ConfigError("report: give -o REPORT.html, --csv FILE, or both")
@@ -24,7 +24,7 @@ def cmd_report(a: argparse.Namespace) -> int:
     if a.csv:
         print(f"wrote {write_csv(rows, a.csv)} row(s) to {a.csv}", file=sys.stderr)
     if a.out:
-        from detector.report import write_report
+        from detector.runs.report import write_report
 
         n = write_report(rows, a.out, index=a.index, thumbnails=not a.no_thumbnails, progress=progress_printer(a.quiet))
         print(f"wrote a review report of {n} video(s) to {a.out}", file=sys.stderr)

@@ -40,7 +40,7 @@ def default_workers(engine: str = "local") -> int:
 
 
 def _results(a: argparse.Namespace, store: ScanStore, entries: list[StoreEntry]) -> Iterator[dict[str, Any]]:
-    from detector.rescan import Rescanner, check_store, select_characters
+    from detector.runs.rescan import Rescanner, check_store, select_characters
     from index.local import quiet_blas
 
     quiet_blas()  # the matcher's small products on one OpenBLAS thread (measured here: `index.local`)
@@ -49,11 +49,11 @@ def _results(a: argparse.Namespace, store: ScanStore, entries: list[StoreEntry])
     selection = select_characters(det, store, characters=a.characters or (), since=a.since, every=a.all)
     workers = a.workers or default_workers(a.engine)
     if a.engine == "ray":
-        from detector.rescan_engines import rescan_ray
+        from detector.runs.rescan_engines import rescan_ray
 
         del det
         return rescan_ray(a.index, {"verify": not a.no_verify}, store, selection, entries, workers, a.ray_address)
-    from detector.rescan_engines import rescan_threads
+    from detector.runs.rescan_engines import rescan_threads
 
     return rescan_threads(det, store, entries, selection, workers)
 
@@ -61,7 +61,7 @@ def _results(a: argparse.Namespace, store: ScanStore, entries: list[StoreEntry])
 def cmd_rescan(a: argparse.Namespace) -> int:
     """Every stored video gets one line, a result or an error: the videos are listed once, under
     the store's shared lock, held to the end (a `store compact` meanwhile is refused)."""
-    from detector.batch import completed
+    from detector.runs.batch import completed
     from index.scanstore import ScanStore
 
     if a.resume and not a.out:

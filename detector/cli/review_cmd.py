@@ -1,4 +1,4 @@
-"""`mamori review apply`: reviewers' decisions into the index's allow-list and references (`detector.review`)."""
+"""`mamori review apply`: reviewers' decisions into the index's allow-list and references (`detector.review.apply`)."""
 
 from __future__ import annotations
 
@@ -19,17 +19,17 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from detector.cli.common import Subparsers
-    from detector.review import Applied
+    from detector.review.apply import Applied
 
 __all__ = ["add_parser", "print_allowlist", "review_summary"]
 
 
 def cmd_review_apply(a: argparse.Namespace) -> int:
     from detector.api import Detector
-    from detector.backbones import load_backbone
-    from detector.confirmed import add_confirmed
-    from detector.decisions import read_decisions
-    from detector.review import apply_decisions, read_results
+    from detector.embed.backbones import load_backbone
+    from detector.review.apply import apply_decisions, read_results
+    from detector.review.confirmed import add_confirmed
+    from detector.review.decisions import read_decisions
     from index.store import IndexStore, index_lock, write_index
 
     decisions = read_decisions(a.decisions)  # a bad file is an error before the index is touched

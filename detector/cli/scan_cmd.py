@@ -25,7 +25,7 @@ from detector.errors import ConfigError
 
 if TYPE_CHECKING:
     from detector.cli.common import Subparsers
-    from detector.flood import FloodCounter
+    from detector.runs.flood import FloodCounter
     from index.scanstore import ScanStore
     from index.store import IndexStore
 
@@ -38,9 +38,9 @@ def _jobs(
     inputs: Sequence[Path], done: dict[tuple[str, str], str] | None, skipped: list[tuple[Path, str]]
 ) -> Iterator[tuple[Path, str | None]]:
     """(path, sha256 or None) of each input still to scan; with `done` (a resumed scan,
-    `detector.batch`), inputs whose (path, sha256) already has a line go to `skipped` instead.
+    `detector.runs.batch`), inputs whose (path, sha256) already has a line go to `skipped` instead.
     Only regular files are hashed (`input_sha` checks the type first: a FIFO must not block)."""
-    from detector.batch import input_sha
+    from detector.media.files import input_sha
 
     for path in inputs:
         sha = input_sha(path) if done else None
@@ -53,7 +53,7 @@ def _jobs(
 def _scan_inputs(a: argparse.Namespace) -> list[Path]:
     """Files and searched folders from the command line, then --from-list's paths as listed (a
     folder there is an input like any other, and gets an `error` result: a list names files)."""
-    from detector.batch import read_list, unique
+    from detector.runs.batch import read_list, unique
 
     if a.resume and not a.out:
         raise ConfigError("--resume needs --out: the results file to resume")
@@ -70,13 +70,13 @@ def _scan_inputs(a: argparse.Namespace) -> list[Path]:
 def _scan_results(a: argparse.Namespace, jobs: Iterator[tuple[Path, str | None]], store: ScanStore | None) -> Results:
     options = {"backbone": a.backbone, "precision": a.precision, "device": a.device, **detector_options(a)}
     if a.engine == "ray":
-        from detector.engines import scan_ray
+        from detector.runs.engines import scan_ray
 
         if store is not None:  # workers encode their inputs' records; this process stores them
             options["store_codec"] = store.codec.to_bytes()
         return scan_ray(a.index, options, jobs, a.workers, a.ray_address)
     from detector.api import Detector
-    from detector.engines import scan_threads
+    from detector.runs.engines import scan_threads
     from index.local import quiet_blas
 
     quiet_blas()  # the matcher's small products on one OpenBLAS thread (measured: `index.local.quiet_blas`)
@@ -90,8 +90,8 @@ def _open_store(a: argparse.Namespace) -> tuple[ScanStore, IndexStore] | None:
     whose generation its videos are recorded against."""
     if not a.store:
         return None
+    from detector.media.regions import DEFAULT_SCALES
     from detector.recording import open_store
-    from detector.regions import DEFAULT_SCALES
     from index.store import IndexStore
 
     index = IndexStore.open(a.index)
@@ -109,8 +109,8 @@ class _Stored:
         blob = result.pop("_record", None)
         if blob is None or self.writer is None or self.index is None:
             return
+        from detector.match.results import path_of
         from detector.recording import add_to_store
-        from detector.results import path_of
         from index.scancodec import VideoRecord
 
         add_to_store(self.writer, self.index, path_of(result), result, VideoRecord.from_bytes(blob),
@@ -156,13 +156,13 @@ def _write_results(
 
 
 def _write_exports(a: argparse.Namespace, this_run: list[dict[str, Any]]) -> None:
-    from detector.export import read_results, write_csv
+    from detector.runs.export import read_results, write_csv
 
     rows = read_results(a.out) if a.out else this_run  # with --resume: earlier runs' lines too
     if a.csv:
         print(f"wrote {write_csv(rows, a.csv)} row(s) to {a.csv}", file=sys.stderr)
     if a.report:
-        from detector.report import write_report
+        from detector.runs.report import write_report
 
         n = write_report(rows, a.report, index=a.index, progress=progress_printer(a.quiet))
         print(f"wrote a review report of {n} video(s) to {a.report}", file=sys.stderr)
@@ -171,8 +171,8 @@ def _write_exports(a: argparse.Namespace, this_run: list[dict[str, Any]]) -> Non
 def _print_flood(a: argparse.Namespace, flood: FloodCounter) -> None:
     """Stderr lines for the references that matched an unusual share of the batch (with --resume:
     of all of --out, counted again from the file: one result per input)."""
-    from detector.export import read_results
-    from detector.flood import FloodCounter, flood_lines
+    from detector.runs.export import read_results
+    from detector.runs.flood import FloodCounter, flood_lines
 
     if a.resume:
         flood = FloodCounter()
@@ -183,8 +183,8 @@ def _print_flood(a: argparse.Namespace, flood: FloodCounter) -> None:
 
 
 def cmd_scan(a: argparse.Namespace) -> int:
-    from detector.batch import completed
-    from detector.flood import FloodCounter
+    from detector.runs.batch import completed
+    from detector.runs.flood import FloodCounter
 
     inputs = _scan_inputs(a)
     if not inputs:
@@ -219,7 +219,7 @@ def cmd_scan(a: argparse.Namespace) -> int:
 
 def cmd_score(a: argparse.Namespace) -> int:
     from detector.api import Detector
-    from detector.engines import score_one
+    from detector.runs.engines import score_one
 
     det = Detector.open(a.index, backbone=a.backbone, precision=a.precision, device=a.device, **detector_options(a))
     result = score_one(det, Path(a.path))  # any failure on the file is its `error` result

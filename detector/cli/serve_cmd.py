@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 __all__ = ["LIMIT_DEFAULTS", "add_parser"]
 
-# `detector.limits.Limits()` (which imports PyAV), copied for the help texts; a test compares them
+# `detector.media.limits.Limits()` (which imports PyAV), copied for the help texts; a test compares them
 LIMIT_DEFAULTS = {
     "max_upload_mb": 512.0,
     "max_duration": 900.0,
@@ -50,7 +50,7 @@ def _log_requests(quiet: bool) -> None:
 def cmd_serve(a: argparse.Namespace) -> int:
     import uvicorn
 
-    from detector.limits import Limits
+    from detector.media.limits import Limits
     from detector.service import ServiceConfig, create_app, read_tokens
 
     tokens_file = a.tokens or os.environ.get("MAMORI_TOKENS_FILE")

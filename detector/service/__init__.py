@@ -29,10 +29,10 @@ Why it is built this way:
   its status and `{"error", "message", "limit"}` body.
 - *Off the event loop, bounded*: scoring runs in a thread pool of `workers`; at most
   `workers + queue` requests are admitted, the next gets 503 with Retry-After. With batching on,
-  the workers' forward passes are merged by one model thread (`detector.batching`). `auto` = on:
+  the workers' forward passes are merged by one model thread (`detector.embed.batching`). `auto` = on:
   measured on this 2-core CPU (`scripts/load_service.py`), 4 clients 2.39 req/s merged vs 2.09
   unmerged (p99 1.87 s vs 3.64 s), 1 client the same (2.25 vs 2.32). (Before the allocator used
-  one arena, `detector.allocator`, merging measured slower on a CPU and `auto` was on for GPUs
+  one arena, `detector.embed.allocator`, merging measured slower on a CPU and `auto` was on for GPUs
   only.) The option stays so that a deployment can measure its own hardware.
 
 Modules: `app` (create_app, middleware, exception handlers), `errors` (the table), `config`
@@ -43,7 +43,7 @@ bodies), `decision_input` (the media root, checked result lines), `flood` (the f
 
 from __future__ import annotations
 
-from detector.limits import Limits
+from detector.media.limits import Limits
 from detector.service.app import create_app
 from detector.service.config import ServiceConfig, read_tokens
 

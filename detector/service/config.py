@@ -6,9 +6,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from detector.errors import ConfigError
-from detector.flood import FLOOD_MIN, FLOOD_SHARE
-from detector.frames import DEFAULT_FPS
-from detector.limits import Limits
+from detector.media.frames import DEFAULT_FPS
+from detector.media.limits import Limits
+from detector.runs.flood import FLOOD_MIN, FLOOD_SHARE
 
 __all__ = ["SCOPES", "ServiceConfig", "read_tokens"]
 

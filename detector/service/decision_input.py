@@ -21,7 +21,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from detector.decisions import Decision
+from detector.review.decisions import Decision
 from detector.service.errors import InvalidParameter, PathRefused, UploadTooLarge
 
 __all__ = ["checked_results", "confined"]
@@ -77,7 +77,7 @@ def _shown(value: object) -> str:
 
 
 def _segment(seg: object, where: str) -> dict[str, Any]:
-    """A segment as `detector.results.Segment` takes it (keys it does not know are dropped)."""
+    """A segment as `detector.match.results.Segment` takes it (keys it does not know are dropped)."""
     if not isinstance(seg, dict):
         raise InvalidParameter(f"{where}: a segment must be an object")
     missing = [k for k in (*_FLOATS, *_STRINGS, "box", "frames") if k not in seg]

@@ -1,5 +1,5 @@
 """The service's flood watch: per-reference match counts over the last `--flood-window` scored
-requests (`detector.flood`), in the admin's view of `GET /v1/index`, and the `--flood-action`.
+requests (`detector.runs.flood`), in the admin's view of `GET /v1/index`, and the `--flood-action`.
 
 Only requests answered with a result count (a refused or failed upload matched nothing). When a
 reference starts to flood (over `--flood-share` of the window, once it holds `--flood-min`
@@ -41,7 +41,7 @@ from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from detector.flood import FloodCounter, FloodReference
+from detector.runs.flood import FloodCounter, FloodReference
 
 if TYPE_CHECKING:
     from detector.service.config import ServiceConfig

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from functools import partial
 from typing import Any
 
-from detector.flood import FloodReference
+from detector.runs.flood import FloodReference
 from detector.service.flood import flood_reason
 from detector.service.state import ServiceState, change
 from index import ReferenceNotFoundError

@@ -14,7 +14,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
 
-from detector.embedding import RegionEmbedder
+from detector.embed.embedding import RegionEmbedder
 from detector.service.errors import MissingField, ReferenceNotAdded
 from detector.service.state import change, get_state, require
 from detector.service.uploads import Upload

@@ -14,7 +14,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 
-from detector.review import revoke_entries
+from detector.review.apply import revoke_entries
 from detector.service.state import change, get_state, require
 from index.allowlist import allow_entries
 

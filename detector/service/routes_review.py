@@ -1,7 +1,7 @@
 """`POST /v1/admin/decisions` (admin scope): reviewers' decisions applied to the served index.
 
 The body is JSON, within `max_upload_mb`: `{"decisions": [...], "results": [...]}`. Each decision
-is an object as in a decisions file (`detector.decisions`); `results` (optional) are the scan's
+is an object as in a decisions file (`detector.review.decisions`); `results` (optional) are the scan's
 result lines that locate each decision's regions (checked: a malformed segment is a 422).
 
 A decision's `path` names a file under the server's `--media-root` (relative to it, or absolute
@@ -12,7 +12,7 @@ max_frames_total, max_frames sampled frames, and the whole request within reques
 nothing is applied). Without `results` the server scores each file again first, in the scoring
 pool (a slot as `/v1/score` takes; 503 when none is free) and outside the index locks. Then,
 under the admin lock and the index lock: `not_infringing` decisions go into the allow-list in one
-commit, `infringing` ones' regions are added as references (`detector.confirmed`;
+commit, `infringing` ones' regions are added as references (`detector.review.confirmed`;
 `?add_confirmed=false` only records them), and readers switch to the new generation. The reply
 lists each decision's status, named by the path the client sent.
 """
@@ -31,11 +31,11 @@ import numpy as np
 from fastapi import APIRouter, Depends, Query, Request
 
 from detector.api import Detector
-from detector.batch import input_sha
-from detector.confirmed import add_confirmed
-from detector.decisions import Decision, decisions_from
-from detector.frames import MediaReader
-from detector.review import Applied, apply_decisions
+from detector.media.files import input_sha
+from detector.media.frames import MediaReader
+from detector.review.apply import Applied, apply_decisions
+from detector.review.confirmed import add_confirmed
+from detector.review.decisions import Decision, decisions_from
 from detector.service.decision_input import checked_results, confined
 from detector.service.errors import Busy, InvalidParameter, RequestTimeout, UnsupportedMediaType
 from detector.service.state import ServiceState, change, get_state, require

@@ -19,8 +19,8 @@ from fastapi import Request
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from detector.api import Detector
-from detector.backbones import Backbone, load_backbone
-from detector.batching import Batcher
+from detector.embed.backbones import Backbone, load_backbone
+from detector.embed.batching import Batcher
 from detector.service.config import SCOPES, ServiceConfig
 from detector.service.errors import Forbidden, NotReady, Unauthorized
 from detector.service.flood import FloodWatch

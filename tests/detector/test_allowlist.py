@@ -1,4 +1,4 @@
-"""The allow-list (`index.allowlist`) at query time (`detector.evidence`), and decisions files."""
+"""The allow-list (`index.allowlist`) at query time (`detector.match.evidence`), and decisions files."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from detector.decisions import DecisionFileError, read_decisions
-from detector.evidence import frame_evidence, suppressions
+from detector.match.evidence import frame_evidence, suppressions
+from detector.review.decisions import DecisionFileError, read_decisions
 from index.allowlist import allow_entries, allow_regions, prune_allowlist, revoke_allowed
 from index.store import CharacterInfo, IndexData, IndexStore, Reference, write_index
 

@@ -14,8 +14,8 @@ from backbone_zoo import SIDECAR, TinyEmbedder, check_contract, export_onnx, sav
 from helpers import reference_art
 
 from detector import BackboneUnavailableError, Detector, list_backbones, load_backbone
-from detector.backbones import Backbone
-from detector.embedding import RegionEmbedder
+from detector.embed.backbones import Backbone
+from detector.embed.embedding import RegionEmbedder
 from index import IncompatibleIndexError, IndexStore, build_index, read_folder
 
 

@@ -11,7 +11,7 @@ import torch
 from helpers import reference_art
 
 from detector import BackboneError, BackboneUnavailableError, load_backbone
-from detector.backbone_identity import IDENTITY_DIM, IDENTITY_WEIGHTS, identity_net, load_identity
+from detector.embed.backbone_identity import IDENTITY_DIM, IDENTITY_WEIGHTS, identity_net, load_identity
 from detector.shortlist import FeatureMap
 from index.images import file_sha256
 
@@ -39,7 +39,7 @@ def test_loads_offline_unit_norm_and_deterministic(monkeypatch: pytest.MonkeyPat
 
 
 def test_trained_weights_differ_from_the_imagenet_start() -> None:
-    from detector.backbone_effnet import effnet_imagenet
+    from detector.embed.backbone_effnet import effnet_imagenet
 
     trained = load_identity(IDENTITY_WEIGHTS).trunk.state_dict()
     start = effnet_imagenet()[0].state_dict()

@@ -13,7 +13,7 @@ from helpers import reference_art
 from PIL import Image
 
 from detector import BackboneError, BackboneUnavailableError, ConfigError, list_backbones, load_backbone
-from detector.backbones import register
+from detector.embed.backbones import register
 from index.images import file_sha256
 
 IMAGES = [Image.effect_noise((64, 64), s).convert("RGB") for s in (20, 60)] + [Image.new("RGB", (50, 70), "red")]
@@ -98,7 +98,7 @@ def test_effnet_refuses_partial_mapping(monkeypatch: pytest.MonkeyPatch) -> None
 
 def _real_images() -> list[Image.Image]:
     """Drawn scenes, characters on panels, and a scene with a character in it."""
-    from detector.synth import composite, draw_character, draw_scene
+    from detector.media.synth import composite, draw_character, draw_scene
 
     scenes = [draw_scene(f"fid-{i}", 320, 180) for i in range(3)]
     art = [reference_art(f"fid-{i}", i % 2) for i in range(3)]
@@ -126,7 +126,7 @@ def test_bf16_fidelity_and_auto_choice(tiny_openclip: dict[str, Path]) -> None:
 
 
 def test_auto_precision_rule(monkeypatch: pytest.MonkeyPatch) -> None:
-    from detector import inference
+    from detector.embed import inference
 
     module = torch.nn.Conv2d(3, 4, 3)
     cpu = torch.device("cpu")
@@ -154,7 +154,7 @@ def test_batchnorm_folding_keeps_outputs() -> None:
     import timm
     from timm.layers import BatchNormAct2d
 
-    from detector.inference import fold_batchnorm
+    from detector.embed.inference import fold_batchnorm
 
     torch.manual_seed(0)
     model = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=0).eval()
@@ -173,7 +173,7 @@ def test_batchnorm_folding_keeps_outputs() -> None:
 
 
 def test_tensor_resize_matches_pillow(tiny_openclip: dict[str, Path]) -> None:
-    from detector.backbones import image_tensor
+    from detector.embed.backbones import image_tensor
 
     bb = load_backbone(f"openclip:{tiny_openclip['config']}:{tiny_openclip['safetensors']}", precision="fp32")
     img = _real_images()[0]

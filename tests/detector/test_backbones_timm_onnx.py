@@ -16,8 +16,8 @@ from backbone_zoo import IMAGES, SIDECAR, TinyEmbedder, check_contract, export_o
 from helpers import reference_art
 
 from detector import BackboneError, BackboneUnavailableError, ConfigError, Detector, list_backbones, load_backbone
-from detector.embedding import RegionEmbedder
-from detector.synth import composite, draw_character, draw_scene
+from detector.embed.embedding import RegionEmbedder
+from detector.media.synth import composite, draw_character, draw_scene
 from index import IncompatibleIndexError, IndexStore, build_index, read_folder
 from index.images import file_sha256
 
@@ -111,7 +111,7 @@ def test_timm_hub_weights_offline_error(empty_hub_cache: Path) -> None:
 
 def test_timm_hub_weights_from_cache(empty_hub_cache: Path, timm_files: dict[str, Path]) -> None:
     """Hub weights already in the cache load offline; their identity is the state dict's sha256."""
-    from detector.backbone_timm import state_dict_sha256
+    from detector.embed.backbone_timm import state_dict_sha256
 
     snap = empty_hub_cache / "models--timm--test_vit.r160_in1k" / "snapshots" / ("0" * 40)
     snap.mkdir(parents=True)
@@ -186,7 +186,7 @@ def test_onnx_cuda_provider_choice(onnx_files: dict[str, Path], monkeypatch: pyt
     """--device cuda: the CUDA provider when onnxruntime has it, else the CPU with a warning."""
     import onnxruntime as ort
 
-    from detector import backbone_onnx
+    from detector.embed import backbone_onnx
 
     bb = load_backbone(f"onnx:{onnx_files['dynamic']}", device="cpu")
     monkeypatch.setattr(backbone_onnx, "resolve_device", lambda device: torch.device("cuda", 0))

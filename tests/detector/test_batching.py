@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from detector.batching import Batcher
+from detector.embed.batching import Batcher
 
 
 class _SlowBackbone:

@@ -12,8 +12,8 @@ import pytest
 
 from detector import cli
 from detector.api import Detector
-from detector.engines import score_one
-from detector.results import Result
+from detector.match.results import Result
+from detector.runs.engines import score_one
 
 
 def test_unexpected_failure_on_one_file_does_not_end_the_scan(
@@ -77,12 +77,12 @@ def test_a_fatal_unexpected_error_is_one_line_and_exit_2(
     index_dir: Path, clips: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import detector.export
+    import detector.runs.export
 
     def broken_csv(*args: object, **kw: object) -> int:
         raise TypeError("a bug in the CSV writer\nsecond line")
 
-    monkeypatch.setattr(detector.export, "write_csv", broken_csv)
+    monkeypatch.setattr(detector.runs.export, "write_csv", broken_csv)
     args = ["scan", str(clips["positive"]), "--index", str(index_dir), "--out", str(tmp_path / "r.jsonl"),
             "--csv", str(tmp_path / "r.csv"), "-q"]
     assert cli.main(args) == 2  # not 1, which would read as "something flagged"
@@ -102,7 +102,7 @@ class _ReplacingDetector:
         if self.calls < len(self.contents):
             data = self.contents[self.calls]
             if self.in_place:
-                time.sleep(0.05)  # past the file system's timestamp granularity (see detector.batch)
+                time.sleep(0.05)  # past the file system's timestamp granularity (see detector.media.files)
                 with open(path, "r+b") as fh:
                     fh.write(data)
             else:

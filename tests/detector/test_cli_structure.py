@@ -45,11 +45,11 @@ def test_lazy_names_resolve() -> None:
 
 def test_help_defaults_match_their_homes() -> None:
     """common.py copies these so that building the parser imports no torch or PyAV."""
-    from detector.backbones import DEFAULT_BACKBONE
     from detector.cli import common, serve_cmd
-    from detector.frames import DEFAULT_FPS, DEFAULT_MAX_FRAMES
-    from detector.inference import PRECISIONS
-    from detector.limits import Limits
+    from detector.embed.backbones import DEFAULT_BACKBONE
+    from detector.embed.inference import PRECISIONS
+    from detector.media.frames import DEFAULT_FPS, DEFAULT_MAX_FRAMES
+    from detector.media.limits import Limits
 
     assert (common.DEFAULT_BACKBONE, common.PRECISIONS) == (DEFAULT_BACKBONE, PRECISIONS)
     assert (common.DEFAULT_FPS, common.DEFAULT_MAX_FRAMES) == (DEFAULT_FPS, DEFAULT_MAX_FRAMES)
@@ -96,7 +96,7 @@ def test_index_never_imports_detector() -> None:
 
 def test_rescan_path_imports_no_model_code() -> None:
     """`mamori rescan` scores stored vectors: loading it must not pay for PyTorch (~1.5 s a run)."""
-    code = ("import sys, detector.rescan, detector.rescan_engines, detector.cli.rescan_cmd, detector.batch\n"
+    code = ("import sys, detector.runs.rescan, detector.runs.rescan_engines, detector.cli.rescan_cmd, detector.runs.batch\n"
             "print(' '.join(m for m in ('torch', 'open_clip', 'timm') if m in sys.modules))\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert proc.stdout.split() == [], f"imported by the rescan path: {proc.stdout}"

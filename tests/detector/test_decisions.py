@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from detector.decisions import DecisionFileError, decisions_from, read_decisions
+from detector.review.decisions import DecisionFileError, decisions_from, read_decisions
 
 GOOD = {"path": "v.mp4", "sha256": "a" * 64, "character": "a", "decision": "infringing", "reviewer": "kim"}
 

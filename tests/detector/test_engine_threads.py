@@ -1,4 +1,4 @@
-"""`detector.engines.in_threads`: what each worker thread is given."""
+"""`detector.runs.engines.in_threads`: what each worker thread is given."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from __future__ import annotations
 def test_worker_threads_each_get_their_share_of_faiss_threads() -> None:
     import faiss
 
-    from detector.engines import in_threads
+    from detector.runs.engines import in_threads
 
     main = faiss.omp_get_max_threads()
     got = list(in_threads(lambda _: {"n": faiss.omp_get_max_threads()}, range(4), 2))

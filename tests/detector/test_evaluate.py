@@ -1,4 +1,4 @@
-"""`detector.evaluate`: metrics and threshold suggestions on hand-made results with known answers."""
+"""`detector.runs.evaluate`: metrics and threshold suggestions on hand-made results with known answers."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from detector.errors import ConfigError
-from detector.evaluate import Label, average_precision, evaluate, read_labels, threshold_for_fpr
+from detector.runs.evaluate import Label, average_precision, evaluate, read_labels, threshold_for_fpr
 
 
 def _res(score: float, verdict: str, char: str | None = None, seg: tuple[float, float] = (0.0, 0.0)) -> dict:

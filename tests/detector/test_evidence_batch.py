@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from detector.evidence import frame_evidence, region_matrix, split_matrix
+from detector.match.evidence import frame_evidence, region_matrix, split_matrix
 from index.store import IndexStore
 
 

@@ -1,4 +1,4 @@
-"""Flood counting (`detector.flood`): what a match is, the threshold, the sliding window, the alert lines."""
+"""Flood counting (`detector.runs.flood`): what a match is, the threshold, the sliding window, the alert lines."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from detector.flood import FloodCounter, flood_lines, matched_references
+from detector.runs.flood import FloodCounter, flood_lines, matched_references
 
 
 def _result(*refs: str, character: str = "akane") -> dict[str, Any]:
@@ -96,7 +96,7 @@ def test_automatic_quarantine_reason_carries_its_expiry() -> None:
 
     from prometheus_client import CollectorRegistry
 
-    from detector.flood import FloodReference
+    from detector.runs.flood import FloodReference
     from detector.service.config import ServiceConfig
     from detector.service.flood import FloodWatch, flood_reason
 

@@ -1,4 +1,4 @@
-"""`detector.frames.frame_distance`: the one rule for finding the frame at a time that comes from
+"""`detector.media.frames.frame_distance`: the one rule for finding the frame at a time that comes from
 elsewhere (a scan store's float32 time, a result line's 4-decimal time, a segment, a reviewer's
 mark), on NTSC-rate videos, at both ends of a video, and late in a long one."""
 
@@ -12,7 +12,7 @@ import av
 import numpy as np
 import pytest
 
-from detector.frames import TIME_TOLERANCE, MediaReader, frame_at, frame_distance
+from detector.media.frames import TIME_TOLERANCE, MediaReader, frame_at, frame_distance
 
 NTSC = [Fraction(24000, 1001), Fraction(30000, 1001), Fraction(60000, 1001)]
 

@@ -10,10 +10,10 @@ import pytest
 from PIL import Image
 
 from detector.errors import ConfigError, MediaLimitError, UnreadableMediaError
-from detector.frames import VIDEO_SUFFIXES, MediaReader, frame_image
-from detector.hostile import remux, retime_flv
-from detector.regions import count_windows, frame_regions, pad_square, reference_views, square_windows
-from detector.synth import draw_scene, write_video
+from detector.media.frames import VIDEO_SUFFIXES, MediaReader, frame_image
+from detector.media.hostile import remux, retime_flv
+from detector.media.regions import count_windows, frame_regions, pad_square, reference_views, square_windows
+from detector.media.synth import draw_scene, write_video
 
 
 def _video(path: Path, seconds: float = 3.0, fps: int = 10, size: tuple[int, int] = (160, 96), codec: str = "libx264") -> Path:

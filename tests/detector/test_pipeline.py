@@ -11,10 +11,10 @@ from helpers import reference_art
 from PIL import Image
 
 from detector import Detector
-from detector.evidence import FrameEvidence
-from detector.frames import Frame, MediaReader
+from detector.match.evidence import FrameEvidence
+from detector.media.frames import Frame, MediaReader
+from detector.media.synth import composite, draw_scene, write_video
 from detector.pipeline import BLANK_KEYS, EvidenceReuse, PreparedFrame, RegionCache, prefetch, prepare_frames
-from detector.synth import composite, draw_scene, write_video
 
 
 def test_prefetch_keeps_order_and_reraises() -> None:

@@ -1,11 +1,11 @@
-"""Applying a match policy to one character (`detector.policy`): levels, time on screen, verdicts."""
+"""Applying a match policy to one character (`detector.match.policy`): levels, time on screen, verdicts."""
 
 from __future__ import annotations
 
 import pytest
 
-from detector.policy import Levels, decide, levels_for, on_screen, sampling_step, strongest
-from detector.results import PolicyMatch, Segment
+from detector.match.policy import Levels, decide, levels_for, on_screen, sampling_step, strongest
+from detector.match.results import PolicyMatch, Segment
 from index.policy import Policy, Rule
 from index.records import CharacterInfo
 

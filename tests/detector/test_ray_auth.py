@@ -1,4 +1,4 @@
-"""When a Ray connection has no token authentication (`detector.ray_auth`), decided from Ray's
+"""When a Ray connection has no token authentication (`detector.runs.ray_auth`), decided from Ray's
 version, whether mamori started the cluster, and the driver's auth mode (read from Ray 2.60's source
 and checked on it: a private `ray.init()` has token auth, `RAY_AUTH_MODE=disabled` or a cluster
 from `ray start` reached with `--ray-address` has none)."""
@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from detector import ray_auth
+from detector.runs import ray_auth
 
 
 @pytest.mark.parametrize(("version", "address", "token_auth", "expected"), [

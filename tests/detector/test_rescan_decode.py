@@ -11,8 +11,8 @@ import av
 import numpy as np
 import pytest
 
-from detector.frames import MediaReader
-from detector.rescan import _decoded
+from detector.media.frames import MediaReader
+from detector.runs.rescan import _decoded
 from index.errors import ScanStoreError
 
 
@@ -50,7 +50,7 @@ def test_late_frames_of_a_long_ntsc_video_are_found_again(tmp_path: Path) -> Non
 
 class _Container:
     """A stream whose first frame is stamped before the stream's start (an edit list, a cut):
-    the scan's clock clamps its time at 0 (`detector.frames._Clock`)."""
+    the scan's clock clamps its time at 0 (`detector.media.frames._Clock`)."""
 
     def __init__(self, frames: list[av.VideoFrame]) -> None:
         self.streams = SimpleNamespace(video=[SimpleNamespace(time_base=Fraction(1, 1000), start_time=100)])
@@ -64,7 +64,7 @@ class _Container:
 
 
 def test_rescan_clamps_frame_times_at_zero_as_the_scan_does() -> None:
-    from detector.rescan import _seeked
+    from detector.runs.rescan import _seeked
 
     frames = []
     for i, ms in enumerate((60, 140, 220)):  # 0.06 s is 0.04 s before the stream's start

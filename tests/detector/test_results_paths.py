@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from detector.results import Result, path_of
+from detector.match.results import Result, path_of
 
 
 def test_non_utf8_path_round_trips_and_damaged_path_bytes_fall_back() -> None:

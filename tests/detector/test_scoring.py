@@ -1,4 +1,4 @@
-"""`detector.scoring`: per-frame evidence (normalisation, near-copy), temporal aggregation, segments."""
+"""`detector.match.scoring`: per-frame evidence (normalisation, near-copy), temporal aggregation, segments."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from helpers import detailed_art, pasted, reference_art
 from PIL import Image
 
-from detector.scoring import (
+from detector.match.scoring import (
     LOW_INLIERS,
     MIN_INLIERS,
     REGION_IOU,
@@ -29,7 +29,7 @@ from detector.scoring import (
     verified_score,
     verify_frame,
 )
-from detector.synth import draw_scene
+from detector.media.synth import draw_scene
 from index.local import reference_features, self_check
 from index.nearcopy import pdq_dihedral, region_hashes
 from index.store import CharacterInfo, IndexData, IndexStore, Reference, write_index

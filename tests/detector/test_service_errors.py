@@ -15,8 +15,8 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from detector.batch import FileChangedError
 from detector.errors import BackboneUnavailableError, ConfigError, DetectorError, MediaLimitError, UnreadableMediaError
+from detector.media.files import FileChangedError
 from detector.service import ServiceConfig, create_app
 from detector.service import errors as E
 from index import CorruptIndexError, IncompatibleIndexError, IndexLockedError, IndexStoreError, ReferenceNotFoundError

@@ -13,12 +13,12 @@ from helpers import reference_art
 from PIL import Image
 
 from detector import Detector
-from detector.backbones import load_backbone
-from detector.frames import Frame
+from detector.embed.backbones import load_backbone
+from detector.media.frames import Frame
+from detector.media.regions import frame_regions
+from detector.media.synth import composite, draw_scene
 from detector.pipeline import PreparedFrame, region_signatures
-from detector.regions import frame_regions
 from detector.shortlist import FeatureMap, KeptRegions, RegionSearch, coarse_regions, window_inside
-from detector.synth import composite, draw_scene
 from index.tuning import tuning_for
 
 

@@ -12,9 +12,9 @@ import pytest
 
 from detector import recording
 from detector.api import Detector
-from detector.batch import FileChangedError, hash_file
+from detector.media.files import FileChangedError, hash_file
+from detector.media.regions import DEFAULT_SCALES
 from detector.recording import open_store
-from detector.regions import DEFAULT_SCALES
 from index.scanstore import ScanStore
 
 

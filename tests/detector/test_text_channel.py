@@ -10,15 +10,15 @@ import numpy as np
 import pytest
 
 from detector import cli
-from detector.backbones import load_backbone
-from detector.embedding import RegionEmbedder
+from detector.embed.backbones import load_backbone
+from detector.embed.embedding import RegionEmbedder
+from detector.embed.text import N_FLOOR
 from detector.errors import BackboneError, ConfigError
-from detector.evidence import frame_evidence
-from detector.export import _row
-from detector.report import report_data
-from detector.scoring import MISSING_N, aggregate
-from detector.synth import draw_scene
-from detector.text import N_FLOOR
+from detector.match.evidence import frame_evidence
+from detector.match.scoring import MISSING_N, aggregate
+from detector.media.synth import draw_scene
+from detector.runs.export import _row
+from detector.runs.report import report_data
 from index import IndexStore, build_index, read_folder
 from index.calibrate import calibrated_score
 from index.prompts import PromptEntry

@@ -1,4 +1,4 @@
-"""The ViT shortlist pass (`detector.tokenmap`): pooled MaskCLIP-style patch tokens of one forward pass."""
+"""The ViT shortlist pass (`detector.embed.tokenmap`): pooled MaskCLIP-style patch tokens of one forward pass."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ import torch
 from helpers import reference_art
 
 from detector import Detector
-from detector.backbones import Backbone, load_backbone
-from detector.embedding import RegionEmbedder
+from detector.embed.backbones import Backbone, load_backbone
+from detector.embed.embedding import RegionEmbedder
+from detector.embed.tokenmap import TokenMap, window_weights
+from detector.media.synth import composite, draw_scene
 from detector.shortlist import RegionSearch
-from detector.synth import composite, draw_scene
-from detector.tokenmap import TokenMap, window_weights
 from index import build_index, read_folder
 from index.tuning import tuning_for
 

@@ -139,7 +139,7 @@ def test_demo_runs_offline(tmp_path: Path) -> None:
 
 def test_small_character_in_cluttered_scene_is_flagged_with_its_box(index_dir: Path, tmp_path: Path) -> None:
     """A reference pasted at 30% of the frame height into a busy drawn scene: flagged, with its box."""
-    from detector.synth import make_clip
+    from detector.media.synth import make_clip
 
     clip = tmp_path / "small.mp4"
     boxes = make_clip(clip, "clutter-scene", reference_art("benkei", 0), duration=3.0, appear=(0.5, 2.5),

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from helpers import run_cli
 
-from detector.report_decisions import NO_SHA_FILE, NO_SHA_LINE
+from detector.runs.report_decisions import NO_SHA_FILE, NO_SHA_LINE
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from helpers import MAMORI, reference_art, run_cli
 
-from detector.synth import composite, draw_scene
+from detector.media.synth import composite, draw_scene
 
 
 @pytest.fixture(scope="module")

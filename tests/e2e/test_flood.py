@@ -17,7 +17,7 @@ import pytest
 from helpers import reference_art, run_cli, serving
 from PIL import Image
 
-from detector.synth import composite, draw_scene
+from detector.media.synth import composite, draw_scene
 
 
 def _scene(seed: str, character: str | None = "akane") -> Image.Image:

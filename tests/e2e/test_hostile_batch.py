@@ -19,8 +19,8 @@ from pathlib import Path
 
 from helpers import MAMORI, reference_art, run_cli
 
-from detector.results import path_of
-from detector.synth import composite, draw_scene, make_clip
+from detector.match.results import path_of
+from detector.media.synth import composite, draw_scene, make_clip
 
 RAW = b"clip\xff odd.mp4"  # not UTF-8: Python names it with a surrogate escape
 
@@ -157,7 +157,7 @@ def test_fatal_unexpected_error_exits_2_not_1(index_dir: Path, tmp_path: Path) -
     line on stderr; before, it escaped main() and Python exited 1, which reads as "flagged"."""
     scene, _ = composite(draw_scene("fatal"), reference_art("akane").convert("RGBA"), height_frac=0.6, x_frac=0.4)
     scene.save(tmp_path / "flagged.png")
-    code = ("import sys, detector.export as e\n"
+    code = ("import sys, detector.runs.export as e\n"
             "def boom(*a, **k): raise KeyError('column')\n"
             "e.write_csv = boom\n"
             "from detector.cli import main\n"

@@ -9,7 +9,7 @@ from pathlib import Path
 from helpers import run_cli
 from PIL import Image
 
-from detector.hostile import remux, retime_flv
+from detector.media.hostile import remux, retime_flv
 
 
 def _scan(index_dir: Path, out: Path, *paths: Path) -> dict[str, dict]:

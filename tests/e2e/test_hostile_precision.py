@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from detector.api import Detector
-from detector.backbones import load_backbone
+from detector.embed.backbones import load_backbone
 from index import IndexStore
 
 

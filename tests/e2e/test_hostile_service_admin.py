@@ -18,8 +18,8 @@ from helpers import reference_art, run_cli, serving
 from PIL import Image
 
 from detector.client import MamoriClient, ServiceError
-from detector.report import report_data
-from detector.synth import composite, draw_scene
+from detector.media.synth import composite, draw_scene
+from detector.runs.report import report_data
 
 ADMIN, SCORE = "tok-hostile-admin", "tok-hostile-score"
 WEIRD = "we?ird #%20 index ü"

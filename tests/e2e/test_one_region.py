@@ -13,7 +13,7 @@ from pathlib import Path
 from helpers import detailed_art, pasted, run_cli
 from PIL import ImageDraw
 
-from detector.synth import write_video
+from detector.media.synth import write_video
 
 
 def test_one_region_explains_one_character(tmp_path: Path, background_dir: Path) -> None:

@@ -11,7 +11,7 @@ import httpx
 import pytest
 from helpers import PROTECTED, reference_art, run_cli, serving
 
-from detector.synth import composite, draw_scene
+from detector.media.synth import composite, draw_scene
 
 SAGA = """
 [[rule]]

@@ -20,8 +20,8 @@ from cdp import Browser
 from helpers import reference_art, run_cli
 from PIL import Image
 
-from detector.report import report_data, write_report
-from detector.synth import make_clip
+from detector.media.synth import make_clip
+from detector.runs.report import report_data, write_report
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium not installed "

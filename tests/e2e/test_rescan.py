@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from helpers import MAMORI, reference_art, run_cli
 
-from detector.synth import make_clip
+from detector.media.synth import make_clip
 
 
 def _lines(path: Path) -> list[dict[str, Any]]:

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from helpers import MAMORI, reference_art, run_cli
 
-from detector.batch import completed, read_list, unique
-from detector.synth import composite, draw_scene
+from detector.media.synth import composite, draw_scene
+from detector.runs.batch import completed, read_list, unique
 
 
 def _inputs(root: Path, clips: dict[str, Path]) -> list[Path]:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from helpers import reference_art, run_cli
 
-from detector.synth import make_clip
+from detector.media.synth import make_clip
 
 
 def _lines(path: Path) -> dict[str, dict]:

@@ -20,7 +20,7 @@ from helpers import MAMORI, reference_art, serving
 from PIL import Image
 
 from detector.client import MamoriClient, ServiceError
-from detector.synth import composite, draw_scene, write_video
+from detector.media.synth import composite, draw_scene, write_video
 
 TOKENS = {"score": "tok-score", "admin": "tok-admin", "both": "tok-both"}
 TIMEOUT = 12  # the server's --request-timeout

@@ -11,7 +11,7 @@ import httpx
 import pytest
 from helpers import reference_art, serving_copy
 
-from detector.synth import make_clip
+from detector.media.synth import make_clip
 
 TOKENS = {"score": "tok-score", "admin": "tok-admin"}
 SCOPES = {"score": "score", "admin": "score,admin"}

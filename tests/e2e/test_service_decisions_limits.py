@@ -12,7 +12,7 @@ import httpx
 import pytest
 from helpers import reference_art, serving_copy
 
-from detector.synth import make_clip
+from detector.media.synth import make_clip
 
 ADMIN = "tok-limits-admin"
 

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from helpers import MAMORI, reference_art, run_cli
 
-from detector.synth import make_clip
+from detector.media.synth import make_clip
 from index.scanstore import ScanStore
 
 VIDEOS = 16

@@ -16,8 +16,8 @@ import numpy as np
 from helpers import run_cli
 from PIL import Image
 
-from detector.backbones import load_backbone
-from detector.embedding import RegionEmbedder
+from detector.embed.backbones import load_backbone
+from detector.embed.embedding import RegionEmbedder
 from index.images import IMAGE_SUFFIXES, open_image
 
 PROMPT = "a black and white checkerboard"

@@ -9,8 +9,8 @@ import pytest
 from helpers import detailed_art, pasted, reference_art
 from PIL import Image
 
-from detector.synth import draw_scene
-from detector.verify import MIN_INLIERS, padded
+from detector.match.verify import MIN_INLIERS, padded
+from detector.media.synth import draw_scene
 from index.local import VERIFIABLE, count_inliers, describe, reference_features, self_check, two_nearest
 from index.store import IndexData, IndexStore, Reference, write_index
 

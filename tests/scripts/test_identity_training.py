@@ -137,7 +137,7 @@ def test_supcon_orders_embeddings() -> None:
 
 
 def test_train_checkpoints_resumes_and_exports(tiny_corpus: Path, tmp_path: Path) -> None:
-    from detector.backbone_identity import load_identity
+    from detector.embed.backbone_identity import load_identity
 
     work, out = tmp_path / "work", tmp_path / "w.safetensors"
     args = ["--corpus", str(tiny_corpus), "--work", str(work), "--steps", "3", "--views", "2", "--p", "3",

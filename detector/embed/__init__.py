@@ -1,0 +1,1 @@
+"""Embedding: backbones and their plug-ins, inference and batching, the region embedder, the token map, the text channel."""

@@ -1,0 +1,1 @@
+"""Review: reviewers' decisions read and applied (allow-list, confirmed references)."""
