@@ -29,10 +29,8 @@ imports nothing of the service's state); what a scored request makes it do to th
 
 from __future__ import annotations
 
-import calendar
 import logging
 import re
-import time
 from collections import Counter as Tally
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
@@ -42,6 +40,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from detector.runs.flood import FloodCounter, FloodReference
+from index.clock import at, parse
 
 if TYPE_CHECKING:
     from detector.service.config import ServiceConfig
@@ -54,19 +53,14 @@ log = logging.getLogger("mamori.service")
 FLOOD_ACTIONS = ("alert", "quarantine")
 #: references listed in `GET /v1/index`'s flood part
 TOP_K = 10
-_ISO = "%Y-%m-%dT%H:%M:%SZ"
 _REASON = re.compile(r"^flood \(automatic, expires (\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ)\)")
-
-
-def _iso(t: float) -> str:
-    return time.strftime(_ISO, time.gmtime(t))
 
 
 def flood_reason(f: FloodReference, now: float, ttl: float) -> tuple[str, float]:
     """(the quarantine reason, the epoch second it expires at) of an automatic flood quarantine."""
     until = float(int(now + ttl + 0.999))  # whole seconds, as written in the reason
-    reason = (f"flood (automatic, expires {_iso(until)}): matched {f.count} of {f.total} scored requests "
-              f"({f.share:.1%}) by {_iso(now)}")
+    reason = (f"flood (automatic, expires {at(until)}): matched {f.count} of {f.total} scored requests "
+              f"({f.share:.1%}) by {at(now)}")
     return reason, until
 
 
@@ -105,7 +99,7 @@ class FloodWatch(Collector):
         for ref in store.references.values():
             m = _REASON.match(ref.quarantine or "")
             if m:
-                self.expiry[ref.id] = (float(calendar.timegm(time.strptime(m[1], _ISO))), ref.quarantine)
+                self.expiry[ref.id] = (parse(m[1]), ref.quarantine)
 
     def due(self, now: float) -> list[tuple[str, str]]:
         """The automatic quarantines whose time is up: (id, reason), removed from `expiry`."""
@@ -129,7 +123,7 @@ class FloodWatch(Collector):
         return {"window": self.counter.window, "requests": self.counter.total, "share": self.share,
                 "min_requests": self.min_total, "action": self.action,
                 "quarantine": {"max_per_reference": self.cap, "ttl_seconds": self.ttl,
-                               "expires": {r: _iso(t) for r, (t, _) in sorted(self.expiry.items())}},
+                               "expires": {r: at(t) for r, (t, _) in sorted(self.expiry.items())}},
                 "top": top}
 
     def collect(self) -> Iterator[GaugeMetricFamily]:

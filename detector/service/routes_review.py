@@ -126,7 +126,7 @@ async def apply(request: Request, add_confirmed_refs: bool = Query(True, alias="
     def run() -> list[Applied]:
         with index_lock(index):
             store = IndexStore.open(index)
-            fresh = state._detector(store)
+            fresh = state.detector_for(store)
             _with_deadline(fresh, t_end)
             applied = apply_decisions(fresh, decisions, records=scored if records is None else records,
                                       commit=lambda: write_index(index, store.data),

@@ -65,7 +65,7 @@ class ServiceState:
             self.backbone = load_backbone(store.backbone["name"], precision=self.cfg.precision, device=self.cfg.device)
             if self.cfg.batching in ("on", "auto"):
                 self.batcher = Batcher(self.backbone)
-            self.detector = self._detector(store)
+            self.detector = self.detector_for(store)
             self.flood.restore(store)
             log.info("ready: index %s (generation %s), backbone %s in %s on %s, batching %s", self.cfg.index,
                      store.manifest.get("generation"), self.backbone.name, self.backbone.precision,
@@ -74,7 +74,8 @@ class ServiceState:
             self.load_error = f"{type(exc).__name__}: {exc}"
             log.error("cannot load: %s", self.load_error)
 
-    def _detector(self, store: IndexStore) -> Detector:
+    def detector_for(self, store: IndexStore) -> Detector:
+        """A `Detector` over `store` with the service's backbone, limits and batcher."""
         assert self.backbone is not None
         lim = self.cfg.limits
         det = Detector(store, self.backbone, fps=self.cfg.fps, max_frames=lim.max_frames, max_pixels=lim.max_pixels,
@@ -85,7 +86,7 @@ class ServiceState:
 
     def reload(self) -> Detector:
         """Open the index's current generation and switch readers to it (caller holds admin_lock)."""
-        self.detector = self._detector(IndexStore.open(self.cfg.index))
+        self.detector = self.detector_for(IndexStore.open(self.cfg.index))
         return self.detector
 
     async def receive(self, request: Request, folder: Path, raw_types: tuple[str, ...] = RAW_TYPES) -> Upload:
