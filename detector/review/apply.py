@@ -40,7 +40,6 @@ Decisions apply in the order given, so within one file the last line on an input
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -99,8 +98,10 @@ def _segments_from(records: list[dict[str, Any]], d: Decision) -> list[Segment] 
 
 
 def _at_peak(s: Segment, frame: Frame, step: float) -> bool:
-    """Whether a sampled frame is the one nearest the segment's peak (within half a step of it)."""
-    return frame_distance(frame.time, s.peak_time) < step / 2
+    """Whether a sampled frame is the one nearest the segment's peak: strictly within half a step
+    of it. A nearest-frame rule, not a time match, so no tolerance is added (`frame_distance`'s
+    would make both frames a half step either side of the peak count)."""
+    return abs(frame.time - s.peak_time) < step / 2
 
 
 def _wanted(segments: list[Segment], frame: Frame, step: float) -> list[Segment]:
@@ -180,7 +181,7 @@ def _marked(det: Detector, d: Decision, time: float) -> list[Segment] | str:
             near = frame
         if frame.time > time + step:
             break
-    if near is None or frame_distance(time, -math.inf, near.time + step) > 0.0:  # a step past the last frame
+    if near is None or time > near.time + step:  # more than a step past the last sampled frame
         last = "no frame" if near is None else f"the last sampled frame is at {near.time:.3f} s"
         return f"the mark's time {time:.3f} s is past the end of {d.path} ({last})"
     width, height = round(near.image.width * near.scale), round(near.image.height * near.scale)
