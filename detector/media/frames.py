@@ -28,10 +28,10 @@ from pathlib import Path
 from typing import Literal
 
 import av
-import numpy as np
 from PIL import Image
 
 from detector.errors import ConfigError, MediaLimitError, UnreadableMediaError
+from detector.media.times import frame_distance
 from index.errors import ImageTooLargeError, ReferenceImageError
 from index.images import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, open_image
 
@@ -39,12 +39,10 @@ __all__ = [
     "DEFAULT_FPS",
     "DEFAULT_MAX_FRAMES",
     "MEDIA_SUFFIXES",
-    "TIME_TOLERANCE",
     "VIDEO_SUFFIXES",
     "Frame",
     "MediaReader",
     "frame_at",
-    "frame_distance",
     "frame_image",
 ]
 
@@ -66,9 +64,6 @@ VIDEO_SUFFIXES = frozenset({
 #: Frame rate assumed when a stream with unusable timestamps declares none.
 FALLBACK_RATE = 25.0
 MEDIA_SUFFIXES = VIDEO_SUFFIXES | IMAGE_SUFFIXES
-#: Seconds by which a time from elsewhere may miss its frame's decoded time (`frame_distance`):
-#: a result line rounds times to 0.1 ms; two frames are 16.7 ms apart at 60000/1001 fps, 4.2 ms at 240.
-TIME_TOLERANCE = 1e-3
 
 
 @dataclass(frozen=True)
@@ -307,30 +302,6 @@ def _declared_rate(stream: av.video.stream.VideoStream) -> float:
         if 1.0 <= r <= 1000.0:
             return r
     return FALLBACK_RATE
-
-
-def frame_distance(time: float, start: float, end: float | None = None) -> float:
-    """Seconds from a frame at `time` to the time `start`, or to the span [start, end] (`end`
-    math.inf: at or after `start`); 0.0 when the frame is the one at `start` or lies in the span.
-
-    The one rule for finding the frame at a time from elsewhere (a result line, the scan store, a
-    reviewer's mark): each finite end is widened by TIME_TOLERANCE, or by two float32 steps at that
-    time where more (the scan store keeps float32 times: late in an NTSC-rate video one is later
-    than its frame's; past 2^13 s a step is 1 ms). Callers ask for "the frame at t" (0.0), "the
-    frames of a segment" (0.0 with `end`), "the first frame from t on" (`end` math.inf) or "the
-    frame nearest t" (the smallest distance; the earlier frame on a tie).
-
-    >>> frame_distance(45.045, float(np.float32(45.045))), round(frame_distance(45.0784, 45.045), 4)
-    (0.0, 0.0324)
-    """
-    end = start if end is None else end
-    return max(0.0, start - _tolerance(start) - time, time - end - _tolerance(end))
-
-
-def _tolerance(t: float) -> float:
-    if not math.isfinite(t):
-        return 0.0
-    return max(TIME_TOLERANCE, 2 * float(np.spacing(np.float32(abs(t)))))
 
 
 def frame_at(path: str | Path, time: float, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:

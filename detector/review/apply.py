@@ -54,8 +54,9 @@ from detector.match.results import Segment, path_of
 from detector.match.scoring import iou
 from detector.match.verify import verify_frame
 from detector.media.files import input_sha
-from detector.media.frames import Frame, MediaReader, frame_distance
+from detector.media.frames import Frame, MediaReader
 from detector.media.regions import Box
+from detector.media.times import frame_distance
 from detector.review.confirmed import REVIEW_SOURCE, confirmed_entries
 from detector.review.decisions import Applied, Decision
 from index.allowlist import AllowEntryNotFoundError, AllowMatcher, active_entries, allow_regions, revoke_allowed

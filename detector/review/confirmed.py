@@ -29,7 +29,8 @@ from typing import TYPE_CHECKING
 from PIL import Image
 
 from detector.match.results import Segment
-from detector.media.frames import MediaReader, frame_distance
+from detector.media.frames import MediaReader
+from detector.media.times import frame_distance
 from detector.review.decisions import Applied, Decision
 from index.build import Embedder, add_references
 from index.manifest import ReferenceEntry

@@ -64,8 +64,9 @@ from detector.match.evidence import FrameEvidence, Matrix, frame_evidence, regio
 from detector.match.results import Result
 from detector.match.scoring import SUPPORT_FRAMES, aggregate, exclusive
 from detector.match.verify import VERIFY_MIN_SCORE, VERIFY_TOP, verify_frame
-from detector.media.frames import Frame, MediaReader, frame_distance, frame_image
+from detector.media.frames import Frame, MediaReader, frame_image
 from detector.media.regions import GRID, Box, frame_regions
+from detector.media.times import frame_distance
 from index.errors import ScanStoreError
 from index.images import DEFAULT_MAX_PIXELS
 from index.nearcopy import PDQ_BYTES, region_hashes

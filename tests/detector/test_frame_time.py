@@ -12,7 +12,8 @@ import av
 import numpy as np
 import pytest
 
-from detector.media.frames import TIME_TOLERANCE, MediaReader, frame_at, frame_distance
+from detector.media.frames import MediaReader, frame_at
+from detector.media.times import TIME_TOLERANCE, frame_distance
 
 NTSC = [Fraction(24000, 1001), Fraction(30000, 1001), Fraction(60000, 1001)]
 
