@@ -9,8 +9,9 @@ Steps, in order (deterministic: same packages, same manifest):
    with its provenance (package, tileset or deck = artist, animation, direction, licence);
 3. clean: crop to the drawing's alpha box; drop blank, tiny and near-duplicate drawings (PDQ within
    an identity, Hamming distance <= NEAR_DUP) and exact copies across identities;
-4. group and split: an identity is one character of one game (freeciv units and card faces group
-   across tilesets and decks: one character drawn by several artists). Identities are split
+4. group and split: an identity is one character of one game (freeciv units, card faces and
+   Cataclysm: DDA's monsters group across tilesets and decks: one character drawn by several
+   artists). Identities are split
    train/val by a hash of their name; one whole source (HELD_OUT_SOURCE) is held out as an unseen
    domain;
 5. write `images/`, `manifest.csv` (one row a drawing), `scenes/` (backgrounds for compositing, from
@@ -27,6 +28,7 @@ import csv
 import gzip
 import hashlib
 import io
+import json
 import re
 import shutil
 import subprocess
@@ -49,6 +51,7 @@ PACKAGES = {
     "kdegames-card-data-kf5": "LGPL-2.0-or-later / GPL-2.0-or-later / public domain (per deck)",
     "hedgewars-data": "GPL-2.0-only / CC-BY-SA",
     "freedroidrpg-data": "GPL-2.0-or-later",
+    "cataclysm-dda-data": "CC-BY-SA-3.0",
 }
 HELD_OUT_SOURCE = "flare"
 #: animations that are another medium than the sprite: a menu icon, a painted/rendered portrait
@@ -58,6 +61,7 @@ MIN_SIDE = 16  # px, after cropping to alpha
 MIN_OPAQUE = 0.06  # share of opaque pixels
 NEAR_DUP = 24  # PDQ Hamming distance (of 256 bits) under which two drawings of an identity are one
 MAX_PER_IDENTITY = 24
+OPAQUE_BLOCK = 0.95  # cataclysm: a tile this opaque is a glyph on a block
 MAX_SIDE = 256  # longer side of a stored drawing (big art is shrunk, small sprites kept as drawn)
 
 
@@ -278,9 +282,70 @@ def hedgewars(root: Path) -> Iterator[Drawing]:
                           str(png.relative_to(root)), im.crop((0, i * 32, 32, i * 32 + 32)))
 
 
+def _sprite_ids(fg: object) -> list[int]:
+    """A tile's `fg`: one sprite index, a list of them, or weighted variants ({"sprite": ...})."""
+    if isinstance(fg, int):
+        return [fg]
+    if isinstance(fg, dict):
+        return _sprite_ids(fg.get("sprite"))
+    if isinstance(fg, list):
+        return [i for v in fg for i in _sprite_ids(v)]
+    return []
+
+
+def cataclysm(root: Path) -> Iterator[Drawing]:
+    """Monsters of Cataclysm: DDA's tilesets: one monster id, drawn in up to ten artists' tilesets.
+
+    A tileset numbers its sprites across its sheets in order (each sheet's grid of sprite_width x
+    sprite_height cells, left to right, top to bottom). A sprite that one tileset uses for two or
+    more monsters (a generic zombie) belongs to none of them. Tiles are 10-32 px: each is blown up
+    nearest-neighbour to at least 32 px a side before cleaning, as the game shows it.
+    """
+    gfx = root / "usr/share/games/cataclysm-dda/gfx"
+    for config in _files(gfx, "tile_config.json"):
+        if config.parent == gfx:  # the default tileset's copy of one of the others
+            continue
+        cfg = json.loads(config.read_text(encoding="utf-8"))
+        info = (cfg.get("tile_info") or [{}])[0]
+        sheets, users = [], defaultdict(set)
+        first = 0
+        for sheet in cfg.get("tiles-new", []):
+            path = config.parent / str(sheet.get("file", ""))
+            if not path.is_file():
+                continue
+            w, h = int(sheet.get("sprite_width", info.get("width", 32))), int(sheet.get("sprite_height", info.get("height", 32)))
+            with Image.open(path) as im:
+                cols, rows = im.width // w, im.height // h
+            sheets.append((first, first + cols * rows, path, w, h, cols))
+            first += cols * rows
+            for tile in sheet.get("tiles", []):
+                ids = tile.get("id")
+                for ident in ids if isinstance(ids, list) else [ids]:
+                    if isinstance(ident, str) and ident.startswith("mon_"):
+                        for i in _sprite_ids(tile.get("fg"))[:2]:  # the drawing and one variant at most
+                            users[i].add(ident)
+        opened: dict[Path, Image.Image] = {}
+        for index, idents in sorted(users.items()):
+            if len(idents) != 1:
+                continue
+            for lo, hi, path, w, h, cols in sheets:
+                if lo <= index < hi:
+                    sheet_im = opened.setdefault(path, _rgba(path))
+                    k = index - lo
+                    x, y = (k % cols) * w, (k // cols) * h
+                    factor = -(-32 // max(w, h))
+                    tile_im = sheet_im.crop((x, y, x + w, y + h)).resize((w * factor, h * factor), Image.Resampling.NEAREST)
+                    if (np.asarray(tile_im.getchannel("A")) > 127).mean() > OPAQUE_BLOCK:
+                        break  # a glyph on a solid block (RetroDays, NeoDays), not a cut-out drawing
+                    yield Drawing(f"cataclysm/{next(iter(idents))[4:]}", "cataclysm", "cataclysm-dda-data",
+                                  config.parent.name, "tile", "-", str(path.relative_to(root)), tile_im)
+                    break
+
+
 SOURCES = {"freeciv": ("freeciv-data", freeciv), "widelands": ("widelands-data", widelands),
            "supertux": ("supertux-data", supertux), "flare": ("flare-game", flare),
-           "cards": ("kdegames-card-data-kf5", cards), "freedroid": ("freedroidrpg-data", freedroid), "hedgewars": ("hedgewars-data", hedgewars)}
+           "cards": ("kdegames-card-data-kf5", cards), "freedroid": ("freedroidrpg-data", freedroid),
+           "hedgewars": ("hedgewars-data", hedgewars), "cataclysm": ("cataclysm-dda-data", cataclysm)}
 #: backgrounds for compositing training views: (package, folder, glob)
 SCENES = [("supertux-data", "usr/share/games/supertux2/images/background", "*.*g"),
           ("flare-game", "usr/share/games/flare/mods/fantasycore/images/menus/backgrounds", "*.png"),

@@ -98,6 +98,39 @@ def test_corpus_cleaning() -> None:
     assert corpus_mod.lua_sheets("walk = { columns = 3, hotspot = {1, 2}, frames = 10, rows = 4 }") == {"walk": (10, 4, 3)}
 
 
+def _tileset(root: Path, name: str, sheets: list[tuple[str, int, list[dict[str, object]]]]) -> None:
+    """A Cataclysm: DDA tileset: sheets of 16 x 16 sprites (sprite k drawn in colour k), a tile_config.json."""
+    folder = root / "usr/share/games/cataclysm-dda/gfx" / name
+    folder.mkdir(parents=True)
+    entries, first = [], 0
+    for file, count, tiles in sheets:
+        sheet = Image.new("RGBA", (16 * count, 16), (0, 0, 0, 0))
+        draw = ImageDraw.Draw(sheet)
+        for k in range(count):
+            draw.ellipse((16 * k + 2, 2, 16 * k + 13, 13), fill=(10 * (first + k), 250 - 10 * (first + k), 90, 255))
+        if file == "solid.png":
+            sheet = Image.new("RGBA", (16 * count, 16), (0, 0, 0, 255))  # glyph blocks, fully opaque
+        sheet.save(folder / file)
+        entries.append({"file": file, "tiles": tiles})
+        first += count
+    (folder / "tile_config.json").write_text(json.dumps({"tile_info": [{"width": 16, "height": 16}], "tiles-new": entries}))
+
+
+def test_cataclysm_tiles_are_cut_by_their_global_sprite_index(tmp_path: Path) -> None:
+    _tileset(tmp_path, "ArtistA", [
+        ("a.png", 3, [{"id": "mon_zombie", "fg": 0}, {"id": ["mon_dog", "mon_wolf"], "fg": 1}]),
+        ("b.png", 2, [{"id": "mon_bat", "fg": [{"weight": 1, "sprite": 4}]}, {"id": "t_floor", "fg": 3}]),
+    ])
+    _tileset(tmp_path, "ArtistB", [("solid.png", 2, [{"id": "mon_zombie", "fg": 0}, {"id": "mon_bat", "fg": 1}])])
+    got = list(corpus_mod.cataclysm(tmp_path))
+    # sprite 1 is shared by two monsters (nobody's), t_floor is no monster, ArtistB's tiles are solid blocks
+    assert [(d.identity, d.artist) for d in got] == [("cataclysm/zombie", "ArtistA"), ("cataclysm/bat", "ArtistA")]
+    bat = got[1].image
+    assert bat.size == (32, 32)  # blown up nearest-neighbour from 16 px
+    assert bat.getpixel((16, 16))[:3] == (40, 210, 90)  # sprite 4 = the second sheet's second cell
+    assert got[1].origin.endswith("ArtistA/b.png")
+
+
 def test_views_are_seeded_and_composited() -> None:
     art = _drawing(2, 0)
     scene = Image.effect_noise((200, 150), 50).convert("RGB")
