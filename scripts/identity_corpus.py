@@ -11,9 +11,8 @@ Steps, in order (deterministic: same packages, same manifest):
    an identity, Hamming distance <= NEAR_DUP) and exact copies across identities;
 4. group and split: an identity is one character of one game (freeciv units, card faces and
    Cataclysm: DDA's monsters group across tilesets and decks: one character drawn by several
-   artists). Identities are split
-   train/val by a hash of their name; one whole source (HELD_OUT_SOURCE) is held out as an unseen
-   domain;
+   artists). Identities are split train/val by a hash of their name; one whole source
+   (HELD_OUT_SOURCE) is held out as an unseen domain;
 5. write `images/`, `manifest.csv` (one row a drawing), `scenes/` (backgrounds for compositing, from
    the same packages) and print counts per source.
 
@@ -305,41 +304,51 @@ def cataclysm(root: Path) -> Iterator[Drawing]:
     for config in _files(gfx, "tile_config.json"):
         if config.parent == gfx:  # the default tileset's copy of one of the others
             continue
-        cfg = json.loads(config.read_text(encoding="utf-8"))
-        info = (cfg.get("tile_info") or [{}])[0]
-        sheets, users = [], defaultdict(set)
-        first = 0
-        for sheet in cfg.get("tiles-new", []):
-            path = config.parent / str(sheet.get("file", ""))
-            if not path.is_file():
-                continue
-            w, h = int(sheet.get("sprite_width", info.get("width", 32))), int(sheet.get("sprite_height", info.get("height", 32)))
-            with Image.open(path) as im:
-                cols, rows = im.width // w, im.height // h
-            sheets.append((first, first + cols * rows, path, w, h, cols))
-            first += cols * rows
-            for tile in sheet.get("tiles", []):
-                ids = tile.get("id")
-                for ident in ids if isinstance(ids, list) else [ids]:
-                    if isinstance(ident, str) and ident.startswith("mon_"):
-                        for i in _sprite_ids(tile.get("fg"))[:2]:  # the drawing and one variant at most
-                            users[i].add(ident)
-        opened: dict[Path, Image.Image] = {}
-        for index, idents in sorted(users.items()):
-            if len(idents) != 1:
-                continue
-            for lo, hi, path, w, h, cols in sheets:
-                if lo <= index < hi:
-                    sheet_im = opened.setdefault(path, _rgba(path))
-                    k = index - lo
-                    x, y = (k % cols) * w, (k // cols) * h
-                    factor = -(-32 // max(w, h))
-                    tile_im = sheet_im.crop((x, y, x + w, y + h)).resize((w * factor, h * factor), Image.Resampling.NEAREST)
-                    if (np.asarray(tile_im.getchannel("A")) > 127).mean() > OPAQUE_BLOCK:
-                        break  # a glyph on a solid block (RetroDays, NeoDays), not a cut-out drawing
-                    yield Drawing(f"cataclysm/{next(iter(idents))[4:]}", "cataclysm", "cataclysm-dda-data",
-                                  config.parent.name, "tile", "-", str(path.relative_to(root)), tile_im)
-                    break
+        try:
+            drawings = list(_tileset(config, root))  # all or nothing: a damaged tileset adds none
+        except (OSError, ValueError, TypeError, KeyError, ZeroDivisionError) as exc:  # a damaged tileset
+            print(f"cataclysm: skipped {config.parent.name} ({type(exc).__name__}: {exc})", file=sys.stderr)
+            continue
+        yield from drawings
+
+
+def _tileset(config: Path, root: Path) -> Iterator[Drawing]:
+    """One Cataclysm tileset's monster drawings (see `cataclysm`)."""
+    cfg = json.loads(config.read_text(encoding="utf-8"))
+    info = (cfg.get("tile_info") or [{}])[0]
+    sheets, users = [], defaultdict(set)
+    first = 0
+    for sheet in cfg.get("tiles-new", []):
+        path = config.parent / str(sheet.get("file", ""))
+        if not path.is_file():
+            continue
+        w, h = int(sheet.get("sprite_width", info.get("width", 32))), int(sheet.get("sprite_height", info.get("height", 32)))
+        with Image.open(path) as im:
+            cols, rows = im.width // w, im.height // h
+        sheets.append((first, first + cols * rows, path, w, h, cols))
+        first += cols * rows
+        for tile in sheet.get("tiles", []):
+            ids = tile.get("id")
+            for ident in ids if isinstance(ids, list) else [ids]:
+                if isinstance(ident, str) and ident.startswith("mon_"):
+                    for i in _sprite_ids(tile.get("fg"))[:2]:  # the drawing and one variant at most
+                        users[i].add(ident)
+    opened: dict[Path, Image.Image] = {}
+    for index, idents in sorted(users.items()):
+        if len(idents) != 1:
+            continue
+        for lo, hi, path, w, h, cols in sheets:
+            if lo <= index < hi:
+                sheet_im = opened.setdefault(path, _rgba(path))
+                k = index - lo
+                x, y = (k % cols) * w, (k // cols) * h
+                factor = -(-32 // max(w, h))
+                tile_im = sheet_im.crop((x, y, x + w, y + h)).resize((w * factor, h * factor), Image.Resampling.NEAREST)
+                if (np.asarray(tile_im.getchannel("A")) > 127).mean() > OPAQUE_BLOCK:
+                    break  # a glyph on a solid block (RetroDays, NeoDays), not a cut-out drawing
+                yield Drawing(f"cataclysm/{next(iter(idents))[4:]}", "cataclysm", "cataclysm-dda-data",
+                              config.parent.name, "tile", "-", str(path.relative_to(root)), tile_im)
+                break
 
 
 SOURCES = {"freeciv": ("freeciv-data", freeciv), "widelands": ("widelands-data", widelands),

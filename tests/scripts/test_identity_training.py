@@ -122,7 +122,10 @@ def test_cataclysm_tiles_are_cut_by_their_global_sprite_index(tmp_path: Path) ->
         ("b.png", 2, [{"id": "mon_bat", "fg": [{"weight": 1, "sprite": 4}]}, {"id": "t_floor", "fg": 3}]),
     ])
     _tileset(tmp_path, "ArtistB", [("solid.png", 2, [{"id": "mon_zombie", "fg": 0}, {"id": "mon_bat", "fg": 1}])])
-    got = list(corpus_mod.cataclysm(tmp_path))
+    broken = tmp_path / "usr/share/games/cataclysm-dda/gfx/Broken"
+    broken.mkdir()
+    (broken / "tile_config.json").write_text('{"tiles-new": [{"file": "x.png", "sprite_width": 0')  # truncated
+    got = list(corpus_mod.cataclysm(tmp_path))  # the damaged tileset is skipped with a message
     # sprite 1 is shared by two monsters (nobody's), t_floor is no monster, ArtistB's tiles are solid blocks
     assert [(d.identity, d.artist) for d in got] == [("cataclysm/zombie", "ArtistA"), ("cataclysm/bat", "ArtistA")]
     bat = got[1].image
